@@ -1,0 +1,75 @@
+# egmla - build, test, sanitize.
+#
+#   make                 bin/egmla, optimised for this CPU (ARCH=native)
+#   make ARCH=x86-64-v3  target another CPU
+#   make test            every test (unit, golden, end-to-end)
+#   make SAN=1 test      the same under ASan + UBSan, in build-san/
+#
+# Sources are found by folder: every .c under kernels/ model/ worker/
+# coordinator/ deploy/ goes into build/libegmla.a; coordinator/main.c is the
+# binary's entry; tests/test_*.c are one cmocka binary each.
+
+ARCH  ?= native
+SAN   ?= 0
+PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi
+
+ifeq ($(SAN),1)
+BUILD := build-san
+OPT   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+else
+BUILD := build
+OPT   := -O2 -g -march=$(ARCH)
+endif
+
+CC      ?= cc
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) \
+           -I. -I$(BUILD)/proto $(shell pkg-config --cflags $(PKGS))
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
+LDFLAGS := $(filter -fsanitize=%,$(OPT))
+
+BIN      := $(if $(filter 1,$(SAN)),$(BUILD)/egmla,bin/egmla)
+PROTO    := $(wildcard proto/*.proto)
+PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO))
+PROTO_H  := $(PROTO_C:.c=.h)
+LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard kernels/*.c model/*.c worker/*.c coordinator/*.c deploy/*.c))
+LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GITREV   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+.PHONY: all test unit clean
+all: $(BIN)
+
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
+	@mkdir -p $(dir $@)
+	protoc-c --c_out=$(BUILD)/proto --proto_path=proto $<
+
+$(BUILD)/%.o: %.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DEGM_VERSION='"$(VERSION)"' -DEGM_GITREV='"$(GITREV)"' -MMD -MP -c $< -o $@
+
+$(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c
+	$(CC) $(filter-out -Werror,$(CFLAGS)) -c $< -o $@
+
+$(BUILD)/libegmla.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/coordinator/main.o $(BUILD)/libegmla.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libegmla.a $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libegmla.a $(LDLIBS) -lcmocka
+
+# Unit tests: each cmocka binary runs from the repo root (fixtures are
+# tests/fixtures/...). End-to-end tests are tests/e2e_*.sh, given the binary.
+test: $(TEST_BIN) $(BIN)
+	@BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh $(TEST_BIN)
+
+clean:
+	rm -rf build build-san bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

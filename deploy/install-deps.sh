@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the Debian packages egmla's build and tests need.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+PKGS=(
+  build-essential pkg-config make
+  libopenblas-dev
+  openmpi-bin libopenmpi-dev libucx-dev ucx-utils
+  libprotobuf-c-dev protobuf-c-compiler
+  libyaml-dev libcmocka-dev libjansson-dev libpcre2-dev
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

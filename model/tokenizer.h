@@ -1,0 +1,50 @@
+/* tokenizer.h - Hugging Face tokenizer.json, byte-level BPE.
+ *
+ * Supports the GPT-2 / Llama-3 / SmolLM family: a ByteLevel pre-tokenizer
+ * (optionally behind a Split with a regex, compiled with PCRE2), the
+ * byte-to-unicode table, merges applied by rank, added/special tokens matched
+ * before pre-tokenization, and a ByteLevel decoder. Anything else in the file
+ * (another model type, a normalizer we do not implement) is refused with a
+ * message naming the field. */
+#ifndef EGM_TOKENIZER_H
+#define EGM_TOKENIZER_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+typedef struct egm_tokenizer egm_tokenizer;
+
+int egm_tok_load(const char *path, egm_tokenizer **out, egm_err *e);
+int egm_tok_parse(const char *json, size_t len, const char *origin,
+                  egm_tokenizer **out, egm_err *e);
+void egm_tok_free(egm_tokenizer *t);
+
+int egm_tok_vocab_size(const egm_tokenizer *t);   /* max id + 1 */
+/* id of a token string (e.g. "<|endoftext|>"), -1 if none */
+int egm_tok_id(const egm_tokenizer *t, const char *token);
+
+/* Encodes text (no special tokens added around it unless add_special and
+ * the file's post_processor is a TemplateProcessing that adds them).
+ * *ids is malloc'd; caller frees. Returns -1 on invalid UTF-8 input etc. */
+int egm_tok_encode(const egm_tokenizer *t, const char *text, size_t len,
+                   int add_special, int **ids, int *n, egm_err *e);
+
+/* Decodes ids to a malloc'd NUL-terminated UTF-8 string; invalid byte
+ * sequences become U+FFFD. skip_special drops special tokens. */
+char *egm_tok_decode(const egm_tokenizer *t, const int *ids, int n,
+                     int skip_special);
+
+/* Streaming decoder: feed one id at a time, get only complete UTF-8
+ * characters back; an incomplete multi-byte sequence is held until it
+ * completes (or flushed as U+FFFD by egm_tok_stream_flush). */
+typedef struct {
+    unsigned char pend[8];
+    int npend;
+} egm_tok_stream;
+/* Appends decoded bytes to out (capacity cap); returns bytes written. */
+size_t egm_tok_stream_feed(const egm_tokenizer *t, egm_tok_stream *s, int id,
+                           char *out, size_t cap);
+size_t egm_tok_stream_flush(egm_tok_stream *s, char *out, size_t cap);
+
+#endif

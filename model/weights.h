@@ -1,0 +1,83 @@
+/* weights.h - a model's weights for a range of layers, as fp32 matrices.
+ *
+ * Linear weights are [out, in] row-major (PyTorch nn.Linear), so y = W x.
+ * F32 tensors whose data is 4-byte aligned are used straight from the
+ * mapping; BF16/F16 ones are converted once at load into owned buffers.
+ * Only layers [lo, hi) are read, plus the embeddings and/or the final norm
+ * and lm_head when the flags ask for them. The EG-MLA gate table eg_embed
+ * stays memory-mapped in its stored dtype and is read by row; optionally the
+ * loader precomputes G = eg_embed @ eg_gate_proj^T ([V, d_u]) instead.
+ *
+ * Every missing tensor or wrong shape is refused with a message naming the
+ * file, the tensor, the expected and the found shape. */
+#ifndef EGM_WEIGHTS_H
+#define EGM_WEIGHTS_H
+
+#include "checkpoint.h"
+#include "config.h"
+
+typedef struct {
+    const float *attn_norm, *ffn_norm;                   /* [D] */
+    /* llama */
+    const float *wq, *wk, *wv, *wo;                      /* [H*dh,D] [Hkv*dh,D] x2 [D,H*dh] */
+    /* deepseek_v2 / egmla */
+    const float *q_proj;                                 /* [H*(dn+dr), D] or NULL */
+    const float *q_a, *q_a_norm, *q_b;                   /* [rq,D] [rq] [H*(dn+dr),rq] or NULL */
+    const float *kv_a;                                   /* [d_c+dr, D] */
+    const float *kv_a_norm;                              /* [d_c] (deepseek_v2 only) */
+    const float *kv_b;                                   /* [H*(dn+dv), d_c or d_u] */
+    const float *o_proj;                                 /* [D, H*dv] */
+    /* egmla */
+    const egm_tensor *eg_embed;                          /* [V, d_e], mapped, any dtype */
+    const float *eg_gate;                                /* [d_u, d_e] */
+    const float *eg_up;                                  /* [d_u, d_c] or NULL */
+    const float *eg_norm_w, *eg_norm_b;                  /* [d_u]; bias NULL for rmsnorm */
+    float *eg_G;                                         /* [V, d_u] if precomputed, else NULL */
+    /* FFN (SwiGLU) */
+    const float *w_gate, *w_up, *w_down;                 /* [I,D] [I,D] [D,I] */
+} egm_layer;
+
+enum {
+    EGM_LOAD_EMBED = 1,        /* model.embed_tokens */
+    EGM_LOAD_HEAD = 2,         /* model.norm + lm_head (or tied embed) */
+    EGM_LOAD_GATE_TABLE = 4,   /* precompute eg_G for EG-MLA layers */
+};
+
+typedef struct {
+    egm_config cfg;
+    int lo, hi;                /* layers [lo, hi) are loaded */
+    int flags;
+    const float *embed;        /* [V, D] or NULL */
+    const float *norm;         /* [D] or NULL */
+    const float *lm_head;      /* [V, D] or NULL (== embed data when tied) */
+    egm_layer *layers;         /* layers[l - lo] */
+    /* ownership */
+    egm_ckpt *ck;              /* NULL for synthetic weights */
+    void **owned;
+    int n_owned, cap_owned;
+    size_t owned_bytes;        /* bytes of converted/synthetic weights */
+} egm_model;
+
+/* Loads config.json from dir and the tensors for [lo, hi). hi = -1 means L. */
+int egm_model_load(const char *dir, int lo, int hi, int flags, egm_model *m,
+                   egm_err *e);
+
+/* Same, with a config already parsed and a checkpoint already open (the
+ * model takes ownership of ck). */
+int egm_model_from_ckpt(const egm_config *c, egm_ckpt *ck, int lo, int hi,
+                        int flags, egm_model *m, egm_err *e);
+
+/* Synthetic weights for benchmarks: deterministic from seed, small values
+ * (uniform in +-1/sqrt(fan_in)), norms at 1. */
+int egm_model_random(const egm_config *c, unsigned long long seed, int lo,
+                     int hi, int flags, egm_model *m, egm_err *e);
+
+void egm_model_free(egm_model *m);
+
+/* Parameter counts by part, for `egmla info`. */
+typedef struct {
+    long long embed, lm_head, attn, gate_table, ffn, norms, total;
+} egm_param_count;
+void egm_count_params(const egm_config *c, int has_eg_up, egm_param_count *p);
+
+#endif
