@@ -21,6 +21,14 @@ int egm_wrap(egm_err *e, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, e->msg, sizeof old);
-    snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
+    /* both parts fit the buffer; the tail of a very long message is cut */
+    size_t n = strlen(prefix);
+    if (n > sizeof e->msg - 3) n = sizeof e->msg - 3;
+    memcpy(e->msg, prefix, n);
+    memcpy(e->msg + n, ": ", 2);
+    size_t rest = sizeof e->msg - n - 3, m = strlen(old);
+    if (m > rest) m = rest;
+    memcpy(e->msg + n + 2, old, m);
+    e->msg[n + 2 + m] = 0;
     return -1;
 }

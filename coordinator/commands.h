@@ -1,0 +1,57 @@
+/* commands.h - the subcommands of bin/egmla and what they share. */
+#ifndef EGM_COMMANDS_H
+#define EGM_COMMANDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/jsonl.h"
+#include "coordinator/request.h"
+#include "coordinator/sched.h"
+#include "model/tokenizer.h"
+
+/* Exit statuses (docs/ERRORS.md). */
+enum {
+    EGM_EXIT_OK = 0,
+    EGM_EXIT_FAIL = 1,         /* the job could not run or stopped: bad file, dead rank... */
+    EGM_EXIT_USAGE = 2,        /* bad command line */
+    EGM_EXIT_SOME_FAILED = 3,  /* the job ran; some input lines were refused (error records written) */
+};
+
+int egm_cmd_info(int argc, char **argv);
+int egm_cmd_generate(int argc, char **argv);
+int egm_cmd_score(int argc, char **argv);
+int egm_cmd_launch(int argc, char **argv);   /* deploy/launch.c */
+int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
+
+/* Options of generate/score, resolved. */
+typedef struct {
+    int mode;
+    const char *model, *input, *out, *kv_budget, *kv_dtype, *wire_dtype;
+    const char *dump_logits, *topology;
+    int max_batch, micro_batches, chunk, block_tokens, threads;
+    int stats, add_bos, gate_table;
+    egm_request defaults;
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k;
+    uint64_t seed;
+} egm_run_opts;
+
+typedef struct {
+    egm_jsonl *in;
+    egm_out *out;
+    int dump_fd;
+    size_t kv_budget;
+} egm_run_io;
+
+void egm_run_opts_default(egm_run_opts *r);
+const char *egm_default_model(void);
+int egm_run(const egm_run_opts *r);          /* local or MPI, by world size */
+int egm_run_local(const egm_run_opts *r);
+int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e);
+void egm_run_io_close(egm_run_io *io);
+void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
+int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
+int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
+
+#endif

@@ -1,0 +1,389 @@
+/* sched.c - continuous batching: groups of sequences, one micro-batch per
+ * group in flight, results in submission order (see sched.h). */
+#include "sched.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int active, group, blocks;
+    egm_request req;
+    int *toks, n_prompt;   /* prompt (or scored sequence) */
+    int n_fed;             /* positions submitted so far */
+    int *gen, n_gen, cap_gen;
+    int max_new;
+    float *lp;             /* score: [n_prompt - 1] */
+    long long dump_off;    /* score: byte offset of this sequence's logits */
+    double t0, t_first;
+} seq_t;
+
+typedef struct {
+    const egm_sched_opts *o;
+    const egm_config *c;
+    const egm_tokenizer *tok;
+    egm_pipe *pipe;
+    egm_jsonl *in;
+    egm_out *out;
+    egm_sched_stats *st;
+    seq_t *seqs;
+    int *group_n, per_group;
+    int free_blocks;
+    /* the next request, read ahead and waiting for room */
+    int have_next, input_done;
+    seq_t next;
+    long long dump_next;   /* offset for the next scored sequence */
+    /* what the next submit carries */
+    egm_admit *admits;
+    int n_admits;
+    int *releases, n_releases;
+    /* batch rows */
+    int *slot, *pos, *token;
+    unsigned char *want;
+    double t_start, t_sync, t_progress;
+} sched_t;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static void seq_clear(seq_t *q) {
+    egm_request_free(&q->req);
+    free(q->toks);
+    free(q->gen);
+    free(q->lp);
+    memset(q, 0, sizeof *q);
+}
+
+static int write_line(sched_t *s, char *line, egm_err *e) {
+    if (!line) return egm_fail(e, "out of memory formatting a result");
+    int rc = egm_out_write_line(s->out, line, e);
+    free(line);
+    return rc;
+}
+
+static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err *e) {
+    s->st->failed++;
+    s->st->requests++;
+    return write_line(s, egm_result_error(id_json, msg), e);
+}
+
+/* Parses, tokenizes and checks one line into s->next. Returns 1 when a
+ * request is ready, 0 when the line was refused (error record written),
+ * -1 on a fatal error. */
+static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_err *e) {
+    seq_t *q = &s->next;
+    memset(q, 0, sizeof *q);
+    egm_err le;
+    const char *origin = egm_jsonl_origin(s->in);
+    if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
+        fprintf(stderr, "egmla: %s\n", le.msg);
+        int rc = write_error(s, q->req.id_json, le.msg, e);
+        seq_clear(q);
+        return rc ? -1 : 0;
+    }
+    const egm_config *c = s->c;
+    if (q->req.prompt) {
+        if (!s->tok) {
+            egm_fail(&le, "%s:%ld: \"prompt\" needs a tokenizer, and the model has no "
+                     "tokenizer.json: give \"tokens\" instead", origin, lineno);
+            goto refuse;
+        }
+        int *ids = NULL, n = 0;
+        if (egm_tok_encode(s->tok, q->req.prompt, strlen(q->req.prompt), 1, &ids, &n, &le)) {
+            egm_wrap(&le, "%s:%ld: \"prompt\"", origin, lineno);
+            goto refuse;
+        }
+        int bos = s->o->add_bos && c->bos_token_id >= 0 && !(n > 0 && ids[0] == c->bos_token_id);
+        q->toks = malloc(sizeof(int) * (size_t)(n + bos + 1));
+        if (!q->toks) return egm_fail(e, "out of memory");
+        if (bos) q->toks[0] = c->bos_token_id;
+        memcpy(q->toks + bos, ids, sizeof(int) * (size_t)n);
+        free(ids);
+        q->n_prompt = n + bos;
+    } else {
+        q->toks = malloc(sizeof(int) * (size_t)(q->req.n_tokens + 1));
+        if (!q->toks) return egm_fail(e, "out of memory");
+        memcpy(q->toks, q->req.tokens, sizeof(int) * (size_t)q->req.n_tokens);
+        q->n_prompt = q->req.n_tokens;
+        for (int i = 0; i < q->n_prompt; i++)
+            if (q->toks[i] >= c->vocab_size) {
+                egm_fail(&le, "%s:%ld: \"tokens\"[%d]: %d is not below the vocabulary size %d",
+                         origin, lineno, i, q->toks[i], c->vocab_size);
+                goto refuse;
+            }
+    }
+    if (q->n_prompt == 0) {
+        egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
+        goto refuse;
+    }
+    if (q->n_prompt > c->max_position_embeddings) {
+        egm_fail(&le, "%s:%ld: the prompt has %d tokens, more than the model's context of %d",
+                 origin, lineno, q->n_prompt, c->max_position_embeddings);
+        goto refuse;
+    }
+    int need = q->n_prompt;
+    if (s->o->mode == EGM_MODE_GENERATE) {
+        q->max_new = q->req.max_new_tokens;
+        if (q->max_new > c->max_position_embeddings - q->n_prompt)
+            q->max_new = c->max_position_embeddings - q->n_prompt;
+        need += q->max_new;
+    }
+    egm_pipe_caps *cap = &s->pipe->caps;
+    q->blocks = (need + cap->block_tokens - 1) / cap->block_tokens;
+    if (q->blocks > cap->kv_blocks) {
+        egm_fail(&le, "%s:%ld: the request needs %d positions of KV cache and the budget holds "
+                 "%d: raise --kv-budget or lower max_new_tokens", origin, lineno, need,
+                 cap->kv_blocks * cap->block_tokens);
+        goto refuse;
+    }
+    return 1;
+refuse:
+    fprintf(stderr, "egmla: %s\n", le.msg);
+    int rc = write_error(s, q->req.id_json, le.msg, e);
+    seq_clear(q);
+    return rc ? -1 : 0;
+}
+
+/* Makes s->next hold a request, unless the input is done. */
+static int read_ahead(sched_t *s, egm_err *e) {
+    while (!s->have_next && !s->input_done) {
+        const char *line;
+        size_t len;
+        long lineno;
+        egm_err le;
+        int r = egm_jsonl_next(s->in, &line, &len, &lineno, &le);
+        if (r < 0) return egm_fail(e, "%s", le.msg);
+        if (r == 0) {
+            s->input_done = 1;
+            break;
+        }
+        r = prepare(s, line, len, lineno, e);
+        if (r < 0) return -1;
+        s->have_next = r;
+    }
+    return 0;
+}
+
+static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
+    seq_t *q = &s->seqs[slot];
+    char *line;
+    if (s->o->mode == EGM_MODE_SCORE) {
+        line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
+    } else {
+        char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
+        egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
+                            (now_s() - q->t0) * 1e3};
+        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
+                                   text ? strlen(text) : 0, reason,
+                                   s->o->stats ? &gs : NULL);
+        free(text);
+    }
+    s->st->requests++;
+    s->st->ok++;
+    s->st->prompt_tokens += q->n_prompt;
+    s->st->generated_tokens += q->n_gen;
+    s->releases[s->n_releases++] = slot;
+    s->free_blocks += q->blocks;
+    s->group_n[q->group]--;
+    seq_clear(q);
+    return write_line(s, line, e);
+}
+
+/* Moves s->next into a free slot of group g. */
+static void admit(sched_t *s, int g) {
+    int slot = 0;
+    while (s->seqs[slot].active) slot++;
+    seq_t *q = &s->seqs[slot];
+    *q = s->next;
+    memset(&s->next, 0, sizeof s->next);
+    s->have_next = 0;
+    q->active = 1;
+    q->group = g;
+    q->t0 = now_s();
+    s->group_n[g]++;
+    s->free_blocks -= q->blocks;
+    if (s->o->mode == EGM_MODE_SCORE) {
+        q->lp = calloc((size_t)q->n_prompt, sizeof(float));
+        q->dump_off = s->dump_next;
+        s->dump_next += (long long)q->n_prompt * s->c->vocab_size * (long long)sizeof(float);
+    } else {
+        q->cap_gen = q->max_new + 1;
+        q->gen = malloc(sizeof(int) * (size_t)q->cap_gen);
+    }
+    egm_admit *a = &s->admits[s->n_admits++];
+    a->slot = slot;
+    a->mode = s->o->mode;
+    a->sp = q->req.sampling;
+    a->n_reserve = q->blocks * s->pipe->caps.block_tokens;
+    a->tokens = q->toks;
+    a->n_tokens = q->n_prompt;
+}
+
+/* Builds group g's next micro-batch: decode rows, then prefill chunks. */
+static int build(sched_t *s, int g, egm_err *e) {
+    while (s->group_n[g] < s->per_group) {
+        if (read_ahead(s, e)) return -1;
+        if (!s->have_next || s->next.blocks > s->free_blocks) break;
+        if (s->o->mode == EGM_MODE_GENERATE && s->next.max_new == 0) {
+            /* nothing to generate: answer without touching the pipeline */
+            int slot = 0;
+            while (s->seqs[slot].active) slot++;
+            s->group_n[g]++;
+            s->free_blocks -= s->next.blocks;
+            s->seqs[slot] = s->next;
+            s->seqs[slot].group = g;
+            s->seqs[slot].t0 = s->seqs[slot].t_first = now_s();
+            memset(&s->next, 0, sizeof s->next);
+            s->have_next = 0;
+            if (finish(s, slot, "length", e)) return -1;
+            continue;
+        }
+        admit(s, g);
+    }
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < s->o->max_seqs; i++) {
+            seq_t *q = &s->seqs[i];
+            if (!q->active || q->group != g) continue;
+            int decoding = q->n_fed >= q->n_prompt;
+            if (pass == 0 && decoding && s->o->mode == EGM_MODE_GENERATE) {
+                s->slot[n] = i;
+                s->pos[n] = q->n_fed++;
+                s->token[n] = q->gen[q->n_gen - 1];
+                s->want[n++] = 1;
+            } else if (pass == 1 && !decoding) {
+                int k = q->n_prompt - q->n_fed;
+                if (k > s->o->max_rows - n) k = s->o->max_rows - n;
+                for (int j = 0; j < k; j++) {
+                    s->slot[n] = i;
+                    s->pos[n] = q->n_fed;
+                    s->token[n] = q->toks[q->n_fed++];
+                    s->want[n++] = s->o->mode == EGM_MODE_SCORE || q->n_fed == q->n_prompt;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+static int process(sched_t *s, const egm_result *r, egm_err *e) {
+    int V = s->c->vocab_size;
+    for (int k = 0; k < r->n_outs; k++) {
+        const egm_head_out *o = &r->outs[k];
+        seq_t *q = &s->seqs[o->slot];
+        if (s->o->mode == EGM_MODE_SCORE) {
+            if (o->has_target) q->lp[o->pos] = o->logprob;
+            if (s->o->dump_fd >= 0 && r->logits) {
+                const float *row = r->logits + (long)k * V;
+                off_t off = (off_t)(q->dump_off + (long long)o->pos * V * (long long)sizeof(float));
+                if (pwrite(s->o->dump_fd, row, sizeof(float) * (size_t)V, off) != (ssize_t)(sizeof(float) * V))
+                    return egm_fail(e, "--dump-logits: write failed: %s", strerror(errno));
+            }
+            if (o->pos == q->n_prompt - 1 && finish(s, o->slot, NULL, e)) return -1;
+            continue;
+        }
+        if (q->n_gen == 0) q->t_first = now_s();
+        q->gen[q->n_gen++] = o->token;
+        const char *reason = NULL;
+        if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
+        else if (q->n_gen >= q->max_new) reason = "length";
+        if (reason && finish(s, o->slot, reason, e)) return -1;
+    }
+    return 0;
+}
+
+static void progress(sched_t *s, int last) {
+    double t = now_s();
+    if (!s->o->progress || (!last && t - s->t_progress < 0.5)) return;
+    s->t_progress = t;
+    double el = t - s->t_start;
+    fprintf(stderr, "\r%ld done (%ld failed), %.1f tok/s   %s", s->st->requests,
+            s->st->failed, (s->st->generated_tokens + s->st->prompt_tokens) / (el > 0 ? el : 1),
+            last ? "\n" : "");
+}
+
+int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
+                  const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,
+                  egm_out *out, egm_sched_stats *st, egm_err *e) {
+    sched_t s = {.o = o, .c = c, .tok = tok, .pipe = pipe, .in = in, .out = out, .st = st};
+    memset(st, 0, sizeof *st);
+    int M = o->micro_batches, S = o->max_seqs, rows = o->max_rows + S;
+    int rc = -1;
+    s.per_group = (S + M - 1) / M;
+    s.free_blocks = pipe->caps.kv_blocks;
+    s.seqs = calloc((size_t)S, sizeof *s.seqs);
+    s.group_n = calloc((size_t)M, sizeof(int));
+    s.admits = calloc((size_t)S, sizeof *s.admits);
+    s.releases = calloc((size_t)S * 2, sizeof(int));
+    s.slot = malloc(sizeof(int) * (size_t)rows);
+    s.pos = malloc(sizeof(int) * (size_t)rows);
+    s.token = malloc(sizeof(int) * (size_t)rows);
+    s.want = malloc((size_t)rows);
+    int *inflight = calloc((size_t)M, sizeof(int)), *fifo = calloc((size_t)M, sizeof(int));
+    if (!s.seqs || !s.group_n || !s.admits || !s.releases || !s.slot || !s.pos ||
+        !s.token || !s.want || !inflight || !fifo) {
+        egm_fail(e, "out of memory for %d sequences", S);
+        goto done;
+    }
+    s.t_start = s.t_sync = s.t_progress = now_s();
+    int f_head = 0, f_len = 0;
+    for (;;) {
+        for (int g = 0; g < M; g++) {
+            if (inflight[g]) continue;
+            int n = build(&s, g, e);
+            if (n < 0) goto done;
+            if (n == 0) continue;
+            egm_submit sub = {.b = {n, s.slot, s.pos, s.token}, .want = s.want,
+                              .admits = s.admits, .n_admits = s.n_admits,
+                              .releases = s.releases, .n_releases = s.n_releases,
+                              .keep_logits = o->dump_fd >= 0};
+            if (pipe->submit(pipe, &sub, e)) goto done;
+            s.n_admits = s.n_releases = 0;
+            inflight[g] = 1;
+            fifo[(f_head + f_len++) % M] = g;
+        }
+        if (f_len == 0) {
+            if (s.have_next || !s.input_done) {
+                egm_fail(e, "scheduler stalled with requests waiting (bug)");
+                goto done;
+            }
+            break;
+        }
+        egm_result r;
+        if (pipe->collect(pipe, &r, e)) goto done;
+        int g = fifo[f_head];
+        f_head = (f_head + 1) % M;
+        f_len--;
+        inflight[g] = 0;
+        if (process(&s, &r, e)) goto done;
+        double t = now_s();
+        if (t - s.t_sync > 2.0) {
+            if (egm_out_sync(out, e)) goto done;
+            s.t_sync = t;
+        }
+        progress(&s, 0);
+    }
+    rc = 0;
+done:
+    st->seconds = now_s() - s.t_start;
+    progress(&s, 1);
+    if (s.seqs)
+        for (int i = 0; i < S; i++) seq_clear(&s.seqs[i]);
+    seq_clear(&s.next);
+    free(s.seqs);
+    free(s.group_n);
+    free(s.admits);
+    free(s.releases);
+    free(s.slot);
+    free(s.pos);
+    free(s.token);
+    free(s.want);
+    free(inflight);
+    free(fifo);
+    return rc;
+}

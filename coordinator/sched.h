@@ -1,0 +1,51 @@
+/* sched.h - continuous batching over a pipeline of stages.
+ *
+ * Sequences are spread over `micro_batches` groups; each group is one
+ * micro-batch in flight. When a group's result comes back, its sequences
+ * advance (sampled tokens appended, finished ones written out and their
+ * slots and KV released), new requests join it while slots and KV allow,
+ * and its next micro-batch goes out: decode rows first, then prefill chunks
+ * up to `max_rows`. Results come back in submission order, so the batches
+ * formed, and hence every number computed, depend on the options and the
+ * input only: not on how the layers are split across ranks.
+ *
+ * Admission reserves KV for the sequence's whole length (prompt plus
+ * max_new_tokens) on every stage, so a running sequence never runs out;
+ * requests that do not fit wait for room. */
+#ifndef EGM_SCHED_H
+#define EGM_SCHED_H
+
+#include <stdio.h>
+
+#include "coordinator/jsonl.h"
+#include "coordinator/pipe.h"
+#include "coordinator/request.h"
+#include "model/config.h"
+#include "model/tokenizer.h"
+
+typedef struct {
+    int mode;                 /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
+    int micro_batches;        /* groups in flight */
+    int max_seqs;             /* concurrent sequences (<= pipe slots) */
+    int max_rows;             /* rows per micro-batch (prefill chunking) */
+    int add_bos;              /* prepend bos_token_id to text prompts */
+    int stats;                /* add per-request statistics to outputs */
+    egm_request defaults;     /* sampling / max_new_tokens / ignore_eos */
+    int dump_fd;              /* score: --dump-logits file, or -1 */
+    int progress;             /* progress line on stderr */
+} egm_sched_opts;
+
+typedef struct {
+    long requests, ok, failed;
+    long prompt_tokens, generated_tokens;
+    double seconds;
+} egm_sched_stats;
+
+/* Runs every request of `in` through the pipe, writing one line per request
+ * to `out`. Returns 0 when the run completed (some lines may have failed:
+ * see stats->failed), -1 on a fatal error (message in e). */
+int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
+                  const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,
+                  egm_out *out, egm_sched_stats *stats, egm_err *e);
+
+#endif

@@ -1,0 +1,93 @@
+/* head.c - sampling and scoring on the last stage. */
+#include "head.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/ops.h"
+
+int egm_head_init(egm_head *h, int n_slots, int vocab, egm_err *e) {
+    memset(h, 0, sizeof *h);
+    h->seqs = calloc((size_t)n_slots, sizeof *h->seqs);
+    if (!h->seqs) return egm_fail(e, "out of memory for %d sequence slots", n_slots);
+    h->n_slots = n_slots;
+    h->V = vocab;
+    return 0;
+}
+
+void egm_head_free(egm_head *h) {
+    for (int i = 0; i < h->n_slots; i++) free(h->seqs[i].hist);
+    free(h->seqs);
+    free(h->logits.p);
+    free(h->scratch.p);
+    free(h->rows.p);
+    memset(h, 0, sizeof *h);
+}
+
+static void hist_push(egm_head_seq *q, int tok) {
+    if (q->n_hist == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 256;
+        q->hist = realloc(q->hist, sizeof(int) * (size_t)q->cap);
+        if (!q->hist) abort();
+    }
+    q->hist[q->n_hist++] = tok;
+}
+
+int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
+                  const int *tokens, int n_tokens) {
+    egm_head_seq *q = &h->seqs[slot];
+    q->mode = mode;
+    q->n_hist = 0;
+    q->n_total = 0;
+    if (sp) q->sp = *sp; else egm_sampling_default(&q->sp);
+    egm_rng_seed(&q->rng, q->sp.seed);
+    if (mode == EGM_MODE_SCORE) {
+        for (int i = 0; i < n_tokens; i++) hist_push(q, tokens[i]);
+        q->n_total = n_tokens;
+    }
+    return 0;
+}
+
+void egm_head_close(egm_head *h, int slot) { h->seqs[slot].n_hist = 0; }
+
+int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
+                 const unsigned char *want, const float *x, egm_head_out *out) {
+    int n_want = 0, V = h->V;
+    int *rows = (int *)egm_buf_need(&h->rows, b->n + 1);
+    for (int r = 0; r < b->n; r++)
+        if (want[r]) rows[n_want++] = r;
+    float *logits = egm_buf_need(&h->logits, (long)(n_want ? n_want : 1) * V);
+    if (n_want) egm_stage_logits(s, x, rows, n_want, logits);
+
+    /* Generation history grows by every row that passes, wanted or not. */
+    int k = 0;
+    for (int r = 0; r < b->n; r++) {
+        egm_head_seq *q = &h->seqs[b->slot[r]];
+        if (q->mode == EGM_MODE_GENERATE) hist_push(q, b->token[r]);
+        if (!want[r]) continue;
+        const float *lg = logits + (long)k * V;
+        egm_head_out *o = &out[k++];
+        memset(o, 0, sizeof *o);
+        o->slot = b->slot[r];
+        o->pos = b->pos[r];
+        int am = egm_argmax(lg, V);
+        if (q->mode == EGM_MODE_SCORE) {
+            o->has_target = b->pos[r] + 1 < q->n_total;
+            if (o->has_target) {
+                o->token = q->hist[b->pos[r] + 1];
+                o->logprob = egm_logprob(lg, V, o->token);
+                o->greedy = am == o->token;
+            }
+        } else {
+            float *tmp = egm_buf_need(&h->scratch, (long)V * 2);
+            memcpy(tmp, lg, sizeof(float) * V);
+            o->token = egm_sample(tmp, V, &q->sp, q->hist, q->n_hist, &q->rng,
+                                  (int *)(tmp + V));
+            o->logprob = egm_logprob(lg, V, o->token);
+            o->greedy = am == o->token;
+        }
+    }
+    return n_want;
+}
+
+const float *egm_head_last_logits(const egm_head *h) { return h->logits.p; }

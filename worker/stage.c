@@ -1,0 +1,233 @@
+/* stage.c - run a range of transformer blocks over a micro-batch.
+ *
+ * Every projection is one GEMM over all rows of the micro-batch; attention
+ * runs per sequence segment against the cache (kernels/attention.c). For
+ * MLA the cache holds z = RMSNorm(c) and the rope key; for EG-MLA it holds
+ * c and the rope key (plus token ids), and z = Norm(up(c) * gate(id)) is
+ * rebuilt for all cached positions of a segment once per layer, with GEMMs,
+ * then shared by every head and query row of that segment. */
+#include "stage.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/attention.h"
+#include "kernels/ops.h"
+
+float *egm_buf_need(egm_buf *b, long n) {
+    if (n > b->cap) {
+        free(b->p);
+        b->cap = n + n / 4 + 64;
+        b->p = malloc(sizeof(float) * (size_t)b->cap);
+        if (!b->p) abort(); /* scratch is bounded by batch and context; OOM is fatal */
+    }
+    return b->p;
+}
+
+int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
+                   size_t kv_budget, int block_tokens, int kv_bf16,
+                   egm_err *e) {
+    memset(s, 0, sizeof *s);
+    s->m = m;
+    s->c = &m->cfg;
+    s->n_slots = n_slots;
+    int nl = m->hi - m->lo;
+    if (egm_kv_init(&s->kv, nl, egm_config_kv_elems(s->c),
+                    s->c->arch == EGM_EGMLA, block_tokens, kv_bf16, kv_budget))
+        return egm_fail(e, "KV budget of %zu bytes does not hold one block of %d "
+                        "tokens (%zu bytes per token on layers %d-%d)", kv_budget,
+                        block_tokens,
+                        egm_kv_bytes_per_token(nl, egm_config_kv_elems(s->c),
+                                               s->c->arch == EGM_EGMLA, kv_bf16),
+                        m->lo, m->hi - 1);
+    s->seqs = calloc((size_t)n_slots, sizeof *s->seqs);
+    if (!s->seqs) return egm_fail(e, "out of memory for %d sequence slots", n_slots);
+    return 0;
+}
+
+void egm_stage_free(egm_stage *s) {
+    if (!s->seqs && !s->kv.pool) return;
+    for (int i = 0; i < s->n_slots; i++) egm_kv_release(&s->kv, &s->seqs[i]);
+    free(s->seqs);
+    egm_kv_free(&s->kv);
+    egm_buf *bufs[] = {&s->xn, &s->q, &s->qa, &s->kvrow, &s->attn, &s->ffn_g,
+                       &s->ffn_u, &s->seg, &s->z, &s->gate, &s->emb, &s->att};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]->p);
+    memset(s, 0, sizeof *s);
+}
+
+int egm_stage_reserve(egm_stage *s, int slot, int n_tokens) {
+    return egm_kv_reserve(&s->kv, &s->seqs[slot], n_tokens);
+}
+
+void egm_stage_release(egm_stage *s, int slot) {
+    egm_kv_release(&s->kv, &s->seqs[slot]);
+}
+
+/* Rows [r, end) of the batch that belong to the same sequence as row r. */
+static int segment_end(const egm_mbatch *b, int r) {
+    int e = r + 1;
+    while (e < b->n && b->slot[e] == b->slot[r]) e++;
+    return e;
+}
+
+static void attention_llama(egm_stage *s, const egm_layer *w, int li,
+                            const egm_mbatch *b, const float *xn, float *out) {
+    const egm_config *c = s->c;
+    int n = b->n, H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim;
+    int E = 2 * Hkv * dh;
+    float *q = egm_buf_need(&s->q, (long)n * H * dh);
+    float *kv = egm_buf_need(&s->kvrow, (long)n * E);
+    egm_linear(q, xn, w->wq, n, H * dh, c->hidden_size);
+    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wk,
+             c->hidden_size, 0.0f, kv, E);
+    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wv,
+             c->hidden_size, 0.0f, kv + Hkv * dh, E);
+    for (int r = 0; r < n; r++) {
+        for (int h = 0; h < H; h++)
+            egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
+        for (int h = 0; h < Hkv; h++)
+            egm_rope(kv + (long)r * E + h * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
+        egm_kv_write(&s->kv, &s->seqs[b->slot[r]], li, b->pos[r], kv + (long)r * E);
+    }
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int r = 0; r < n;) {
+        int e = segment_end(b, r), T = e - r, pos0 = b->pos[r], P = pos0 + T;
+        float *seg = egm_buf_need(&s->seg, (long)P * E);
+        egm_kv_gather(&s->kv, &s->seqs[b->slot[r]], li, 0, P, seg);
+        float *sc = egm_buf_need(&s->att, egm_attn_mha_scratch(T, P));
+        egm_attn_mha(out + (long)r * H * dh, H * dh, q + (long)r * H * dh, H * dh, T,
+                     pos0, seg, E, H, Hkv, dh, scale, sc);
+        r = e;
+    }
+}
+
+/* z for positions [0, P) of one EG-MLA sequence: Norm(up(c) * gate(id)). */
+static void egmla_rebuild_z(egm_stage *s, const egm_layer *w, const egm_kv_seq *sq,
+                            const float *cache, int ldc, int P, float *Z) {
+    const egm_config *c = s->c;
+    int dc = c->kv_lora_rank, du = c->eg_latent_dim, de = c->eg_embed_dim;
+    float *G = egm_buf_need(&s->gate, (long)P * du);
+    if (w->eg_G) {
+        for (int j = 0; j < P; j++)
+            memcpy(G + (long)j * du, w->eg_G + (long)egm_kv_get_id(&s->kv, sq, j) * du,
+                   sizeof(float) * du);
+    } else {
+        const egm_tensor *t = w->eg_embed;
+        size_t row = (size_t)de * egm_dtype_size(t->dtype);
+        float *Em = egm_buf_need(&s->emb, (long)P * de);
+        for (int j = 0; j < P; j++)
+            egm_to_f32(Em + (long)j * de, t->data + row * egm_kv_get_id(&s->kv, sq, j),
+                       t->dtype, de);
+        egm_linear(G, Em, w->eg_gate, P, du, de);
+    }
+    if (w->eg_up)
+        egm_gemm(0, 1, P, du, dc, 1.0f, cache, ldc, w->eg_up, dc, 0.0f, Z, du);
+    else
+        for (int j = 0; j < P; j++) memcpy(Z + (long)j * du, cache + (long)j * ldc, sizeof(float) * du);
+    for (int j = 0; j < P; j++) {
+        float *zj = Z + (long)j * du;
+        egm_mul(zj, G + (long)j * du, du);
+        if (c->eg_norm_rms) egm_rmsnorm(zj, zj, w->eg_norm_w, du, c->eg_norm_eps);
+        else egm_layernorm(zj, zj, w->eg_norm_w, w->eg_norm_b, du, c->eg_norm_eps);
+    }
+}
+
+static void attention_latent(egm_stage *s, const egm_layer *w, int li,
+                             const egm_mbatch *b, const float *xn, float *out) {
+    const egm_config *c = s->c;
+    int n = b->n, H = c->num_heads, D = c->hidden_size;
+    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    int dq = dn + dr, dc = c->kv_lora_rank, E = dc + dr;
+    int du = egm_config_latent_dim(c);
+    int eg = c->arch == EGM_EGMLA;
+
+    float *q = egm_buf_need(&s->q, (long)n * H * dq);
+    if (w->q_proj) {
+        egm_linear(q, xn, w->q_proj, n, H * dq, D);
+    } else {
+        int rq = c->q_lora_rank;
+        float *qa = egm_buf_need(&s->qa, (long)n * rq);
+        egm_linear(qa, xn, w->q_a, n, rq, D);
+        for (int r = 0; r < n; r++)
+            egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, c->rms_norm_eps);
+        egm_linear(q, qa, w->q_b, n, H * dq, rq);
+    }
+    float *kv = egm_buf_need(&s->kvrow, (long)n * E);
+    egm_linear(kv, xn, w->kv_a, n, E, D);
+    for (int r = 0; r < n; r++) {
+        for (int h = 0; h < H; h++)
+            egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
+        float *row = kv + (long)r * E;
+        egm_rope(row + dc, dr, b->pos[r], c->rope_theta, c->rope_interleave);
+        if (!eg) egm_rmsnorm(row, row, w->kv_a_norm, dc, c->rms_norm_eps);
+        const egm_kv_seq *sq = &s->seqs[b->slot[r]];
+        egm_kv_write(&s->kv, sq, li, b->pos[r], row);
+        if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);
+    }
+    float scale = 1.0f / sqrtf((float)dq);
+    for (int r = 0; r < n;) {
+        int e = segment_end(b, r), T = e - r, pos0 = b->pos[r], P = pos0 + T;
+        const egm_kv_seq *sq = &s->seqs[b->slot[r]];
+        float *seg = egm_buf_need(&s->seg, (long)P * E);
+        egm_kv_gather(&s->kv, sq, li, 0, P, seg);
+        const float *Z = seg;
+        int ldz = E;
+        if (eg) {
+            float *z = egm_buf_need(&s->z, (long)P * du);
+            egmla_rebuild_z(s, w, sq, seg, E, P, z);
+            Z = z;
+            ldz = du;
+        }
+        float *sc = egm_buf_need(&s->att, egm_attn_latent_scratch(T, P, H, du, dr));
+        egm_attn_latent(out + (long)r * H * dv, H * dv, q + (long)r * H * dq, H * dq, T,
+                        pos0, Z, ldz, seg + dc, E, w->kv_b, H, dn, dr, dv, du, scale, sc);
+        r = e;
+    }
+}
+
+void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
+    const egm_config *c = s->c;
+    const egm_model *m = s->m;
+    int n = b->n, D = c->hidden_size, I = c->intermediate_size;
+    if (m->embed)
+        for (int r = 0; r < n; r++)
+            memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
+
+    float *xn = egm_buf_need(&s->xn, (long)n * D);
+    int attn_w = c->arch == EGM_LLAMA ? c->num_heads * c->head_dim
+                                      : c->num_heads * c->v_head_dim;
+    float *att = egm_buf_need(&s->attn, (long)n * attn_w);
+    for (int l = m->lo; l < m->hi; l++) {
+        const egm_layer *w = &m->layers[l - m->lo];
+        for (int r = 0; r < n; r++)
+            egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
+        if (c->arch == EGM_LLAMA) {
+            attention_llama(s, w, l - m->lo, b, xn, att);
+            egm_linear_acc(x, att, w->wo, n, D, attn_w);
+        } else {
+            attention_latent(s, w, l - m->lo, b, xn, att);
+            egm_linear_acc(x, att, w->o_proj, n, D, attn_w);
+        }
+        /* SwiGLU FFN */
+        for (int r = 0; r < n; r++)
+            egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
+        float *g = egm_buf_need(&s->ffn_g, (long)n * I);
+        float *u = egm_buf_need(&s->ffn_u, (long)n * I);
+        egm_linear(g, xn, w->w_gate, n, I, D);
+        egm_linear(u, xn, w->w_up, n, I, D);
+        egm_swiglu(g, u, n * I);
+        egm_linear_acc(x, g, w->w_down, n, D, I);
+    }
+}
+
+void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
+                      int n_rows, float *logits) {
+    const egm_config *c = s->c;
+    int D = c->hidden_size;
+    float *xn = egm_buf_need(&s->xn, (long)n_rows * D);
+    for (int k = 0; k < n_rows; k++)
+        egm_rmsnorm(xn + (long)k * D, x + (long)rows[k] * D, s->m->norm, D, c->rms_norm_eps);
+    egm_linear(logits, xn, s->m->lm_head, n_rows, c->vocab_size, D);
+}

@@ -1,0 +1,61 @@
+/* stage.h - a pipeline stage: a range of layers, its KV cache, its scratch.
+ *
+ * A micro-batch is n rows; row r is token `token[r]` of the sequence in
+ * slot `slot[r]` at position `pos[r]`. The rows of one sequence are
+ * consecutive, in position order, and continue where that sequence's cache
+ * ends (a prefill chunk, or one decode token). The stage writes the rows'
+ * keys/latents into its cache first, then lets each row attend to every
+ * cached position up to its own. The first stage also embeds the tokens;
+ * the last one can also apply the final norm and lm_head. */
+#ifndef EGM_STAGE_H
+#define EGM_STAGE_H
+
+#include <stddef.h>
+
+#include "model/weights.h"
+#include "worker/kvcache.h"
+
+typedef struct {
+    int n;              /* rows */
+    const int *slot;    /* [n] */
+    const int *pos;     /* [n] */
+    const int *token;   /* [n] */
+} egm_mbatch;
+
+typedef struct {
+    float *p;
+    long cap;
+} egm_buf;
+
+typedef struct {
+    const egm_model *m;
+    const egm_config *c;
+    egm_kv_pool kv;
+    egm_kv_seq *seqs;    /* [n_slots] */
+    int n_slots;
+    egm_buf xn, q, qa, kvrow, attn, ffn_g, ffn_u, seg, z, gate, emb, att;
+} egm_stage;
+
+/* kv_budget: bytes for this stage's cache; block_tokens: positions per
+ * block; kv_bf16: store the cache as bf16. */
+int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
+                   size_t kv_budget, int block_tokens, int kv_bf16,
+                   egm_err *e);
+void egm_stage_free(egm_stage *s);
+
+/* Reserves cache for n_tokens positions of a sequence (all or nothing). */
+int egm_stage_reserve(egm_stage *s, int slot, int n_tokens);
+void egm_stage_release(egm_stage *s, int slot);
+
+/* x: [n, D] activations in (ignored on the first stage, which embeds) and
+ * out. Positions of the batch are appended to the cache. */
+void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x);
+
+/* logits[k, V] = lm_head(RMSNorm(x[rows[k]])) for k < n_rows (last stage). */
+void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
+                      int n_rows, float *logits);
+
+/* Grows a scratch buffer to hold n floats; returns its data. */
+float *egm_buf_need(egm_buf *b, long n);
+
+#endif
