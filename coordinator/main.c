@@ -2,6 +2,7 @@
  *
  * Under mpirun rank 0 coordinates and ranks 1..N-1 are pipeline stages;
  * run plainly, the coordinator drives an in-process stage. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,8 @@ static void usage(FILE *f) {
 
 int main(int argc, char **argv) {
     pick_blas_kernels(argv);
+    /* a closed output pipe is a write error to report, not a silent death */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return EGM_EXIT_USAGE;

@@ -8,6 +8,7 @@ PKGS=(
   openmpi-bin libopenmpi-dev libucx-dev ucx-utils
   libprotobuf-c-dev protobuf-c-compiler
   libyaml-dev libcmocka-dev libjansson-dev libpcre2-dev
+  python3
 )
 missing=()
 for p in "${PKGS[@]}"; do
