@@ -35,10 +35,12 @@ int egm_ckpt_open(const char *dir, egm_ckpt **out, egm_err *e);
 /* Opens one .safetensors file directly (used by tests and fuzzers). */
 int egm_ckpt_open_file(const char *path, egm_ckpt **out, egm_err *e);
 void egm_ckpt_close(egm_ckpt *ck);
+/* The directory (or file, for open_file) it was opened from, for messages. */
+const char *egm_ckpt_origin(const egm_ckpt *ck);
 
 const egm_tensor *egm_ckpt_get(const egm_ckpt *ck, const char *name); /* NULL if absent */
 int egm_ckpt_count(const egm_ckpt *ck);
-const egm_tensor *egm_ckpt_at(const egm_ckpt *ck, int i);
+const egm_tensor *egm_ckpt_at(const egm_ckpt *ck, int i); /* in name order; NULL out of range */
 
 size_t egm_dtype_size(egm_dtype t);
 const char *egm_dtype_name(egm_dtype t);

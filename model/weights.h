@@ -63,18 +63,24 @@ int egm_model_load(const char *dir, int lo, int hi, int flags, egm_model *m,
                    egm_err *e);
 
 /* Same, with a config already parsed and a checkpoint already open (the
- * model takes ownership of ck). */
+ * model takes ownership of ck, also on failure: ck is closed then). */
 int egm_model_from_ckpt(const egm_config *c, egm_ckpt *ck, int lo, int hi,
                         int flags, egm_model *m, egm_err *e);
 
 /* Synthetic weights for benchmarks: deterministic from seed, small values
- * (uniform in +-1/sqrt(fan_in)), norms at 1. */
+ * (uniform in +-1/sqrt(fan_in)), norms at 1, biases at 0. Each tensor's
+ * values depend only on the seed and its name, so any layer range gives the
+ * same layers. eg_up_proj exists iff eg_latent_dim != kv_lora_rank; eg_embed
+ * is an owned F32 egm_tensor. */
 int egm_model_random(const egm_config *c, unsigned long long seed, int lo,
                      int hi, int flags, egm_model *m, egm_err *e);
 
 void egm_model_free(egm_model *m);
 
-/* Parameter counts by part, for `egmla info`. */
+/* Parameter counts by part, for `egmla info`. attn holds every attention
+ * weight of all layers, including q_a_layernorm, kv_a_layernorm, eg_gate_proj,
+ * eg_up_proj and eg_norm; gate_table is the eg_embed tables; norms are the
+ * per-layer input/post-attention norms and the final norm. */
 typedef struct {
     long long embed, lm_head, attn, gate_table, ffn, norms, total;
 } egm_param_count;

@@ -1,0 +1,324 @@
+/* config.c - config.json -> egm_config, with every key checked (MODEL.md).
+ *
+ * Unknown extra keys are ignored (Hugging Face configs carry dozens), but a
+ * key we know is refused when its value is of the wrong type, out of range,
+ * or asks for something we do not implement (rope_scaling, routed experts,
+ * biases). Messages read:
+ *     <path>: key "x": expected <what>, found <type> <value> */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *origin;
+    json_t *root;
+    egm_err *e;
+} ctx;
+
+static const char *type_name(const json_t *v) {
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    case JSON_NULL: return "null";
+    }
+    return "?";
+}
+
+/* "expected <what>, found <type> <value>" (value clipped: it may be huge). */
+static int bad(ctx *x, const char *key, const json_t *v, const char *what) {
+    if (!v)
+        return egm_fail(x->e, "%s: key \"%s\": expected %s, found nothing (key missing)",
+                        x->origin, key, what);
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    char shown[64];
+    snprintf(shown, sizeof shown, "%s", s ? s : "?");
+    if (s && strlen(s) >= sizeof shown) strcpy(shown + sizeof shown - 4, "...");
+    free(s);
+    if (json_is_null(v))
+        return egm_fail(x->e, "%s: key \"%s\": expected %s, found null", x->origin, key, what);
+    return egm_fail(x->e, "%s: key \"%s\": expected %s, found %s %s", x->origin, key,
+                    what, type_name(v), shown);
+}
+
+/* Integer key >= min. Missing: error if required, else *out = def. */
+static int get_int(ctx *x, const char *key, int required, int def, int min, int *out) {
+    json_t *v = json_object_get(x->root, key);
+    char what[64];
+    snprintf(what, sizeof what, min == 1 ? "a positive integer" : "an integer >= %d", min);
+    if (!v) {
+        if (required) return bad(x, key, v, what);
+        *out = def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > INT_MAX)
+        return bad(x, key, v, what);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* Like get_int, but null is allowed and gives *out = 0. */
+static int get_int_or_null(ctx *x, const char *key, int required, int *out) {
+    json_t *v = json_object_get(x->root, key);
+    if (v && json_is_null(v)) {
+        *out = 0;
+        return 0;
+    }
+    if (!v && !required) {
+        *out = 0;
+        return 0;
+    }
+    if (!v || !json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > INT_MAX)
+        return bad(x, key, v, "a positive integer or null");
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* Positive number (integer or real). */
+static int get_pos(ctx *x, const char *key, int required, float def, float *out) {
+    json_t *v = json_object_get(x->root, key);
+    if (!v && !required) {
+        *out = def;
+        return 0;
+    }
+    if (!v || !json_is_number(v) || !(json_number_value(v) > 0))
+        return bad(x, key, v, "a positive number");
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+static int get_bool(ctx *x, const char *key, int def, int *out) {
+    json_t *v = json_object_get(x->root, key);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_boolean(v)) return bad(x, key, v, "true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* A token id: integer in [0, V). */
+static int token_id(ctx *x, const char *key, const json_t *v, int V, int *out) {
+    char what[64];
+    snprintf(what, sizeof what, "a token id in [0, %d), a list of them, or null", V);
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= V)
+        return bad(x, key, v, what);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int get_bos_eos(ctx *x, egm_config *c) {
+    json_t *v = json_object_get(x->root, "bos_token_id");
+    c->bos_token_id = -1;
+    if (v && !json_is_null(v)) {
+        /* a list of BOS ids is unusual; the first one is the one prepended */
+        json_t *first = json_is_array(v) && json_array_size(v) > 0 ? json_array_get(v, 0) : v;
+        if (json_is_array(v) && json_array_size(v) == 0)
+            return bad(x, "bos_token_id", v, "a token id, a non-empty list of them, or null");
+        if (token_id(x, "bos_token_id", first, c->vocab_size, &c->bos_token_id)) return -1;
+    }
+    v = json_object_get(x->root, "eos_token_id");
+    c->n_eos = 0;
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_array(v)) {
+        size_t n = json_array_size(v);
+        if (n > EGM_MAX_EOS) {
+            char what[64];
+            snprintf(what, sizeof what, "at most %d token ids", EGM_MAX_EOS);
+            return bad(x, "eos_token_id", v, what);
+        }
+        for (size_t i = 0; i < n; i++)
+            if (token_id(x, "eos_token_id", json_array_get(v, i), c->vocab_size,
+                         &c->eos_token_ids[c->n_eos++]))
+                return -1;
+        return 0;
+    }
+    if (token_id(x, "eos_token_id", v, c->vocab_size, &c->eos_token_ids[0])) return -1;
+    c->n_eos = 1;
+    return 0;
+}
+
+/* Known keys that would change the math if set: refuse rather than ignore. */
+static int refuse_unsupported(ctx *x, const egm_config *c) {
+    json_t *v = json_object_get(x->root, "rope_scaling");
+    if (v && !json_is_null(v)) return bad(x, "rope_scaling", v, "null (RoPE scaling is not supported)");
+    v = json_object_get(x->root, "hidden_act");
+    if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "silu")))
+        return bad(x, "hidden_act", v, "\"silu\"");
+    const char *bias_keys[] = {"attention_bias", "mlp_bias"};
+    for (int i = 0; i < 2; i++) {
+        v = json_object_get(x->root, bias_keys[i]);
+        if (v && !json_is_false(v)) return bad(x, bias_keys[i], v, "false (biases are not supported)");
+    }
+
+    /* Experts: HF DeepSeek-V2 puts an MoE FFN on layer l when
+     * n_routed_experts is set, l >= first_k_dense_replace and
+     * l % moe_layer_freq == 0. Any such layer means we cannot run it. */
+    int first_dense, freq;
+    v = json_object_get(x->root, "n_routed_experts");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return bad(x, "n_routed_experts", v, "0 or null (routed experts are not supported)");
+    if (json_integer_value(v) == 0) return 0;
+    if (get_int(x, "first_k_dense_replace", 0, 0, 0, &first_dense)) return -1;
+    if (get_int(x, "moe_layer_freq", 0, 1, 1, &freq)) return -1;
+    for (int l = first_dense; l < c->num_layers; l++)
+        if (l % freq == 0) {
+            char what[128];
+            snprintf(what, sizeof what,
+                     "0 or null (routed experts are not supported; layer %d would use them)", l);
+            return bad(x, "n_routed_experts", json_object_get(x->root, "n_routed_experts"), what);
+        }
+    return 0;
+}
+
+static int parse_root(ctx *x, egm_config *c) {
+    memset(c, 0, sizeof *c);
+    json_t *v = json_object_get(x->root, "model_type");
+    const char *what = "\"llama\", \"deepseek_v2\" or \"egmla\"";
+    if (!v || !json_is_string(v)) return bad(x, "model_type", v, what);
+    const char *mt = json_string_value(v);
+    if (!strcmp(mt, "llama")) c->arch = EGM_LLAMA;
+    else if (!strcmp(mt, "deepseek_v2")) c->arch = EGM_MLA;
+    else if (!strcmp(mt, "egmla")) c->arch = EGM_EGMLA;
+    else return bad(x, "model_type", v, what);
+    snprintf(c->model_type, sizeof c->model_type, "%s", mt);
+
+    if (get_int(x, "vocab_size", 1, 0, 1, &c->vocab_size) ||
+        get_int(x, "hidden_size", 1, 0, 1, &c->hidden_size) ||
+        get_int(x, "intermediate_size", 1, 0, 1, &c->intermediate_size) ||
+        get_int(x, "num_hidden_layers", 1, 0, 1, &c->num_layers) ||
+        get_int(x, "num_attention_heads", 1, 0, 1, &c->num_heads) ||
+        get_pos(x, "rms_norm_eps", 1, 0, &c->rms_norm_eps) ||
+        get_pos(x, "rope_theta", 1, 0, &c->rope_theta) ||
+        get_int(x, "max_position_embeddings", 1, 0, 1, &c->max_position_embeddings) ||
+        get_bool(x, "tie_word_embeddings", 0, &c->tie_word_embeddings) ||
+        get_bool(x, "rope_interleave", c->arch != EGM_LLAMA, &c->rope_interleave) ||
+        get_bos_eos(x, c) || refuse_unsupported(x, c))
+        return -1;
+
+    int H = c->num_heads;
+    if (c->arch == EGM_LLAMA) {
+        if (get_int(x, "num_key_value_heads", 0, H, 1, &c->num_kv_heads)) return -1;
+        if (H % c->num_kv_heads != 0) {
+            char w[96];
+            snprintf(w, sizeof w, "a divisor of num_attention_heads (%d)", H);
+            return bad(x, "num_key_value_heads", json_object_get(x->root, "num_key_value_heads"), w);
+        }
+        json_t *hd = json_object_get(x->root, "head_dim");
+        if (!hd && c->hidden_size % H != 0)
+            return egm_fail(x->e, "%s: key \"head_dim\": expected it to be set, since "
+                            "hidden_size (%d) is not divisible by num_attention_heads (%d)",
+                            x->origin, c->hidden_size, H);
+        if (get_int(x, "head_dim", 0, c->hidden_size / H, 1, &c->head_dim)) return -1;
+        if (c->head_dim % 2)
+            return egm_fail(x->e, "%s: key \"head_dim\": expected an even number (RoPE "
+                            "rotates pairs), found %d%s", x->origin, c->head_dim,
+                            hd ? "" : " (hidden_size / num_attention_heads)");
+        return 0;
+    }
+
+    /* deepseek_v2 and egmla */
+    if (get_int_or_null(x, "q_lora_rank", 1, &c->q_lora_rank) ||
+        get_int(x, "kv_lora_rank", 1, 0, 1, &c->kv_lora_rank) ||
+        get_int(x, "qk_nope_head_dim", 1, 0, 1, &c->qk_nope_head_dim) ||
+        get_int(x, "qk_rope_head_dim", 1, 0, 1, &c->qk_rope_head_dim) ||
+        get_int(x, "v_head_dim", 1, 0, 1, &c->v_head_dim))
+        return -1;
+    if (c->qk_rope_head_dim % 2)
+        return bad(x, "qk_rope_head_dim", json_object_get(x->root, "qk_rope_head_dim"),
+                   "an even number (RoPE rotates pairs)");
+    if (c->arch == EGM_MLA) return 0;
+
+    v = json_object_get(x->root, "eg_embed_dim");
+    if (v && json_is_integer(v) && json_integer_value(v) == 0)
+        return bad(x, "eg_embed_dim", v,
+                   "a positive integer (eg_embed_dim 0 is plain MLA: use model_type \"deepseek_v2\")");
+    if (get_int(x, "eg_embed_dim", 1, 0, 1, &c->eg_embed_dim) ||
+        get_int(x, "eg_latent_dim", 0, c->kv_lora_rank, 1, &c->eg_latent_dim) ||
+        get_pos(x, "eg_norm_eps", 0, 1e-5f, &c->eg_norm_eps))
+        return -1;
+    v = json_object_get(x->root, "eg_norm");
+    if (v) {
+        if (json_is_string(v) && !strcmp(json_string_value(v), "layernorm")) c->eg_norm_rms = 0;
+        else if (json_is_string(v) && !strcmp(json_string_value(v), "rmsnorm")) c->eg_norm_rms = 1;
+        else return bad(x, "eg_norm", v, "\"layernorm\" or \"rmsnorm\"");
+    }
+    return 0;
+}
+
+int egm_config_parse(const char *json, size_t len, const char *origin, egm_config *c,
+                     egm_err *e) {
+    json_error_t je;
+    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    if (!root)
+        return egm_fail(e, "%s: line %d column %d: invalid JSON: %s", origin, je.line,
+                        je.column, je.text);
+    ctx x = {origin, root, e};
+    int rc;
+    if (!json_is_object(root))
+        rc = egm_fail(e, "%s: expected a JSON object at the top, found %s", origin,
+                      type_name(root));
+    else
+        rc = parse_root(&x, c);
+    json_decref(root);
+    return rc;
+}
+
+int egm_config_load(const char *path, egm_config *c, egm_err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return egm_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    char chunk[65536];
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n > cap) {
+            cap = (len + n) * 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return egm_fail(e, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        free(buf);
+        return egm_fail(e, "%s: read error", path);
+    }
+    int rc = egm_config_parse(buf ? buf : "", len, path, c, e);
+    free(buf);
+    return rc;
+}
+
+int egm_config_kv_elems(const egm_config *c) {
+    if (c->arch == EGM_LLAMA) return 2 * c->num_kv_heads * c->head_dim;
+    return c->kv_lora_rank + c->qk_rope_head_dim;
+}
+
+int egm_config_latent_dim(const egm_config *c) {
+    if (c->arch == EGM_EGMLA) return c->eg_latent_dim;
+    if (c->arch == EGM_MLA) return c->kv_lora_rank;
+    return 0;
+}
+
+int egm_config_is_eos(const egm_config *c, int token) {
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_token_ids[i] == token) return 1;
+    return 0;
+}
