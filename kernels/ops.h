@@ -25,12 +25,16 @@ void egm_layernorm(float *out, const float *x, const float *w, const float *b,
                    int n, float eps);
 /* Rotates one head vector x[d] at position pos in place.
  * interleave = 0: pairs (i, i + d/2); interleave = 1: pairs (2i, 2i+1).
- * inv_freq[i] = theta^(-2i/d). */
+ * inv_freq[i] = theta^(-2i/d). Like the PyTorch reference, inv_freq and the
+ * angle pos * inv_freq are fp32 (cos/sin of that angle then rounded once), so
+ * results stay within ~1 ulp of torch even at large positions. */
 void egm_rope(float *x, int d, int pos, float theta, int interleave);
-/* Numerically stable in-place softmax over n values. */
+/* Numerically stable in-place softmax over n values. +inf entries share the
+ * mass equally; an all -inf row becomes uniform. */
 void egm_softmax(float *x, int n);
 /* log-softmax value of x[idx]: x[idx] - logsumexp(x). */
 float egm_logprob(const float *x, int n, int idx);
+/* First index of the maximum; NaN never wins. */
 int egm_argmax(const float *x, int n);
 static inline float egm_silu(float x);
 /* g[i] = silu(g[i]) * u[i] */

@@ -29,8 +29,10 @@ uint64_t egm_rng_next(egm_rng *r);
 double egm_rng_uniform(egm_rng *r);          /* [0, 1) */
 
 /* Picks a token. logits[V] is modified (used as scratch). history holds the
- * token ids the repetition penalty applies to (prompt + generated).
- * scratch: at least V ints. */
+ * token ids the repetition penalty applies to (prompt + generated; each
+ * distinct id once, ids outside [0, V) ignored). scratch: at least V ints.
+ * As in HF, top-k keeps every token tied with the k-th; top_k == 1 is greedy.
+ * NaN and -inf logits are never drawn; +inf ones take all the mass. */
 int egm_sample(float *logits, int V, const egm_sampling *p, const int *history,
                int n_history, egm_rng *rng, int *scratch);
 

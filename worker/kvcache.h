@@ -61,5 +61,12 @@ void egm_kv_gather(const egm_kv_pool *p, const egm_kv_seq *s, int layer,
                    int p0, int p1, float *out);
 void egm_kv_set_id(egm_kv_pool *p, const egm_kv_seq *s, int pos, int id);
 int egm_kv_get_id(const egm_kv_pool *p, const egm_kv_seq *s, int pos);
+/* Copies the token ids of positions [p0, p1) into out[p1 - p0]. */
+void egm_kv_gather_ids(const egm_kv_pool *p, const egm_kv_seq *s, int p0, int p1,
+                       int *out);
+/* Zero-copy access: the storage of row pos of one layer (float * for fp32,
+ * uint16_t * bf16 for bf16). Rows pos .. up to the end of its block (the next
+ * multiple of B) follow contiguously, elems values each. */
+void *egm_kv_row(const egm_kv_pool *p, const egm_kv_seq *s, int layer, int pos);
 
 #endif
