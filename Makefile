@@ -39,6 +39,8 @@ VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GITREV   := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 .PHONY: all test unit clean
+# generated protobuf sources are build products, not intermediates to delete
+.SECONDARY: $(PROTO_C) $(PROTO_H)
 all: $(BIN)
 
 $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto

@@ -1,8 +1,194 @@
-/* run.c - pick the role: in-process pipeline, or MPI coordinator/worker. */
+/* run.c - pick the role: in-process pipeline, or MPI coordinator/worker.
+ *
+ * Not started by mpirun (no OMPI_COMM_WORLD_SIZE / PMIX_RANK in the
+ * environment): MPI is never initialised and the coordinator drives an
+ * in-process stage. Under mpirun with one rank, the same. With N ranks, rank
+ * 0 coordinates (config and tokenizer only: it never maps weights) and ranks
+ * 1..N-1 run the pipeline stages; the scheduler is the very same code, over
+ * coordinator/pipe_mpi.c instead of pipe_local.c. */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
 
 #include "coordinator/commands.h"
+#include "coordinator/pipe_mpi.h"
+#include "deploy/topology.h"
+#include "model/config.h"
+#include "worker/wire.h"
+#include "worker/worker_mpi.h"
+
+static int under_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+/* Sends every worker the layers it runs; collects their Hellos and checks
+ * that they all run this build on the same model. */
+static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_topology *t,
+                         egm_wire_dtype wd, int world, const char *cfg_fp,
+                         egm_pipe_caps *caps, egm_err *e) {
+    int S = world > 1 ? world - 1 : 1;
+    char host0[256];
+    egm_mpi_hostname(host0, sizeof host0);
+    for (int i = 0; i < S; i++) {
+        const egm_topo_stage *ts = &t->stages[i];
+        Egmla__Assign a = EGMLA__ASSIGN__INIT;
+        a.stage = i;
+        a.n_stages = S;
+        a.layer_lo = ts->layer_lo;
+        a.layer_hi = ts->layer_hi;
+        a.model = (char *)r->model;
+        a.kv_budget = ts->kv_budget ? ts->kv_budget : io->kv_budget;
+        a.block_tokens = r->block_tokens;
+        a.kv_bf16 = !strcmp(r->kv_dtype, "bf16");
+        a.n_slots = r->max_batch;
+        a.wire_dtype = wd;
+        a.gate_table = r->gate_table != 0;
+        a.threads = r->threads ? r->threads : r->topology ? ts->threads : 0;
+        a.build = (char *)egm_build_fingerprint();
+        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+        env.msg_case = EGMLA__ENVELOPE__MSG_ASSIGN;
+        env.assign = &a;
+        if (egm_mpi_send_env(&env, i + 1, e)) return -1;
+    }
+    /* every Hello is read before judging, so no worker is left talking */
+    Egmla__Envelope **h = calloc((size_t)S, sizeof *h);
+    if (!h) return egm_fail(e, "out of memory");
+    int rc = 0;
+    for (int i = 0; i < S && !rc; i++) {
+        int from;
+        if (egm_mpi_recv_env(i + 1, &h[i], &from, e)) rc = -1;
+        else if (h[i]->msg_case != EGMLA__ENVELOPE__MSG_HELLO)
+            rc = egm_fail(e, "rank %d: expected its hello, got message case %d", i + 1, h[i]->msg_case);
+    }
+    caps->kv_blocks = 0;
+    for (int i = 0; i < S && !rc; i++) {
+        const Egmla__Hello *w = h[i]->hello;
+        const char *w_model_fp = w->model;
+        if (*w->error)
+            rc = egm_fail(e, "rank %d (%s): %s", w->rank, w->host, w->error);
+        else if (strcmp(w->build, egm_build_fingerprint()))
+            rc = egm_fail(e, "rank %d (%s) runs build %s, rank 0 (%s) runs %s", w->rank,
+                          w->host, w->build, host0, egm_build_fingerprint());
+        else if (strncmp(w_model_fp, cfg_fp, 16))
+            rc = egm_fail(e, "rank %d (%s) sees a different %s/config.json than rank 0 (%s)",
+                          w->rank, w->host, r->model, host0);
+        else if (i > 0 && strcmp(w_model_fp, h[0]->hello->model))
+            rc = egm_fail(e, "rank %d (%s) sees different weights in %s than rank 1 (%s)",
+                          w->rank, w->host, r->model, h[0]->hello->host);
+        else if (i == 0 || w->kv_blocks < caps->kv_blocks)
+            caps->kv_blocks = w->kv_blocks;
+    }
+    for (int i = 0; i < S; i++)
+        if (h[i]) egmla__envelope__free_unpacked(h[i], NULL);
+    free(h);
+    caps->block_tokens = r->block_tokens;
+    caps->n_slots = r->max_batch;
+    return rc;
+}
+
+static int coordinate(const egm_run_opts *r, int world) {
+    egm_err e;
+    egm_run_io io;
+    egm_topology t;
+    egm_config cfg;
+    egm_tokenizer *tok = NULL;
+    egm_pipe *pipe = NULL;
+    egm_sched_stats st = {0};
+    int assigned = 0, rc = EGM_EXIT_FAIL;
+    memset(&t, 0, sizeof t);
+    char path[4096], cfg_fp[40];
+    if (egm_run_prepare(r, &io, &e)) goto fail;
+    if (r->topology ? egm_topology_load(r->topology, &t, &e) : egm_topology_auto(world - 1, &t)) {
+        if (!r->topology) egm_fail(&e, "out of memory for a %d-stage topology", world - 1);
+        goto fail;
+    }
+    if (egm_topology_check_world(&t, world, &e)) {
+        egm_wrap(&e, "MPI world size %d", world);
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/config.json", r->model);
+    if (egm_config_load(path, &cfg, &e)) goto fail;
+    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) goto fail;
+    egm_wire_dtype wd = t.wire_dtype;
+    if (r->wire_dtype && egm_wire_dtype_parse(r->wire_dtype, &wd)) {
+        egm_fail(&e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", r->wire_dtype);
+        goto fail;
+    }
+    if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
+    if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
+    assigned = 1;
+    egm_pipe_caps caps;
+    if (start_workers(r, &io, &t, wd, world, cfg_fp, &caps, &e)) goto fail;
+    if (egm_pipe_mpi_open(world, &caps, wd, cfg.vocab_size, &pipe, &e)) goto fail;
+    egm_sched_opts so;
+    egm_sched_opts_from_run(r, &io, &so);
+    int bad = egm_sched_run(&so, &cfg, tok, pipe, io.in, io.out, &st, &e);
+    egm_run_io_close(&io);
+    if (bad) {
+        rc = egm_run_finish(r, &st, bad, &e);
+        egm_mpi_stop_workers(world);
+        goto out;
+    }
+    if (egm_pipe_mpi_shutdown(pipe, &e)) {
+        fprintf(stderr, "egmla: %s\n", e.msg);
+        egm_mpi_stop_workers(world);
+        goto out;
+    }
+    rc = egm_run_finish(r, &st, 0, &e);
+    goto out;
+fail:
+    fprintf(stderr, "egmla: %s\n", e.msg);
+    egm_run_io_close(&io);
+    if (assigned) {
+        egm_mpi_stop_workers(world);
+    } else {
+        /* no worker has been assigned yet: they wait for an Assign */
+        Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
+        sd.failed = 1;
+        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+        env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
+        env.shutdown = &sd;
+        egm_err ignore;
+        for (int i = 1; i < world; i++) egm_mpi_send_env(&env, i, &ignore);
+    }
+out:
+    if (pipe) pipe->close(pipe);
+    egm_tok_free(tok);
+    egm_topology_free(&t);
+    return rc;
+}
 
 int egm_run(const egm_run_opts *r) {
-    return egm_run_local(r);
+    if (!under_mpi()) return egm_run_local(r);
+    int provided, rank = 0, world = 1;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "egmla: MPI_Init failed\n");
+        return EGM_EXIT_FAIL;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    int rc;
+    if (world == 1 && r->topology) {
+        /* e.g. plain srun without PMIx: N singletons, each of world size 1 */
+        egm_topology t;
+        egm_err e;
+        rc = 0;
+        if (egm_topology_load(r->topology, &t, &e) || egm_topology_check_world(&t, 1, &e)) {
+            fprintf(stderr, "egmla: %s\n", e.msg);
+            rc = EGM_EXIT_FAIL;
+        }
+        egm_topology_free(&t);
+        if (!rc) rc = egm_run_local(r);
+    } else if (world == 1) {
+        rc = egm_run_local(r);
+    } else if (rank == 0) {
+        rc = coordinate(r, world);
+    } else {
+        rc = egm_worker_main(rank, world);
+    }
+    MPI_Finalize();
+    return rc;
 }

@@ -1,0 +1,268 @@
+/* pipe_mpi.c - rank 0's end of the MPI pipeline (see pipe_mpi.h). */
+#include "coordinator/pipe_mpi.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/wire.h"
+#include "worker/worker_mpi.h"
+
+#define RING 64
+
+typedef struct {
+    egm_bytes buf;
+    MPI_Request req;
+} ring_slot;
+
+typedef struct {
+    egm_pipe base;
+    int world, last, V;
+    egm_wire_dtype wd;
+    ring_slot ring[RING];
+    unsigned long long n_submit, n_collect;
+    egm_bytes in;
+    egm_head_out *outs;
+    int outs_cap;
+    float *logits;
+    size_t logits_cap;
+} mpi_pipe;
+
+static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    if (mp->n_submit - mp->n_collect >= RING)
+        return egm_fail(e, "more than %d micro-batches in flight", RING);
+    Egmla__Admit *ad = calloc((size_t)s->n_admits + 1, sizeof *ad);
+    Egmla__Admit **adp = calloc((size_t)s->n_admits + 1, sizeof *adp);
+    Egmla__Sampling *sp = calloc((size_t)s->n_admits + 1, sizeof *sp);
+    if (!ad || !adp || !sp) {
+        free(ad);
+        free(adp);
+        free(sp);
+        return egm_fail(e, "out of memory");
+    }
+    for (int i = 0; i < s->n_admits; i++) {
+        const egm_admit *a = &s->admits[i];
+        Egmla__Sampling si = EGMLA__SAMPLING__INIT;
+        si.temperature = a->sp.temperature;
+        si.top_k = a->sp.top_k;
+        si.top_p = a->sp.top_p;
+        si.min_p = a->sp.min_p;
+        si.repetition_penalty = a->sp.repetition_penalty;
+        si.seed = a->sp.seed;
+        sp[i] = si;
+        Egmla__Admit ai = EGMLA__ADMIT__INIT;
+        ai.slot = a->slot;
+        ai.mode = a->mode;
+        ai.sampling = &sp[i];
+        ai.n_reserve = a->n_reserve;
+        /* only the last stage needs a scored sequence's tokens */
+        ai.n_tokens = a->mode == EGM_MODE_SCORE ? (size_t)a->n_tokens : 0;
+        ai.tokens = (int32_t *)a->tokens;
+        ad[i] = ai;
+        adp[i] = &ad[i];
+    }
+    Egmla__MicroBatch mb = EGMLA__MICRO_BATCH__INIT;
+    mb.seq = mp->n_submit;
+    mb.n = s->b.n;
+    mb.n_slot = mb.n_pos = mb.n_token = (size_t)s->b.n;
+    mb.slot = (int32_t *)s->b.slot;
+    mb.pos = (int32_t *)s->b.pos;
+    mb.token = (int32_t *)s->b.token;
+    mb.want.len = (size_t)s->b.n;
+    mb.want.data = (uint8_t *)s->want;
+    mb.n_admits = (size_t)s->n_admits;
+    mb.admits = adp;
+    mb.n_releases = (size_t)s->n_releases;
+    mb.releases = (int32_t *)s->releases;
+    mb.keep_logits = s->keep_logits != 0;
+    mb.wire_dtype = mp->wd;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_BATCH;
+    env.batch = &mb;
+    ring_slot *r = &mp->ring[mp->n_submit % RING];
+    /* a buffer RING submissions old: its batch came back long ago */
+    int rc = MPI_Wait(&r->req, MPI_STATUS_IGNORE);
+    size_t n = egmla__envelope__get_packed_size(&env);
+    if (rc == MPI_SUCCESS && egm_bytes_need(&r->buf, n)) egmla__envelope__pack(&env, r->buf.p);
+    free(ad);
+    free(adp);
+    free(sp);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
+    if (!r->buf.p) return egm_fail(e, "out of memory");
+    rc = MPI_Isend(r->buf.p, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
+    mp->n_submit++;
+    return 0;
+}
+
+/* An Error from any rank, or something that has no business here. */
+static int bad_message(const Egmla__Envelope *env, int from, egm_err *e) {
+    if (env->msg_case == EGMLA__ENVELOPE__MSG_ERROR)
+        return egm_fail(e, "rank %d (%s): %s", env->error->rank, env->error->host,
+                        env->error->message);
+    return egm_fail(e, "rank %d sent an unexpected message (case %d)", from, env->msg_case);
+}
+
+static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    if (mp->n_collect == mp->n_submit) return egm_fail(e, "collect with nothing in flight");
+    MPI_Status st;
+    int src = MPI_ANY_SOURCE, tag = EGM_TAG_CTRL;
+    size_t len;
+    if (egm_mpi_wait(1, &src, &tag, &st, e) < 0 || egm_mpi_recv_probed(&st, &mp->in, &len, e))
+        return -1;
+    Egmla__Envelope *env = egmla__envelope__unpack(NULL, len, mp->in.p);
+    if (!env) return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)", st.MPI_SOURCE, len);
+    int rc = -1;
+    if (env->msg_case != EGMLA__ENVELOPE__MSG_RESULT || st.MPI_SOURCE != mp->last) {
+        bad_message(env, st.MPI_SOURCE, e);
+        goto out;
+    }
+    const Egmla__Result *r = env->result;
+    if (r->seq != mp->n_collect) {
+        egm_fail(e, "rank %d returned micro-batch %llu, expected %llu", mp->last,
+                 (unsigned long long)r->seq, mp->n_collect);
+        goto out;
+    }
+    int k = (int)r->n_outs;
+    if (mp->outs_cap < k) {
+        free(mp->outs);
+        mp->outs_cap = k;
+        mp->outs = malloc(sizeof *mp->outs * (size_t)k);
+        if (!mp->outs) {
+            mp->outs_cap = 0;
+            egm_fail(e, "out of memory");
+            goto out;
+        }
+    }
+    for (int i = 0; i < k; i++) {
+        const Egmla__Output *o = r->outs[i];
+        mp->outs[i] = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target};
+    }
+    res->outs = mp->outs;
+    res->n_outs = k;
+    res->logits = NULL;
+    if (r->has_logits) {
+        size_t need = sizeof(float) * (size_t)k * (size_t)mp->V;
+        if (mp->logits_cap < need) {
+            free(mp->logits);
+            mp->logits = malloc(need);
+            mp->logits_cap = mp->logits ? need : 0;
+            if (!mp->logits) {
+                egm_fail(e, "out of memory for logits");
+                goto out;
+            }
+        }
+        MPI_Status ls;
+        int c = 0, mrc = MPI_Recv(mp->logits, (int)need, MPI_BYTE, mp->last, EGM_TAG_LOGITS,
+                                  MPI_COMM_WORLD, &ls);
+        if (mrc != MPI_SUCCESS) {
+            egm_mpi_fail(e, mrc, "receive logits");
+            goto out;
+        }
+        MPI_Get_count(&ls, MPI_BYTE, &c);
+        if ((size_t)c != need) {
+            egm_fail(e, "rank %d sent %d bytes of logits, expected %zu", mp->last, c, need);
+            goto out;
+        }
+        res->logits = mp->logits;
+    }
+    mp->n_collect++;
+    rc = 0;
+out:
+    egmla__envelope__free_unpacked(env, NULL);
+    return rc;
+}
+
+static void mpi_close(egm_pipe *p) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    for (int i = 0; i < RING; i++) {
+        if (mp->ring[i].req != MPI_REQUEST_NULL) {
+            /* unfinished only when the run was abandoned */
+            MPI_Cancel(&mp->ring[i].req);
+            MPI_Request_free(&mp->ring[i].req);
+        }
+        free(mp->ring[i].buf.p);
+    }
+    free(mp->in.p);
+    free(mp->outs);
+    free(mp->logits);
+    free(mp);
+}
+
+int egm_pipe_mpi_open(int world, const egm_pipe_caps *caps, egm_wire_dtype wd,
+                      int vocab, egm_pipe **out, egm_err *e) {
+    mpi_pipe *mp = calloc(1, sizeof *mp);
+    if (!mp) return egm_fail(e, "out of memory");
+    mp->world = world;
+    mp->last = world - 1;
+    mp->V = vocab;
+    mp->wd = wd;
+    for (int i = 0; i < RING; i++) mp->ring[i].req = MPI_REQUEST_NULL;
+    mp->base.caps = *caps;
+    mp->base.submit = mpi_submit;
+    mp->base.collect = mpi_collect;
+    mp->base.close = mpi_close;
+    *out = &mp->base;
+    return 0;
+}
+
+int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    for (int i = 0; i < RING; i++) {
+        int rc = MPI_Wait(&mp->ring[i].req, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
+    }
+    Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
+    env.shutdown = &sd;
+    if (egm_mpi_send_env(&env, 1, e)) return -1;
+    int S = mp->world - 1;
+    Egmla__Stats **stats = calloc((size_t)S, sizeof *stats);
+    Egmla__Envelope **envs = calloc((size_t)S, sizeof *envs);
+    int rc = -1;
+    if (!stats || !envs) {
+        egm_fail(e, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < S; i++) {
+        Egmla__Envelope *m;
+        int from;
+        if (egm_mpi_recv_env(MPI_ANY_SOURCE, &m, &from, e)) goto out;
+        if (m->msg_case != EGMLA__ENVELOPE__MSG_STATS || from < 1 || from > S || envs[from - 1]) {
+            bad_message(m, from, e);
+            egmla__envelope__free_unpacked(m, NULL);
+            goto out;
+        }
+        envs[from - 1] = m;
+        stats[from - 1] = m->stats;
+    }
+    const char *wname = egm_wire_dtype_name(mp->wd);
+    for (int i = 0; i < S; i++) {
+        const Egmla__Stats *s = stats[i];
+        double rows = s->rows ? (double)s->rows : 1;
+        fprintf(stderr, "egmla: stage %d (rank %d on %s, layers %d-%d): busy %.3f s, wait %.3f s, "
+                "%llu micro-batches, %llu tokens",
+                i + 1, s->rank, s->host, s->layer_lo, s->layer_hi - 1, s->busy_s, s->wait_s,
+                (unsigned long long)s->batches, (unsigned long long)s->rows);
+        if (i < S - 1)
+            fprintf(stderr, ", %.1f B/token/hop out (%s) + %.1f B header", s->bytes_out / rows,
+                    wname, s->header_bytes_out / rows);
+        fputc('\n', stderr);
+    }
+    rc = 0;
+out:
+    for (int i = 0; envs && i < S; i++)
+        if (envs[i]) egmla__envelope__free_unpacked(envs[i], NULL);
+    free(envs);
+    free(stats);
+    return rc;
+}
+
+void egm_mpi_stop_workers(int world) {
+    int v = 1;
+    for (int r = 1; r < world; r++)
+        MPI_Send(&v, 1, MPI_INT, r, EGM_TAG_STOP, MPI_COMM_WORLD);
+}

@@ -1,0 +1,579 @@
+/* worker_mpi.c - a pipeline stage as an MPI rank (see worker_mpi.h).
+ *
+ * Startup: receive the Assign from rank 0, map the assigned layers, reply
+ * Hello (capacities and fingerprints, or the loader's error). Then, per
+ * micro-batch: header from the previous rank, activations (unless this is
+ * the first stage), releases, admissions, the layers, and either header +
+ * activations on to the next rank or, on the last stage, the Result back to
+ * rank 0. Sends are non-blocking and double-buffered: the buffers of batch k
+ * are reused only once the sends of batch k-2 completed, so computing a
+ * batch overlaps shipping the previous one. */
+#include "worker/worker_mpi.h"
+
+#include <cblas.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deploy/topology.h"
+#include "worker/head.h"
+#include "worker/stage.h"
+#include "worker/wire.h"
+
+#ifndef EGM_VERSION
+#define EGM_VERSION "0.0.0"
+#endif
+#ifndef EGM_GITREV
+#define EGM_GITREV "unknown"
+#endif
+
+const char *egm_build_fingerprint(void) { return EGM_VERSION "+" EGM_GITREV; }
+
+/* ---- fingerprints ------------------------------------------------------ */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+#define FNV0 0xcbf29ce484222325ULL
+
+static int hash_file(const char *path, size_t limit, uint64_t *h, egm_err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return egm_fail(e, "%s: cannot open: %s", path, strerror(errno));
+    unsigned char buf[65536];
+    size_t n, total = 0;
+    while (total < limit && (n = fread(buf, 1, sizeof buf < limit - total ? sizeof buf : limit - total, f)) > 0) {
+        *h = fnv(*h, buf, n);
+        total += n;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) return egm_fail(e, "%s: read error", path);
+    return 0;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* name, size and header (8-byte length + JSON) of each shard, in name order */
+static int hash_shards(const char *dir, uint64_t *h, egm_err *e) {
+    DIR *d = opendir(dir);
+    if (!d) return egm_fail(e, "%s: cannot open the model directory: %s", dir, strerror(errno));
+    char **names = NULL;
+    int n = 0, cap = 0, rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 12 || strcmp(de->d_name + len - 12, ".safetensors")) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **nn = realloc(names, sizeof *names * (size_t)cap);
+            if (!nn) { rc = egm_fail(e, "out of memory"); break; }
+            names = nn;
+        }
+        if (!(names[n] = strdup(de->d_name))) { rc = egm_fail(e, "out of memory"); break; }
+        n++;
+    }
+    closedir(d);
+    if (!rc) qsort(names, (size_t)n, sizeof *names, by_name);
+    for (int i = 0; i < n && !rc; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        FILE *f = fopen(path, "rb");
+        if (!f) { rc = egm_fail(e, "%s: cannot open: %s", path, strerror(errno)); break; }
+        unsigned char len8[8] = {0};
+        size_t got = fread(len8, 1, 8, f);
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fclose(f);
+        if (got != 8) { rc = egm_fail(e, "%s: shorter than a safetensors header", path); break; }
+        uint64_t hl = 0;
+        for (int k = 7; k >= 0; k--) hl = hl << 8 | len8[k];
+        if (hl > (uint64_t)size) hl = (uint64_t)size;
+        *h = fnv(*h, names[i], strlen(names[i]) + 1);
+        *h = fnv(*h, &size, sizeof size);
+        rc = hash_file(path, 8 + (size_t)hl, h, e);
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_err *e) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    uint64_t hc = FNV0, hw = 0;
+    if (hash_file(path, (size_t)-1, &hc, e)) return -1;
+    if (with_weights) {
+        hw = FNV0;
+        if (hash_shards(dir, &hw, e)) return -1;
+    }
+    snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
+    return 0;
+}
+
+/* ---- MPI plumbing ------------------------------------------------------ */
+
+unsigned char *egm_bytes_need(egm_bytes *b, size_t n) {
+    if (n > b->cap || !b->p) {
+        size_t cap = n + n / 4 + 256;
+        unsigned char *p = realloc(b->p, cap);
+        if (!p) return NULL;
+        b->p = p;
+        b->cap = cap;
+    }
+    return b->p;
+}
+
+int egm_mpi_fail(egm_err *e, int code, const char *what) {
+    char s[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    if (MPI_Error_string(code, s, &len) != MPI_SUCCESS) snprintf(s, sizeof s, "error %d", code);
+    return egm_fail(e, "MPI: %s: %s", what, s);
+}
+
+void egm_mpi_hostname(char *buf, size_t n) {
+    if (gethostname(buf, n)) snprintf(buf, n, "?");
+    buf[n - 1] = 0;
+}
+
+int egm_mpi_wait(int n, const int *src, const int *tag, MPI_Status *st, egm_err *e) {
+    long ns = 0;
+    for (int spins = 0;; spins++) {
+        for (int i = 0; i < n; i++) {
+            int flag = 0, rc = MPI_Iprobe(src[i], tag[i], MPI_COMM_WORLD, &flag, st);
+            if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "probe");
+            if (flag) return i;
+        }
+        /* spin briefly (a reply is often microseconds away), then back off
+         * to sleeps of up to 100 us so that waiting costs no core */
+        if (spins < 100) continue;
+        ns = ns ? ns * 2 : 1000;
+        if (ns > 100000) ns = 100000;
+        struct timespec ts = {0, ns};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len, egm_err *e) {
+    int count = 0, rc = MPI_Get_count(st, MPI_BYTE, &count);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "message size");
+    if (!egm_bytes_need(buf, (size_t)count + 1)) return egm_fail(e, "out of memory for a %d-byte message", count);
+    rc = MPI_Recv(buf->p, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "receive");
+    *len = (size_t)count;
+    return 0;
+}
+
+int egm_mpi_send_env(const Egmla__Envelope *env, int dest, egm_err *e) {
+    size_t n = egmla__envelope__get_packed_size(env);
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf) return egm_fail(e, "out of memory");
+    egmla__envelope__pack(env, buf);
+    int rc = MPI_Send(buf, (int)n, MPI_BYTE, dest, EGM_TAG_CTRL, MPI_COMM_WORLD);
+    free(buf);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send");
+    return 0;
+}
+
+int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
+    MPI_Status st;
+    int tag = EGM_TAG_CTRL;
+    if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
+    egm_bytes b = {0};
+    size_t len;
+    if (egm_mpi_recv_probed(&st, &b, &len, e)) {
+        free(b.p);
+        return -1;
+    }
+    *env = egmla__envelope__unpack(NULL, len, b.p);
+    free(b.p);
+    if (from) *from = st.MPI_SOURCE;
+    if (!*env) return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)", st.MPI_SOURCE, len);
+    return 0;
+}
+
+/* ---- the stage --------------------------------------------------------- */
+
+typedef struct {
+    egm_bytes hdr, act;        /* header bytes and activations (or logits) */
+    MPI_Request req[2];
+} send_slot;
+
+typedef struct {
+    int rank, world, first, last, prev, next;
+    char host[256];
+    egm_model m;
+    egm_stage st;
+    egm_head head;
+    int have_head;
+    egm_wire_dtype wd;
+    egm_buf x;
+    egm_bytes in_hdr, in_act;
+    egm_head_out *outs;
+    int outs_cap;
+    send_slot slots[2];
+    unsigned long long n_batches;
+    /* statistics */
+    double busy, wait;
+    unsigned long long bytes_in, bytes_out, hdr_out, rows;
+} worker;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Tells rank 0 what went wrong; it prints it and stops every rank. */
+static void report_error(worker *w, const egm_err *e) {
+    Egmla__Error er = EGMLA__ERROR__INIT;
+    er.rank = w->rank;
+    er.host = w->host;
+    er.message = (char *)e->msg;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_ERROR;
+    env.error = &er;
+    egm_err ignore;
+    egm_mpi_send_env(&env, 0, &ignore);
+}
+
+/* The run is abandoned: sends still pending will never be received. */
+static void cancel_sends(worker *w) {
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 2; j++)
+            if (w->slots[k].req[j] != MPI_REQUEST_NULL) {
+                MPI_Cancel(&w->slots[k].req[j]);
+                MPI_Request_free(&w->slots[k].req[j]);
+            }
+}
+
+/* Waits for rank 0's stop after an error (rank 0 prints the message). */
+static void await_stop(worker *w) {
+    MPI_Status st;
+    int src = 0, tag = EGM_TAG_STOP;
+    egm_err ignore;
+    if (egm_mpi_wait(1, &src, &tag, &st, &ignore) == 0) {
+        int v;
+        MPI_Recv(&v, 1, MPI_INT, 0, EGM_TAG_STOP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
+    cancel_sends(w);
+}
+
+static int wait_slot(send_slot *s, egm_err *e) {
+    int rc = MPI_Waitall(2, s->req, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to the next rank");
+    return 0;
+}
+
+static int isend(const void *p, size_t n, int dest, int tag, MPI_Request *r, egm_err *e) {
+    int rc = MPI_Isend(p, (int)n, MPI_BYTE, dest, tag, MPI_COMM_WORLD, r);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send");
+    return 0;
+}
+
+/* Loads the assigned layers and replies Hello. Returns 0 when the stage is
+ * ready, -1 when it is not (the Hello carried the reason). */
+static int start(worker *w, const Egmla__Assign *a, egm_err *e) {
+    Egmla__Hello h = EGMLA__HELLO__INIT;
+    char fp[40] = "";
+    int rc = -1;
+    w->first = a->stage == 0;
+    w->last = a->stage == a->n_stages - 1;
+    w->prev = w->rank - 1;
+    w->next = w->last ? 0 : w->rank + 1;
+    w->wd = (egm_wire_dtype)a->wire_dtype;
+    if (a->threads > 0) openblas_set_num_threads(a->threads);
+    if (a->wire_dtype < EGM_WIRE_BF16 || a->wire_dtype > EGM_WIRE_INT8 || a->n_slots < 1) {
+        egm_fail(e, "bad assignment (wire dtype %d, %d slots)", a->wire_dtype, a->n_slots);
+        goto reply;
+    }
+    if (strcmp(a->build, egm_build_fingerprint())) {
+        egm_fail(e, "runs build %s, rank 0 runs %s", egm_build_fingerprint(), a->build);
+        goto reply;
+    }
+    int flags = (w->first ? EGM_LOAD_EMBED : 0) | (w->last ? EGM_LOAD_HEAD : 0) |
+                (a->gate_table ? EGM_LOAD_GATE_TABLE : 0);
+    if (egm_model_load(a->model, a->layer_lo, a->layer_hi, flags, &w->m, e)) goto reply;
+    if (egm_model_fingerprint(a->model, 1, fp, e)) goto reply;
+    if (egm_stage_init(&w->st, &w->m, a->n_slots, (size_t)a->kv_budget, a->block_tokens,
+                       a->kv_bf16, e)) {
+        egm_wrap(e, "layers %d-%d", a->layer_lo, a->layer_hi - 1);
+        goto reply;
+    }
+    if (w->last) {
+        if (egm_head_init(&w->head, a->n_slots, w->m.cfg.vocab_size, e)) goto reply;
+        w->have_head = 1;
+    }
+    rc = 0;
+reply:
+    h.rank = w->rank;
+    h.host = w->host;
+    h.threads = a->threads;
+    h.kv_budget = a->kv_budget;
+    h.kv_blocks = rc ? 0 : w->st.kv.n_blocks;
+    h.block_tokens = a->block_tokens;
+    h.build = (char *)egm_build_fingerprint();
+    h.model = fp;
+    h.error = rc ? e->msg : "";
+    h.layer_lo = a->layer_lo;
+    h.layer_hi = a->layer_hi;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_HELLO;
+    env.hello = &h;
+    egm_err se;
+    if (egm_mpi_send_env(&env, 0, &se)) {
+        *e = se;
+        return -1;
+    }
+    return rc;
+}
+
+/* One micro-batch: its header is in w->in_hdr (len bytes), unpacked as mb. */
+static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err *e) {
+    const egm_config *c = &w->m.cfg;
+    int n = mb->n, D = c->hidden_size;
+    if (n < 0 || (int)mb->n_slot != n || (int)mb->n_pos != n || (int)mb->n_token != n ||
+        (int)mb->want.len != n)
+        return egm_fail(e, "micro-batch %llu: inconsistent header (%d rows)",
+                        (unsigned long long)mb->seq, n);
+    if (mb->wire_dtype != (int)w->wd)
+        return egm_fail(e, "micro-batch %llu: wire dtype %d, assigned %d",
+                        (unsigned long long)mb->seq, mb->wire_dtype, (int)w->wd);
+    float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
+    double t0 = now_s();
+    if (!w->first) {
+        size_t want = egm_wire_bytes(w->wd, n, D), got;
+        MPI_Status st;
+        int src = w->prev, tag = EGM_TAG_ACT;
+        if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
+        if (egm_mpi_recv_probed(&st, &w->in_act, &got, e)) return -1;
+        if (got != want)
+            return egm_fail(e, "micro-batch %llu: %zu bytes of activations, expected %zu",
+                            (unsigned long long)mb->seq, got, want);
+        w->bytes_in += got;
+    }
+    double t1 = now_s();
+    w->wait += t1 - t0;
+    for (size_t i = 0; i < mb->n_releases; i++) {
+        int slot = mb->releases[i];
+        if (slot < 0 || slot >= w->st.n_slots) return egm_fail(e, "release of slot %d", slot);
+        egm_stage_release(&w->st, slot);
+        if (w->have_head) egm_head_close(&w->head, slot);
+    }
+    for (size_t i = 0; i < mb->n_admits; i++) {
+        const Egmla__Admit *a = mb->admits[i];
+        if (a->slot < 0 || a->slot >= w->st.n_slots) return egm_fail(e, "admission to slot %d", a->slot);
+        if (egm_stage_reserve(&w->st, a->slot, a->n_reserve))
+            return egm_fail(e, "layers %d-%d: KV cache cannot hold %d more positions for slot %d",
+                            w->m.lo, w->m.hi - 1, a->n_reserve, a->slot);
+        if (w->have_head) {
+            egm_sampling sp;
+            egm_sampling_default(&sp);
+            if (a->sampling) {
+                sp.temperature = a->sampling->temperature;
+                sp.top_k = a->sampling->top_k;
+                sp.top_p = a->sampling->top_p;
+                sp.min_p = a->sampling->min_p;
+                sp.repetition_penalty = a->sampling->repetition_penalty;
+                sp.seed = a->sampling->seed;
+            }
+            if (egm_head_open(&w->head, a->slot, a->mode, &sp, a->tokens, (int)a->n_tokens))
+                return egm_fail(e, "out of memory opening slot %d", a->slot);
+        }
+    }
+    for (int r = 0; r < n; r++)
+        if (mb->slot[r] < 0 || mb->slot[r] >= w->st.n_slots || mb->token[r] < 0 ||
+            mb->token[r] >= c->vocab_size)
+            return egm_fail(e, "micro-batch %llu row %d: bad slot %d or token %d",
+                            (unsigned long long)mb->seq, r, mb->slot[r], mb->token[r]);
+    if (!w->first) egm_wire_decode(w->wd, w->in_act.p, n, D, x);
+    egm_mbatch b = {n, mb->slot, mb->pos, mb->token};
+    if (n) egm_stage_forward(&w->st, &b, x);
+
+    /* ship it: reuse the buffers of two batches ago once they have left */
+    send_slot *s = &w->slots[w->n_batches++ % 2];
+    if (wait_slot(s, e)) return -1;
+    if (!w->last) {
+        size_t nb = egm_wire_bytes(w->wd, n, D);
+        if (!egm_bytes_need(&s->hdr, hdr_len) || !egm_bytes_need(&s->act, nb))
+            return egm_fail(e, "out of memory");
+        memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
+        egm_wire_encode(w->wd, x, n, D, s->act.p);
+        w->busy += now_s() - t1;
+        if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
+            isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
+            return -1;
+        w->bytes_out += nb;
+        w->hdr_out += hdr_len;
+    } else {
+        if (w->outs_cap < n) {
+            free(w->outs);
+            w->outs_cap = n;
+            w->outs = malloc(sizeof *w->outs * (size_t)n);
+            if (!w->outs) return egm_fail(e, "out of memory");
+        }
+        const unsigned char *want = mb->want.data;
+        int k = n ? egm_head_run(&w->head, &w->st, &b, want, x, w->outs) : 0;
+        Egmla__Output *ov = calloc((size_t)(k ? k : 1), sizeof *ov);
+        Egmla__Output **op = calloc((size_t)(k ? k : 1), sizeof *op);
+        if (!ov || !op) {
+            free(ov);
+            free(op);
+            return egm_fail(e, "out of memory");
+        }
+        for (int i = 0; i < k; i++) {
+            Egmla__Output o = EGMLA__OUTPUT__INIT;
+            o.slot = w->outs[i].slot;
+            o.pos = w->outs[i].pos;
+            o.token = w->outs[i].token;
+            o.logprob = w->outs[i].logprob;
+            o.greedy = w->outs[i].greedy != 0;
+            o.has_target = w->outs[i].has_target != 0;
+            ov[i] = o;
+            op[i] = &ov[i];
+        }
+        Egmla__Result res = EGMLA__RESULT__INIT;
+        res.seq = mb->seq;
+        res.n_outs = (size_t)k;
+        res.outs = op;
+        res.has_logits = mb->keep_logits && k > 0;
+        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+        env.msg_case = EGMLA__ENVELOPE__MSG_RESULT;
+        env.result = &res;
+        size_t hl = egmla__envelope__get_packed_size(&env);
+        size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
+        if (!egm_bytes_need(&s->hdr, hl) || (lb && !egm_bytes_need(&s->act, lb))) {
+            free(ov);
+            free(op);
+            return egm_fail(e, "out of memory");
+        }
+        egmla__envelope__pack(&env, s->hdr.p);
+        free(ov);
+        free(op);
+        if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
+        w->busy += now_s() - t1;
+        if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
+        if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
+        w->hdr_out += hl;
+    }
+    w->rows += (unsigned long long)n;
+    return 0;
+}
+
+/* Shutdown: let the last sends leave, pass it on, report statistics. */
+static int finish(worker *w, egm_err *e) {
+    for (int k = 0; k < 2; k++)
+        if (wait_slot(&w->slots[k], e)) return -1;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
+    if (!w->last) {
+        env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
+        env.shutdown = &sd;
+        if (egm_mpi_send_env(&env, w->next, e)) return -1;
+    }
+    Egmla__Stats s = EGMLA__STATS__INIT;
+    s.rank = w->rank;
+    s.host = w->host;
+    s.layer_lo = w->m.lo;
+    s.layer_hi = w->m.hi;
+    s.busy_s = w->busy;
+    s.wait_s = w->wait;
+    s.bytes_in = w->bytes_in;
+    s.bytes_out = w->bytes_out;
+    s.header_bytes_out = w->hdr_out;
+    s.rows = w->rows;
+    s.batches = w->n_batches;
+    env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
+    env.stats = &s;
+    return egm_mpi_send_env(&env, 0, e);
+}
+
+static void worker_free(worker *w) {
+    egm_stage_free(&w->st);
+    if (w->have_head) egm_head_free(&w->head);
+    egm_model_free(&w->m);
+    free(w->x.p);
+    free(w->in_hdr.p);
+    free(w->in_act.p);
+    free(w->outs);
+    for (int k = 0; k < 2; k++) {
+        free(w->slots[k].hdr.p);
+        free(w->slots[k].act.p);
+    }
+}
+
+int egm_worker_main(int rank, int world) {
+    worker w;
+    memset(&w, 0, sizeof w);
+    w.rank = rank;
+    w.world = world;
+    for (int k = 0; k < 2; k++) w.slots[k].req[0] = w.slots[k].req[1] = MPI_REQUEST_NULL;
+    egm_mpi_hostname(w.host, sizeof w.host);
+    egm_err e;
+    Egmla__Envelope *env = NULL;
+    int rc = 1;
+    if (egm_mpi_recv_env(0, &env, NULL, &e)) goto fatal;
+    if (env->msg_case != EGMLA__ENVELOPE__MSG_ASSIGN) {
+        /* rank 0 gave up before assigning (it printed why) */
+        egmla__envelope__free_unpacked(env, NULL);
+        return 1;
+    }
+    int ok = start(&w, env->assign, &e) == 0;
+    egmla__envelope__free_unpacked(env, NULL);
+    if (!ok) {
+        await_stop(&w);  /* rank 0 reports the reason */
+        worker_free(&w);
+        return 1;
+    }
+    for (;;) {
+        MPI_Status st;
+        int src[2] = {w.prev, 0}, tag[2] = {EGM_TAG_CTRL, EGM_TAG_STOP};
+        double t0 = now_s();
+        int which = egm_mpi_wait(2, src, tag, &st, &e);
+        w.wait += now_s() - t0;
+        if (which < 0) goto fatal;
+        if (which == 1) {
+            int v;
+            MPI_Recv(&v, 1, MPI_INT, 0, EGM_TAG_STOP, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            cancel_sends(&w);
+            break;
+        }
+        size_t len;
+        if (egm_mpi_recv_probed(&st, &w.in_hdr, &len, &e)) goto fatal;
+        env = egmla__envelope__unpack(NULL, len, w.in_hdr.p);
+        if (!env) {
+            egm_fail(&e, "rank %d sent a message that does not decode (%zu bytes)", w.prev, len);
+            goto fatal;
+        }
+        if (env->msg_case == EGMLA__ENVELOPE__MSG_SHUTDOWN) {
+            int failed = env->shutdown->failed;
+            egmla__envelope__free_unpacked(env, NULL);
+            if (failed) break;
+            if (finish(&w, &e)) goto fatal;
+            rc = 0;
+            break;
+        }
+        if (env->msg_case != EGMLA__ENVELOPE__MSG_BATCH) {
+            egm_fail(&e, "unexpected message (case %d) from rank %d", env->msg_case, w.prev);
+            egmla__envelope__free_unpacked(env, NULL);
+            goto fatal;
+        }
+        int bad = step(&w, env->batch, len, &e);
+        egmla__envelope__free_unpacked(env, NULL);
+        if (bad) goto fatal;
+    }
+    worker_free(&w);
+    return rc;
+fatal:
+    report_error(&w, &e);
+    await_stop(&w);
+    worker_free(&w);
+    return 1;
+}

@@ -1,0 +1,64 @@
+/* worker_mpi.h - a pipeline stage as an MPI rank, and the MPI plumbing the
+ * coordinator (coordinator/pipe_mpi.c, coordinator/run.c) shares with it.
+ *
+ * Messages: every control message is one protobuf Envelope (proto/egmla.proto)
+ * on EGM_TAG_CTRL. A micro-batch header is followed, from the same sender, by
+ * its activations on EGM_TAG_ACT (not into the first stage, which embeds); a
+ * Result asking for logits by them on EGM_TAG_LOGITS. EGM_TAG_STOP from rank
+ * 0 abandons the run: every rank then exits non-zero without a word (rank 0
+ * has printed the one message). Waiting ranks poll with short sleeps so an
+ * idle rank leaves its core to a busy one (ranks often share cores). */
+#ifndef EGM_WORKER_MPI_H
+#define EGM_WORKER_MPI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <mpi.h>
+
+#include "egmla.pb-c.h"
+#include "model/err.h"
+
+enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4 };
+
+/* EGM_VERSION + EGM_GITREV of this binary. */
+const char *egm_build_fingerprint(void);
+
+/* Model fingerprint "CCCCCCCCCCCCCCCC-WWWWWWWWWWWWWWWW": a 64-bit hash of
+ * config.json's bytes, then one of every *.safetensors file's name, size and
+ * header. With with_weights = 0 only the config part is computed (the
+ * coordinator needs no weights) and the second half is zeros. */
+int egm_model_fingerprint(const char *dir, int with_weights, char out[40],
+                          egm_err *e);
+
+/* Growable byte buffer for messages. */
+typedef struct {
+    unsigned char *p;
+    size_t cap;
+} egm_bytes;
+unsigned char *egm_bytes_need(egm_bytes *b, size_t n);
+
+/* Turns an MPI error code into a message (returns -1). */
+int egm_mpi_fail(egm_err *e, int code, const char *what);
+void egm_mpi_hostname(char *buf, size_t n);
+
+/* Waits until a message matching one of (src[i], tag[i]) is pending; returns
+ * i (status in *st), or -1 on an MPI error. */
+int egm_mpi_wait(int n, const int *src, const int *tag, MPI_Status *st,
+                 egm_err *e);
+
+/* Receives the pending message described by st into buf; *len its size. */
+int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len,
+                        egm_err *e);
+
+/* Packs env and sends it (blocking; control messages are small). */
+int egm_mpi_send_env(const Egmla__Envelope *env, int dest, egm_err *e);
+
+/* Waits for an envelope from src on EGM_TAG_CTRL (or MPI_ANY_SOURCE) and
+ * unpacks it (free with egmla__envelope__free_unpacked). *from: its rank. */
+int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e);
+
+/* Rank >= 1: runs one pipeline stage until shutdown. Returns the exit code. */
+int egm_worker_main(int rank, int world);
+
+#endif
