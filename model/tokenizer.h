@@ -21,8 +21,13 @@ int egm_tok_parse(const char *json, size_t len, const char *origin,
 void egm_tok_free(egm_tokenizer *t);
 
 int egm_tok_vocab_size(const egm_tokenizer *t);   /* max id + 1 */
-/* id of a token string (e.g. "<|endoftext|>"), -1 if none */
+/* id of a token string (e.g. "<|endoftext|>"), -1 if none. Vocab entries are
+ * in their byte-level spelling ("\u0120the" for " the"). */
 int egm_tok_id(const egm_tokenizer *t, const char *token);
+/* The token string of an id (as in the file), NULL if none. */
+const char *egm_tok_token(const egm_tokenizer *t, int id);
+/* 1 if id is an added token marked "special" (what skip_special drops). */
+int egm_tok_is_special(const egm_tokenizer *t, int id);
 
 /* Encodes text (no special tokens added around it unless add_special and
  * the file's post_processor is a TemplateProcessing that adds them).
@@ -37,12 +42,17 @@ char *egm_tok_decode(const egm_tokenizer *t, const int *ids, int n,
 
 /* Streaming decoder: feed one id at a time, get only complete UTF-8
  * characters back; an incomplete multi-byte sequence is held until it
- * completes (or flushed as U+FFFD by egm_tok_stream_flush). */
+ * completes (or flushed as U+FFFD by egm_tok_stream_flush). Start from a
+ * zeroed egm_tok_stream. Specials are emitted as their text; unknown ids are
+ * ignored. */
 typedef struct {
     unsigned char pend[8];
     int npend;
 } egm_tok_stream;
-/* Appends decoded bytes to out (capacity cap); returns bytes written. */
+/* Appends decoded bytes to out (capacity cap); returns bytes written. Not
+ * NUL-terminated. A cap of egm_tok_stream_cap(t) always suffices; with less,
+ * output that does not fit may be lost. */
+size_t egm_tok_stream_cap(const egm_tokenizer *t);
 size_t egm_tok_stream_feed(const egm_tokenizer *t, egm_tok_stream *s, int id,
                            char *out, size_t cap);
 size_t egm_tok_stream_flush(egm_tok_stream *s, char *out, size_t cap);
