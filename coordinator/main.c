@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "coordinator/bench.h"
 #include "coordinator/commands.h"
 
 #ifndef EGM_VERSION
@@ -44,6 +45,7 @@ static void usage(FILE *f) {
             "  generate   generate text for each request of a JSONL file\n"
             "  score      log-probabilities of token sequences (and --dump-logits)\n"
             "  info       parameters and KV cache sizes of a model\n"
+            "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
             "  launch     run a command on a cluster topology through mpirun\n"
             "  slurm      print an sbatch script for a cluster topology\n"
             "\n"
@@ -73,7 +75,7 @@ int main(int argc, char **argv) {
     } cmds[] = {
         {"generate", egm_cmd_generate}, {"score", egm_cmd_score},
         {"info", egm_cmd_info},         {"launch", egm_cmd_launch},
-        {"slurm", egm_cmd_slurm},
+        {"slurm", egm_cmd_slurm},       {"bench", egm_cmd_bench},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
