@@ -28,42 +28,43 @@ void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
     }
 }
 
-long egm_attn_latent_scratch(int T, int P, int H, int du, int dr) {
-    long R = (long)H * T; /* one row per (head, query) pair */
-    return R * du * 2 + R * dr + R * P;
-}
-
-void egm_attn_latent(float *out, int ldo, const float *q, int ldq, int T,
-                     int pos0, const float *Z, int ldz, const float *kpe, int ldk,
-                     const float *kv_b, int H, int dn, int dr, int dv, int du,
-                     float scale, float *scratch) {
-    int P = pos0 + T, dq = dn + dr;
-    long R = (long)H * T;
-    float *Qlat = scratch;            /* [H*T, du]: row h*T + t */
-    float *Qpe = Qlat + R * du;       /* [H*T, dr] */
-    float *S = Qpe + R * dr;          /* [H*T, P] */
-    float *Olat = S + R * P;          /* [H*T, du] */
-
+void egm_latent_query(float *qlat, const float *q, int ldq, int n,
+                      const float *kv_b, int H, int dn, int dr, int dv, int du) {
     for (int h = 0; h < H; h++) {
         const float *W_UK = kv_b + (long)h * (dn + dv) * du; /* [dn, du] */
-        /* Qlat_h[T,du] = Q_nope_h[T,dn] W_UK[dn,du] */
-        egm_gemm(0, 0, T, du, dn, 1.0f, q + h * dq, ldq, W_UK, du, 0.0f,
-                 Qlat + (long)h * T * du, du);
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < dr; i++)
-                Qpe[((long)h * T + t) * dr + i] = q[(long)t * ldq + h * dq + dn + i];
+        egm_gemm(0, 0, n, du, dn, 1.0f, q + h * (dn + dr), ldq, W_UK, du, 0.0f,
+                 qlat + (long)h * du, H * du);
     }
-    /* S = scale * (Qlat Z^T + Qpe Kpe^T): every head and query at once */
-    egm_gemm(0, 1, (int)R, P, du, scale, Qlat, du, Z, ldz, 0.0f, S, P);
-    egm_gemm(0, 1, (int)R, P, dr, scale, Qpe, dr, kpe, ldk, 1.0f, S, P);
-    for (int h = 0; h < H; h++)
+}
+
+long egm_attn_latent_scratch(int T, int P, int H) { return (long)H * T * P; }
+
+void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
+                       int T, int pos0, const float *Z, int ldz,
+                       const float *kpe, int ldk, int H, int dn, int dr,
+                       int du, float scale, float *S) {
+    int P = pos0 + T, R = H * T, dq = dn + dr;
+    /* S[(t,h), P] = scale * (qlat Z^T + q_pe kpe^T); q_pe of row (t,h) sits
+     * at q + t*ldq + h*dq + dn: a matrix with row stride dq when ldq = H*dq */
+    egm_gemm(0, 1, R, P, du, scale, qlat, du, Z, ldz, 0.0f, S, P);
+    if (ldq == H * dq) {
+        egm_gemm(0, 1, R, P, dr, scale, q + dn, dq, kpe, ldk, 1.0f, S, P);
+    } else {
         for (int t = 0; t < T; t++)
-            causal_softmax(S + ((long)h * T + t) * P, P, pos0 + t);
-    /* Olat = S Z: the attention-weighted latent, then W_UV per head */
-    egm_gemm(0, 0, (int)R, du, P, 1.0f, S, P, Z, ldz, 0.0f, Olat, du);
+            egm_gemm(0, 1, H, P, dr, scale, q + (long)t * ldq + dn, dq, kpe, ldk, 1.0f,
+                     S + (long)t * H * P, P);
+    }
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) causal_softmax(S + ((long)t * H + h) * P, P, pos0 + t);
+    /* olat = S Z: the attention-weighted latent of every (row, head) */
+    egm_gemm(0, 0, R, du, P, 1.0f, S, P, Z, ldz, 0.0f, olat, du);
+}
+
+void egm_latent_output(float *out, int ldo, const float *olat, int n,
+                       const float *kv_b, int H, int dn, int dv, int du) {
     for (int h = 0; h < H; h++) {
         const float *W_UV = kv_b + ((long)h * (dn + dv) + dn) * du; /* [dv, du] */
-        egm_gemm(0, 1, T, dv, du, 1.0f, Olat + (long)h * T * du, du, W_UV, du,
-                 0.0f, out + h * dv, ldo);
+        egm_gemm(0, 1, n, dv, du, 1.0f, olat + (long)h * du, H * du, W_UV, du, 0.0f,
+                 out + h * dv, ldo);
     }
 }

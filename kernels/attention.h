@@ -17,19 +17,34 @@ void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                   float *scratch);
 long egm_attn_mha_scratch(int T, int P);
 
-/* Absorbed latent attention (deepseek_v2 and egmla), see MODEL.md/NOTES.md.
- * q:   row t, head h: q_nope [dn] then q_pe [dr] at q[t*ldq + h*(dn+dr)]
- * Z:   [P, du] (row stride ldz) latent z of every cached position (MLA: normalised c;
- *      EG-MLA: Norm(up(c) * gate(token))), P = pos0 + T
- * kpe: position j's rope key at kpe[j*ldk]  (dr values, shared by heads)
- * kv_b: [H*(dn+dv), du]: per head W_UK (dn rows) then W_UV (dv rows)
- * out: row t, head h at out[t*ldo + h*dv]
- * Scores: (q_nope.W_UK z_j + q_pe.kpe_j) * scale = (W_UK^T q_nope).z_j + ...
- * scratch: egm_attn_latent_scratch(T, P, H, du, dr) floats. */
-void egm_attn_latent(float *out, int ldo, const float *q, int ldq, int T,
-                     int pos0, const float *Z, int ldz, const float *kpe, int ldk,
-                     const float *kv_b, int H, int dn, int dr, int dv, int du,
-                     float scale, float *scratch);
-long egm_attn_latent_scratch(int T, int P, int H, int du, int dr);
+/* Absorbed latent attention (deepseek_v2 and egmla), see MODEL.md/NOTES.md,
+ * in three steps so that the per-head products with kv_b_proj are one GEMM
+ * per head over every row of the micro-batch, and only the products with a
+ * sequence's own latents are per sequence:
+ *
+ *   1. egm_latent_query: qlat[r, h] = W_UK_h^T q_nope[r, h]      (all rows)
+ *   2. egm_latent_attend: per sequence segment, with its latents Z and rope
+ *      keys, olat[r, h] = sum_j softmax_j(scale * (qlat.z_j + q_pe.kpe_j)) z_j
+ *   3. egm_latent_output: out[r, h] = W_UV_h olat[r, h]            (all rows)
+ *
+ * Layouts: q row r, head h: q_nope [dn] then q_pe [dr] at q[r*ldq + h*(dn+dr)];
+ * qlat and olat are [n, H, du] (row r, head h at (r*H + h)*du), so the rows
+ * of one segment, all heads, form one matrix of T*H rows for the GEMMs;
+ * kv_b is [H*(dn+dv), du]: per head W_UK (dn rows) then W_UV (dv rows);
+ * out row r, head h at out[r*ldo + h*dv]. */
+void egm_latent_query(float *qlat, const float *q, int ldq, int n,
+                      const float *kv_b, int H, int dn, int dr, int dv, int du);
+
+/* One segment: T rows at positions pos0.., qlat/olat pointing at its first
+ * row; Z [P, du] (row stride ldz) and kpe (row stride ldk) for positions
+ * 0..P-1, P = pos0 + T. scratch: egm_attn_latent_scratch(T, P, H) floats. */
+void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
+                       int T, int pos0, const float *Z, int ldz,
+                       const float *kpe, int ldk, int H, int dn, int dr,
+                       int du, float scale, float *scratch);
+long egm_attn_latent_scratch(int T, int P, int H);
+
+void egm_latent_output(float *out, int ldo, const float *olat, int n,
+                       const float *kv_b, int H, int dn, int dv, int du);
 
 #endif

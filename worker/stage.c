@@ -51,7 +51,7 @@ void egm_stage_free(egm_stage *s) {
     for (int i = 0; i < s->n_slots; i++) egm_kv_release(&s->kv, &s->seqs[i]);
     free(s->seqs);
     egm_kv_free(&s->kv);
-    egm_buf *bufs[] = {&s->xn, &s->q, &s->qa, &s->kvrow, &s->attn, &s->ffn_g,
+    egm_buf *bufs[] = {&s->xn, &s->q, &s->qa, &s->qlat, &s->olat, &s->kvrow, &s->attn, &s->ffn_g,
                        &s->ffn_u, &s->seg, &s->z, &s->gate, &s->emb, &s->att};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]->p);
     memset(s, 0, sizeof *s);
@@ -108,19 +108,19 @@ static void egmla_rebuild_z(egm_stage *s, const egm_layer *w, const egm_kv_seq *
                             const float *cache, int ldc, int P, float *Z) {
     const egm_config *c = s->c;
     int dc = c->kv_lora_rank, du = c->eg_latent_dim, de = c->eg_embed_dim;
-    float *G = egm_buf_need(&s->gate, (long)P * du);
-    if (w->eg_G) {
-        for (int j = 0; j < P; j++)
-            memcpy(G + (long)j * du, w->eg_G + (long)egm_kv_get_id(&s->kv, sq, j) * du,
-                   sizeof(float) * du);
-    } else {
+    /* gate rows: straight from the precomputed table G, or eg_embed rows
+     * through eg_gate_proj as one GEMM over the segment */
+    const float *G = w->eg_G;
+    float *Gs = NULL;
+    if (!G) {
         const egm_tensor *t = w->eg_embed;
         size_t row = (size_t)de * egm_dtype_size(t->dtype);
         float *Em = egm_buf_need(&s->emb, (long)P * de);
+        Gs = egm_buf_need(&s->gate, (long)P * du);
         for (int j = 0; j < P; j++)
             egm_to_f32(Em + (long)j * de, t->data + row * egm_kv_get_id(&s->kv, sq, j),
                        t->dtype, de);
-        egm_linear(G, Em, w->eg_gate, P, du, de);
+        egm_linear(Gs, Em, w->eg_gate, P, du, de);
     }
     if (w->eg_up)
         egm_gemm(0, 1, P, du, dc, 1.0f, cache, ldc, w->eg_up, dc, 0.0f, Z, du);
@@ -128,7 +128,7 @@ static void egmla_rebuild_z(egm_stage *s, const egm_layer *w, const egm_kv_seq *
         for (int j = 0; j < P; j++) memcpy(Z + (long)j * du, cache + (long)j * ldc, sizeof(float) * du);
     for (int j = 0; j < P; j++) {
         float *zj = Z + (long)j * du;
-        egm_mul(zj, G + (long)j * du, du);
+        egm_mul(zj, G ? G + (long)egm_kv_get_id(&s->kv, sq, j) * du : Gs + (long)j * du, du);
         if (c->eg_norm_rms) egm_rmsnorm(zj, zj, w->eg_norm_w, du, c->eg_norm_eps);
         else egm_layernorm(zj, zj, w->eg_norm_w, w->eg_norm_b, du, c->eg_norm_eps);
     }
@@ -167,6 +167,9 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
         if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);
     }
     float scale = 1.0f / sqrtf((float)dq);
+    float *qlat = egm_buf_need(&s->qlat, (long)n * H * du);
+    float *olat = egm_buf_need(&s->olat, (long)n * H * du);
+    egm_latent_query(qlat, q, H * dq, n, w->kv_b, H, dn, dr, dv, du);
     for (int r = 0; r < n;) {
         int e = segment_end(b, r), T = e - r, pos0 = b->pos[r], P = pos0 + T;
         const egm_kv_seq *sq = &s->seqs[b->slot[r]];
@@ -180,11 +183,13 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
             Z = z;
             ldz = du;
         }
-        float *sc = egm_buf_need(&s->att, egm_attn_latent_scratch(T, P, H, du, dr));
-        egm_attn_latent(out + (long)r * H * dv, H * dv, q + (long)r * H * dq, H * dq, T,
-                        pos0, Z, ldz, seg + dc, E, w->kv_b, H, dn, dr, dv, du, scale, sc);
+        float *sc = egm_buf_need(&s->att, egm_attn_latent_scratch(T, P, H));
+        egm_latent_attend(olat + (long)r * H * du, qlat + (long)r * H * du,
+                          q + (long)r * H * dq, H * dq, T, pos0, Z, ldz, seg + dc, E,
+                          H, dn, dr, du, scale, sc);
         r = e;
     }
+    egm_latent_output(out, H * dv, olat, n, w->kv_b, H, dn, dv, du);
 }
 
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {

@@ -33,7 +33,7 @@ typedef struct {
     egm_kv_pool kv;
     egm_kv_seq *seqs;    /* [n_slots] */
     int n_slots;
-    egm_buf xn, q, qa, kvrow, attn, ffn_g, ffn_u, seg, z, gate, emb, att;
+    egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u, seg, z, gate, emb, att;
 } egm_stage;
 
 /* kv_budget: bytes for this stage's cache; block_tokens: positions per
