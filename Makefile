@@ -22,10 +22,10 @@ OPT   := -O2 -g -march=$(ARCH)
 endif
 
 CC      ?= cc
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror $(OPT) \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(OPT) \
            -I. -I$(BUILD)/proto $(shell pkg-config --cflags $(PKGS))
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
-LDFLAGS := $(filter -fsanitize=%,$(OPT))
+LDFLAGS := -fopenmp $(filter -fsanitize=%,$(OPT))
 
 BIN      := $(if $(filter 1,$(SAN)),$(BUILD)/egmla,bin/egmla)
 PROTO    := $(wildcard proto/*.proto)
@@ -75,3 +75,17 @@ clean:
 	rm -rf build build-san bin
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Fuzzing (clang libFuzzer + ASan + UBSan, into build-fuzz/): each harness
+# in tests/fuzz/ for FUZZ_SECONDS. Valgrind memcheck of the single-rank path
+# (its own AVX2 build in build-vg/: valgrind does not know AVX-512).
+FUZZ_SECONDS ?= 30
+.PHONY: fuzz valgrind
+fuzz:
+	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+valgrind:
+	bash tests/valgrind.sh
+.PHONY: clean-checks
+clean-checks:
+	rm -rf build-fuzz build-vg
+clean: clean-checks

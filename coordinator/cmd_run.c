@@ -65,7 +65,7 @@ static int run(int mode, int argc, char **argv) {
     const char *name = mode == EGM_MODE_SCORE ? "egmla score" : "egmla generate";
     egm_run_opts r;
     egm_run_opts_default(&r);
-    int ignore_eos = 0, stats = 0, no_gate_table = 0, add_bos = 0;
+    int ignore_eos = 0, stats = 0, no_gate_table = 0, add_bos = 0, resume = 0;
     const char *dump = NULL, *topology = NULL;
     egm_opt gen_opts[] = {
         {"model", EGM_OPT_STRING, &r.model, "model directory (default: the embedded EG-MLA model)", 0, 0, "DIR"},
@@ -80,6 +80,7 @@ static int run(int mode, int argc, char **argv) {
         {"seed", EGM_OPT_U64, &r.seed, "seed of every request's generator (a line's \"seed\" wins)", 0, 0, "S"},
         {"ignore-eos", EGM_OPT_FLAG, &ignore_eos, "do not stop at end-of-sequence tokens", 0, 0, NULL},
         {"stats", EGM_OPT_FLAG, &stats, "add per-request statistics to each result", 0, 0, NULL},
+        {"resume", EGM_OPT_FLAG, &resume, "skip ids already in --out and append to it (docs/JOBS.md)", 0, 0, NULL},
         {"add-bos", EGM_OPT_FLAG, &add_bos, "prepend the model's bos_token_id to text prompts", 0, 0, NULL},
         {"kv-budget", EGM_OPT_STRING, &r.kv_budget, "KV cache bytes per stage (e.g. 512MiB)", 0, 0, "SIZE"},
         {"kv-dtype", EGM_OPT_STRING, &r.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
@@ -124,6 +125,7 @@ static int run(int mode, int argc, char **argv) {
     }
     r.mode = mode;
     r.stats = stats;
+    r.resume = resume;
     r.add_bos = add_bos;
     r.gate_table = !no_gate_table;
     r.dump_logits = dump;
@@ -144,10 +146,27 @@ int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e) {
         return egm_fail(e, "--kv-budget: expected a size such as 512MiB, found \"%s\"", r->kv_budget);
     if (strcmp(r->kv_dtype, "fp32") && strcmp(r->kv_dtype, "bf16"))
         return egm_fail(e, "--kv-dtype: expected fp32 or bf16, found \"%s\"", r->kv_dtype);
+    io->total = -1;
+    if (r->in_file) {
+        /* an internal score job: no JSONL output */
+        io->in = egm_jsonl_from_file(r->in_file, r->in_name);
+        if (!io->in) return egm_fail(e, "out of memory");
+        return 0;
+    }
     if (egm_jsonl_check_distinct(r->input, r->out, e)) return -1;
     io->in = egm_jsonl_open(r->input, e);
     if (!io->in) return -1;
-    io->out = egm_out_open(r->out, e);
+    io->total = egm_count_lines(r->input);
+    if (r->resume) {
+        if (!strcmp(r->out, "-"))
+            return egm_fail(e, "--resume needs --out FILE: it reads the ids already there");
+        io->done = egm_idset_new();
+        if (!io->done) return egm_fail(e, "out of memory");
+        if (egm_resume_load(r->out, io->done, e)) return -1;
+        io->out = egm_out_open_append(r->out, e);
+    } else {
+        io->out = egm_out_open(r->out, e);
+    }
     if (!io->out) return -1;
     if (r->dump_logits) {
         io->dump_fd = open(r->dump_logits, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -162,6 +181,7 @@ void egm_run_io_close(egm_run_io *io) {
     if (io->in) egm_jsonl_close(io->in);
     if (io->out && egm_out_close(io->out, &e)) fprintf(stderr, "egmla: %s\n", e.msg);
     if (io->dump_fd >= 0) close(io->dump_fd);
+    egm_idset_free(io->done);
     memset(io, 0, sizeof *io);
     io->dump_fd = -1;
 }
@@ -177,14 +197,22 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
     so->defaults = r->defaults;
     so->dump_fd = io->dump_fd;
     so->progress = isatty(2);
+    so->total = io->total;
+    so->skip = io->done;
+    so->on_score = r->on_score;
+    so->score_ctx = r->score_ctx;
 }
 
 /* Prints the summary and turns the outcome into an exit status. */
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e) {
     if (failed_run) fprintf(stderr, "egmla: %s\n", e->msg);
-    fprintf(stderr, "egmla %s: %ld requests, %ld ok, %ld failed, %ld prompt + %ld generated tokens in %.2f s\n",
-            r->mode == EGM_MODE_SCORE ? "score" : "generate", st->requests, st->ok, st->failed,
-            st->prompt_tokens, st->generated_tokens, st->seconds);
+    const char *job = r->job ? r->job : r->mode == EGM_MODE_SCORE ? "score" : "generate";
+    double el = st->seconds > 0 ? st->seconds : 1e-9;
+    fprintf(stderr, "egmla %s: %ld requests, %ld ok, %ld failed", job, st->requests, st->ok, st->failed);
+    if (r->resume) fprintf(stderr, ", %ld skipped (already in %s)", st->skipped, r->out);
+    fprintf(stderr, "; %ld prompt + %ld generated tokens in %.2f s (%.1f prompt tok/s, %.1f generated tok/s)\n",
+            st->prompt_tokens, st->generated_tokens, st->seconds, st->prompt_tokens / el,
+            st->generated_tokens / el);
     if (failed_run) return EGM_EXIT_FAIL;
     return st->failed ? EGM_EXIT_SOME_FAILED : 0;
 }
@@ -233,4 +261,11 @@ int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e) {
     *tok = NULL;
     if (access(path, F_OK) != 0) return 0;
     return egm_tok_load(path, tok, e);
+}
+
+int egm_run_is_worker(void) {
+    const char *v = getenv("OMPI_COMM_WORLD_RANK");
+    if (!v) v = getenv("PMIX_RANK");
+    if (!v) v = getenv("PMI_RANK");
+    return v && atoi(v) != 0;
 }

@@ -23,6 +23,9 @@ int egm_cmd_generate(int argc, char **argv);
 int egm_cmd_score(int argc, char **argv);
 int egm_cmd_launch(int argc, char **argv);   /* deploy/launch.c */
 int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
+int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
+int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
+int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
 
 /* Options of generate/score, resolved. */
 typedef struct {
@@ -35,6 +38,14 @@ typedef struct {
     float temperature, top_p, min_p, repetition_penalty;
     int top_k;
     uint64_t seed;
+    int resume;               /* generate: skip ids already in --out, append */
+    /* internal score jobs (eval, perplexity, loglikelihood): requests come
+     * from in_file (origin in_name) and results go to on_score, not to --out */
+    FILE *in_file;
+    const char *in_name;
+    egm_score_fn on_score;
+    void *score_ctx;
+    const char *job;          /* name in the summary line; NULL: by mode */
 } egm_run_opts;
 
 typedef struct {
@@ -42,6 +53,8 @@ typedef struct {
     egm_out *out;
     int dump_fd;
     size_t kv_budget;
+    egm_idset *done;          /* --resume: ids already in the output */
+    long total;               /* input lines (-1: not a regular file) */
 } egm_run_io;
 
 void egm_run_opts_default(egm_run_opts *r);
@@ -53,5 +66,7 @@ void egm_run_io_close(egm_run_io *io);
 void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
 int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
+/* 1 on MPI ranks other than 0 (pipeline workers: they print no report). */
+int egm_run_is_worker(void);
 
 #endif

@@ -44,6 +44,9 @@ static void usage(FILE *f) {
             "\n"
             "  generate   generate text for each request of a JSONL file\n"
             "  score      log-probabilities of token sequences (and --dump-logits)\n"
+            "  eval       multiple-choice accuracy (lm-evaluation-harness semantics)\n"
+            "  perplexity perplexity of a text (lm-eval rolling windows)\n"
+            "  loglikelihood  lm-eval loglikelihood requests in batch\n"
             "  info       parameters and KV cache sizes of a model\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
             "  launch     run a command on a cluster topology through mpirun\n"
@@ -76,6 +79,8 @@ int main(int argc, char **argv) {
         {"generate", egm_cmd_generate}, {"score", egm_cmd_score},
         {"info", egm_cmd_info},         {"launch", egm_cmd_launch},
         {"slurm", egm_cmd_slurm},       {"bench", egm_cmd_bench},
+        {"eval", egm_cmd_eval},         {"perplexity", egm_cmd_perplexity},
+        {"loglikelihood", egm_cmd_loglikelihood},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

@@ -12,12 +12,15 @@ typedef struct {
     int active, group, blocks;
     egm_request req;
     int *toks, n_prompt;   /* prompt (or scored sequence) */
+    int n_feed;            /* positions to submit before decoding / finishing */
     int n_fed;             /* positions submitted so far */
     int *gen, n_gen, cap_gen;
     int max_new;
     float *lp;             /* score: [n_prompt - 1] */
+    unsigned char *gr;     /* score: greedy flags, [n_prompt - 1] */
     long long dump_off;    /* score: byte offset of this sequence's logits */
-    double t0, t_first;
+    double t_read;         /* read from the input */
+    double t0, t_first;    /* admitted; first token back */
 } seq_t;
 
 typedef struct {
@@ -43,6 +46,7 @@ typedef struct {
     int *slot, *pos, *token;
     unsigned char *want;
     double t_start, t_sync, t_progress;
+    int dirty;             /* lines written since the last sync */
 } sched_t;
 
 static double now_s(void) {
@@ -56,6 +60,7 @@ static void seq_clear(seq_t *q) {
     free(q->toks);
     free(q->gen);
     free(q->lp);
+    free(q->gr);
     memset(q, 0, sizeof *q);
 }
 
@@ -63,13 +68,26 @@ static int write_line(sched_t *s, char *line, egm_err *e) {
     if (!line) return egm_fail(e, "out of memory formatting a result");
     int rc = egm_out_write_line(s->out, line, e);
     free(line);
+    s->dirty = 1;
     return rc;
 }
 
 static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err *e) {
     s->st->failed++;
     s->st->requests++;
+    if (s->o->on_score) {
+        s->o->on_score(s->o->score_ctx, id_json, NULL, NULL, 0, msg);
+        return 0;
+    }
     return write_line(s, egm_result_error(id_json, msg), e);
+}
+
+/* --resume: an id already in the output is skipped, refused or not. */
+static int skipped(sched_t *s, seq_t *q) {
+    if (!s->o->skip || !q->req.id_json || !egm_idset_has(s->o->skip, q->req.id_json)) return 0;
+    s->st->skipped++;
+    seq_clear(q);
+    return 1;
 }
 
 /* Parses, tokenizes and checks one line into s->next. Returns 1 when a
@@ -78,14 +96,17 @@ static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err
 static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_err *e) {
     seq_t *q = &s->next;
     memset(q, 0, sizeof *q);
+    q->t_read = now_s();
     egm_err le;
     const char *origin = egm_jsonl_origin(s->in);
     if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
+        if (skipped(s, q)) return 0;
         fprintf(stderr, "egmla: %s\n", le.msg);
         int rc = write_error(s, q->req.id_json, le.msg, e);
         seq_clear(q);
         return rc ? -1 : 0;
     }
+    if (skipped(s, q)) return 0;
     const egm_config *c = s->c;
     if (q->req.prompt) {
         if (!s->tok) {
@@ -121,12 +142,15 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
     }
-    if (q->n_prompt > c->max_position_embeddings) {
+    /* internal scoring never feeds the last token: it is only a target */
+    int target_only = s->o->mode == EGM_MODE_SCORE && s->o->on_score && q->n_prompt > 1;
+    q->n_feed = q->n_prompt - target_only;
+    if (q->n_feed > c->max_position_embeddings) {
         egm_fail(&le, "%s:%ld: the prompt has %d tokens, more than the model's context of %d",
-                 origin, lineno, q->n_prompt, c->max_position_embeddings);
+                 origin, lineno, q->n_prompt, c->max_position_embeddings + target_only);
         goto refuse;
     }
-    int need = q->n_prompt;
+    int need = q->n_feed;
     if (s->o->mode == EGM_MODE_GENERATE) {
         q->max_new = q->req.max_new_tokens;
         if (q->max_new > c->max_position_embeddings - q->n_prompt)
@@ -169,19 +193,38 @@ static int read_ahead(sched_t *s, egm_err *e) {
     return 0;
 }
 
+/* "stats" is the last member of a generate line (request.c): the queue
+ * time goes in as its last field, ",\"queue_ms\":x" before the final "}}". */
+static char *add_queue_ms(char *line, double ms) {
+    size_t n = strlen(line);
+    if (n < 2 || strcmp(line + n - 2, "}}")) return line;
+    char *out = malloc(n + 48);
+    if (!out) {
+        free(line);
+        return NULL;
+    }
+    snprintf(out, n + 48, "%.*s,\"queue_ms\":%.3f}}", (int)(n - 2), line, ms);
+    free(line);
+    return out;
+}
+
 static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     seq_t *q = &s->seqs[slot];
-    char *line;
-    if (s->o->mode == EGM_MODE_SCORE) {
+    char *line = NULL;
+    if (s->o->mode == EGM_MODE_SCORE && s->o->on_score) {
+        s->o->on_score(s->o->score_ctx, q->req.id_json, q->lp, q->gr, q->n_prompt - 1, NULL);
+    } else if (s->o->mode == EGM_MODE_SCORE) {
         line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
     } else {
         char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
+        /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
                             (now_s() - q->t0) * 1e3};
         line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
                                    text ? strlen(text) : 0, reason,
                                    s->o->stats ? &gs : NULL);
         free(text);
+        if (line && s->o->stats) line = add_queue_ms(line, (q->t0 - q->t_read) * 1e3);
     }
     s->st->requests++;
     s->st->ok++;
@@ -191,6 +234,7 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     s->free_blocks += q->blocks;
     s->group_n[q->group]--;
     seq_clear(q);
+    if (s->o->mode == EGM_MODE_SCORE && s->o->on_score) return 0;
     return write_line(s, line, e);
 }
 
@@ -209,6 +253,7 @@ static void admit(sched_t *s, int g) {
     s->free_blocks -= q->blocks;
     if (s->o->mode == EGM_MODE_SCORE) {
         q->lp = calloc((size_t)q->n_prompt, sizeof(float));
+        q->gr = calloc((size_t)q->n_prompt, 1);
         q->dump_off = s->dump_next;
         s->dump_next += (long long)q->n_prompt * s->c->vocab_size * (long long)sizeof(float);
     } else {
@@ -250,20 +295,20 @@ static int build(sched_t *s, int g, egm_err *e) {
         for (int i = 0; i < s->o->max_seqs; i++) {
             seq_t *q = &s->seqs[i];
             if (!q->active || q->group != g) continue;
-            int decoding = q->n_fed >= q->n_prompt;
+            int decoding = q->n_fed >= q->n_feed;
             if (pass == 0 && decoding && s->o->mode == EGM_MODE_GENERATE) {
                 s->slot[n] = i;
                 s->pos[n] = q->n_fed++;
                 s->token[n] = q->gen[q->n_gen - 1];
                 s->want[n++] = 1;
             } else if (pass == 1 && !decoding) {
-                int k = q->n_prompt - q->n_fed;
+                int k = q->n_feed - q->n_fed;
                 if (k > s->o->max_rows - n) k = s->o->max_rows - n;
                 for (int j = 0; j < k; j++) {
                     s->slot[n] = i;
                     s->pos[n] = q->n_fed;
                     s->token[n] = q->toks[q->n_fed++];
-                    s->want[n++] = s->o->mode == EGM_MODE_SCORE || q->n_fed == q->n_prompt;
+                    s->want[n++] = s->o->mode == EGM_MODE_SCORE || q->n_fed == q->n_feed;
                 }
             }
         }
@@ -277,14 +322,17 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
         const egm_head_out *o = &r->outs[k];
         seq_t *q = &s->seqs[o->slot];
         if (s->o->mode == EGM_MODE_SCORE) {
-            if (o->has_target) q->lp[o->pos] = o->logprob;
+            if (o->has_target) {
+                q->lp[o->pos] = o->logprob;
+                q->gr[o->pos] = o->greedy != 0;
+            }
             if (s->o->dump_fd >= 0 && r->logits) {
                 const float *row = r->logits + (long)k * V;
                 off_t off = (off_t)(q->dump_off + (long long)o->pos * V * (long long)sizeof(float));
                 if (pwrite(s->o->dump_fd, row, sizeof(float) * (size_t)V, off) != (ssize_t)(sizeof(float) * V))
                     return egm_fail(e, "--dump-logits: write failed: %s", strerror(errno));
             }
-            if (o->pos == q->n_prompt - 1 && finish(s, o->slot, NULL, e)) return -1;
+            if (o->pos == q->n_feed - 1 && finish(s, o->slot, NULL, e)) return -1;
             continue;
         }
         if (q->n_gen == 0) q->t_first = now_s();
@@ -297,14 +345,27 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
     return 0;
 }
 
+/* On a terminal: done/total, tokens/s (generated, or scored in score mode)
+ * and the ETA from this run's pace; skipped (--resume) lines count as done. */
 static void progress(sched_t *s, int last) {
     double t = now_s();
     if (!s->o->progress || (!last && t - s->t_progress < 0.5)) return;
     s->t_progress = t;
+    const egm_sched_stats *st = s->st;
     double el = t - s->t_start;
-    fprintf(stderr, "\r%ld done (%ld failed), %.1f tok/s   %s", s->st->requests,
-            s->st->failed, (s->st->generated_tokens + s->st->prompt_tokens) / (el > 0 ? el : 1),
-            last ? "\n" : "");
+    if (el <= 0) el = 1e-9;
+    long toks = s->o->mode == EGM_MODE_SCORE ? st->prompt_tokens : st->generated_tokens;
+    long done = st->requests + st->skipped;
+    char eta[64] = "";
+    if (s->o->total > 0 && st->requests > 0 && done < s->o->total) {
+        double left = (double)(s->o->total - done) * el / (double)st->requests;
+        snprintf(eta, sizeof eta, ", ETA %dh%02dm%02ds", (int)(left / 3600),
+                 (int)(left / 60) % 60, (int)left % 60);
+    }
+    char tot[32] = "";
+    if (s->o->total >= 0) snprintf(tot, sizeof tot, "/%ld", s->o->total);
+    fprintf(stderr, "\r\033[K%ld%s done (%ld failed, %ld skipped), %.1f tok/s%s%s", done, tot,
+            st->failed, st->skipped, toks / el, eta, last ? "\n" : "");
 }
 
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
@@ -361,15 +422,25 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         f_len--;
         inflight[g] = 0;
         if (process(&s, &r, e)) goto done;
+        /* checked after every micro-batch (milliseconds apart), whether
+         * or not a request finished in it */
         double t = now_s();
         if (t - s.t_sync > 2.0) {
-            if (egm_out_sync(out, e)) goto done;
+            if (s.dirty && egm_out_sync(out, e)) goto done;
+            s.dirty = 0;
             s.t_sync = t;
         }
         progress(&s, 0);
     }
     rc = 0;
 done:
+    if (s.dirty && out) {
+        egm_err se;
+        if (egm_out_sync(out, &se) && rc == 0) {
+            *e = se;
+            rc = -1;
+        }
+    }
     st->seconds = now_s() - s.t_start;
     progress(&s, 1);
     if (s.seqs)

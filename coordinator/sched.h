@@ -20,8 +20,18 @@
 #include "coordinator/jsonl.h"
 #include "coordinator/pipe.h"
 #include "coordinator/request.h"
+#include "coordinator/resume.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
+
+/* Score mode, internal callers (eval, perplexity, loglikelihood): instead
+ * of a JSONL line, each finished sequence of n + 1 tokens hands over
+ * lp[i] = log p(token i+1 | tokens 0..i) and greedy[i] = (token i+1 is the
+ * argmax there), i < n; or, for a refused request, error (lp NULL). The
+ * last token is a target only, never fed, so a sequence may be one token
+ * longer than the model's context (lm-eval's windows are). */
+typedef void (*egm_score_fn)(void *ctx, const char *id_json, const float *lp,
+                             const unsigned char *greedy, int n, const char *error);
 
 typedef struct {
     int mode;                 /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
@@ -33,16 +43,22 @@ typedef struct {
     egm_request defaults;     /* sampling / max_new_tokens / ignore_eos */
     int dump_fd;              /* score: --dump-logits file, or -1 */
     int progress;             /* progress line on stderr */
+    long total;               /* input lines, for the progress line (-1: unknown) */
+    const egm_idset *skip;    /* --resume: ids already answered, or NULL */
+    egm_score_fn on_score;    /* score: results to a callback, not to `out` */
+    void *score_ctx;
 } egm_sched_opts;
 
 typedef struct {
     long requests, ok, failed;
+    long skipped;             /* --resume: input lines already answered */
     long prompt_tokens, generated_tokens;
     double seconds;
 } egm_sched_stats;
 
 /* Runs every request of `in` through the pipe, writing one line per request
- * to `out`. Returns 0 when the run completed (some lines may have failed:
+ * to `out` as soon as it finishes (out may be NULL with on_score). The
+ * output is synced every 2 s while the run lasts, and at the end. Returns 0 when the run completed (some lines may have failed:
  * see stats->failed), -1 on a fatal error (message in e). */
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                   const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,

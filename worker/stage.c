@@ -8,7 +8,9 @@
  * then shared by every head and query row of that segment. */
 #include "stage.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,8 +54,13 @@ void egm_stage_free(egm_stage *s) {
     free(s->seqs);
     egm_kv_free(&s->kv);
     egm_buf *bufs[] = {&s->xn, &s->q, &s->qa, &s->qlat, &s->olat, &s->kvrow, &s->attn, &s->ffn_g,
-                       &s->ffn_u, &s->seg, &s->z, &s->gate, &s->emb, &s->att};
+                       &s->ffn_u};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]->p);
+    for (int t = 0; t < EGM_STAGE_MAX_THREADS; t++) {
+        egm_seg_scratch *sc = &s->scr[t];
+        free(sc->seg.p), free(sc->z.p), free(sc->gate.p), free(sc->emb.p), free(sc->att.p);
+    }
+    free(s->seg_start);
     memset(s, 0, sizeof *s);
 }
 
@@ -65,11 +72,29 @@ void egm_stage_release(egm_stage *s, int slot) {
     egm_kv_release(&s->kv, &s->seqs[slot]);
 }
 
-/* Rows [r, end) of the batch that belong to the same sequence as row r. */
-static int segment_end(const egm_mbatch *b, int r) {
-    int e = r + 1;
-    while (e < b->n && b->slot[e] == b->slot[r]) e++;
-    return e;
+/* Cuts the batch into segments: runs of rows of one sequence. Segment k is
+ * rows [seg_start[k], seg_start[k+1]). */
+static void find_segments(egm_stage *s, const egm_mbatch *b) {
+    if (s->cap_segs < b->n + 1) {
+        free(s->seg_start);
+        s->cap_segs = b->n + 1;
+        s->seg_start = malloc(sizeof(int) * (size_t)s->cap_segs);
+        if (!s->seg_start) abort();
+    }
+    s->n_segs = 0;
+    for (int r = 0; r < b->n; r++)
+        if (r == 0 || b->slot[r] != b->slot[r - 1]) s->seg_start[s->n_segs++] = r;
+    s->seg_start[s->n_segs] = b->n;
+}
+
+/* The per-sequence part of attention runs one segment per thread, each
+ * with single-threaded BLAS (small GEMMs pay more for OpenBLAS's thread
+ * handoff than they gain); one long segment keeps BLAS's own threads. */
+static int segment_threads(const egm_stage *s) {
+    int nt = openblas_get_num_threads();
+    if (nt > EGM_STAGE_MAX_THREADS) nt = EGM_STAGE_MAX_THREADS;
+    if (nt > s->n_segs) nt = s->n_segs;
+    return nt < 1 ? 1 : nt;
 }
 
 static void attention_llama(egm_stage *s, const egm_layer *w, int li,
@@ -92,20 +117,25 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
         egm_kv_write(&s->kv, &s->seqs[b->slot[r]], li, b->pos[r], kv + (long)r * E);
     }
     float scale = 1.0f / sqrtf((float)dh);
-    for (int r = 0; r < n;) {
-        int e = segment_end(b, r), T = e - r, pos0 = b->pos[r], P = pos0 + T;
-        float *seg = egm_buf_need(&s->seg, (long)P * E);
+    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int k = 0; k < s->n_segs; k++) {
+        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
+        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r], P = pos0 + T;
+        float *seg = egm_buf_need(&sc->seg, (long)P * E);
         egm_kv_gather(&s->kv, &s->seqs[b->slot[r]], li, 0, P, seg);
-        float *sc = egm_buf_need(&s->att, egm_attn_mha_scratch(T, P));
+        float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
         egm_attn_mha(out + (long)r * H * dh, H * dh, q + (long)r * H * dh, H * dh, T,
-                     pos0, seg, E, H, Hkv, dh, scale, sc);
-        r = e;
+                     pos0, seg, E, H, Hkv, dh, scale, S);
     }
+    if (nt > 1) openblas_set_num_threads(blas_nt);
 }
 
 /* z for positions [0, P) of one EG-MLA sequence: Norm(up(c) * gate(id)). */
-static void egmla_rebuild_z(egm_stage *s, const egm_layer *w, const egm_kv_seq *sq,
-                            const float *cache, int ldc, int P, float *Z) {
+static void egmla_rebuild_z(egm_stage *s, egm_seg_scratch *sc, const egm_layer *w,
+                            const egm_kv_seq *sq, const float *cache, int ldc, int P,
+                            float *Z) {
     const egm_config *c = s->c;
     int dc = c->kv_lora_rank, du = c->eg_latent_dim, de = c->eg_embed_dim;
     /* gate rows: straight from the precomputed table G, or eg_embed rows
@@ -115,8 +145,8 @@ static void egmla_rebuild_z(egm_stage *s, const egm_layer *w, const egm_kv_seq *
     if (!G) {
         const egm_tensor *t = w->eg_embed;
         size_t row = (size_t)de * egm_dtype_size(t->dtype);
-        float *Em = egm_buf_need(&s->emb, (long)P * de);
-        Gs = egm_buf_need(&s->gate, (long)P * du);
+        float *Em = egm_buf_need(&sc->emb, (long)P * de);
+        Gs = egm_buf_need(&sc->gate, (long)P * du);
         for (int j = 0; j < P; j++)
             egm_to_f32(Em + (long)j * de, t->data + row * egm_kv_get_id(&s->kv, sq, j),
                        t->dtype, de);
@@ -170,36 +200,41 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
     float *qlat = egm_buf_need(&s->qlat, (long)n * H * du);
     float *olat = egm_buf_need(&s->olat, (long)n * H * du);
     egm_latent_query(qlat, q, H * dq, n, w->kv_b, H, dn, dr, dv, du);
-    for (int r = 0; r < n;) {
-        int e = segment_end(b, r), T = e - r, pos0 = b->pos[r], P = pos0 + T;
+    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
+    if (nt > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
+    for (int k = 0; k < s->n_segs; k++) {
+        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
+        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r], P = pos0 + T;
         const egm_kv_seq *sq = &s->seqs[b->slot[r]];
-        float *seg = egm_buf_need(&s->seg, (long)P * E);
+        float *seg = egm_buf_need(&sc->seg, (long)P * E);
         egm_kv_gather(&s->kv, sq, li, 0, P, seg);
         const float *Z = seg;
         int ldz = E;
         if (eg) {
-            float *z = egm_buf_need(&s->z, (long)P * du);
-            egmla_rebuild_z(s, w, sq, seg, E, P, z);
+            float *z = egm_buf_need(&sc->z, (long)P * du);
+            egmla_rebuild_z(s, sc, w, sq, seg, E, P, z);
             Z = z;
             ldz = du;
         }
-        float *sc = egm_buf_need(&s->att, egm_attn_latent_scratch(T, P, H));
+        float *S = egm_buf_need(&sc->att, egm_attn_latent_scratch(T, P, H));
         egm_latent_attend(olat + (long)r * H * du, qlat + (long)r * H * du,
                           q + (long)r * H * dq, H * dq, T, pos0, Z, ldz, seg + dc, E,
-                          H, dn, dr, du, scale, sc);
-        r = e;
+                          H, dn, dr, du, scale, S);
     }
+    if (nt > 1) openblas_set_num_threads(blas_nt);
     egm_latent_output(out, H * dv, olat, n, w->kv_b, H, dn, dv, du);
 }
 
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
     const egm_config *c = s->c;
     const egm_model *m = s->m;
-    int n = b->n, D = c->hidden_size, I = c->intermediate_size;
+    int n = b->n, D = c->hidden_size, F = c->intermediate_size;
     if (m->embed)
         for (int r = 0; r < n; r++)
             memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
 
+    find_segments(s, b);
     float *xn = egm_buf_need(&s->xn, (long)n * D);
     int attn_w = c->arch == EGM_LLAMA ? c->num_heads * c->head_dim
                                       : c->num_heads * c->v_head_dim;
@@ -215,15 +250,15 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             attention_latent(s, w, l - m->lo, b, xn, att);
             egm_linear_acc(x, att, w->o_proj, n, D, attn_w);
         }
-        /* SwiGLU FFN */
+        /* SwiGLU FFN, F wide */
         for (int r = 0; r < n; r++)
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
-        float *g = egm_buf_need(&s->ffn_g, (long)n * I);
-        float *u = egm_buf_need(&s->ffn_u, (long)n * I);
-        egm_linear(g, xn, w->w_gate, n, I, D);
-        egm_linear(u, xn, w->w_up, n, I, D);
-        egm_swiglu(g, u, n * I);
-        egm_linear_acc(x, g, w->w_down, n, D, I);
+        float *g = egm_buf_need(&s->ffn_g, (long)n * F);
+        float *u = egm_buf_need(&s->ffn_u, (long)n * F);
+        egm_linear(g, xn, w->w_gate, n, F, D);
+        egm_linear(u, xn, w->w_up, n, F, D);
+        egm_swiglu(g, u, n * F);
+        egm_linear_acc(x, g, w->w_down, n, D, F);
     }
 }
 

@@ -27,13 +27,22 @@ typedef struct {
     long cap;
 } egm_buf;
 
+/* Per-thread scratch for the per-sequence part of attention. */
+typedef struct {
+    egm_buf seg, z, gate, emb, att;
+} egm_seg_scratch;
+
+#define EGM_STAGE_MAX_THREADS 64
+
 typedef struct {
     const egm_model *m;
     const egm_config *c;
     egm_kv_pool kv;
     egm_kv_seq *seqs;    /* [n_slots] */
     int n_slots;
-    egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u, seg, z, gate, emb, att;
+    egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u;
+    egm_seg_scratch scr[EGM_STAGE_MAX_THREADS];
+    int *seg_start, n_segs, cap_segs;  /* segments of the current batch */
 } egm_stage;
 
 /* kv_budget: bytes for this stage's cache; block_tokens: positions per
