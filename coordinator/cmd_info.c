@@ -9,6 +9,7 @@
 #include "coordinator/commands.h"
 #include "deploy/topology.h"
 #include "model/config.h"
+#include "model/source.h"
 #include "model/weights.h"
 #include "worker/kvcache.h"
 
@@ -48,13 +49,10 @@ int egm_cmd_info(int argc, char **argv) {
         fprintf(stderr, "egmla info: --kv-dtype: expected fp32 or bf16, found \"%s\"\n", kv_dtype);
         return EGM_EXIT_USAGE;
     }
-    char path[4096];
-    if (!config) {
-        snprintf(path, sizeof path, "%s/config.json", model ? model : egm_default_model());
-        config = path;
-    }
+    if (!config) config = model ? model : egm_default_model();
     egm_config c;
-    if (egm_config_load(config, &c, &e)) {
+    /* a config.json alone, a model directory, or a .gguf file */
+    if (egm_model_config(config, &c, &e)) {
         fprintf(stderr, "egmla: %s\n", e.msg);
         return EGM_EXIT_FAIL;
     }

@@ -14,6 +14,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/sched.h"
 #include "deploy/topology.h"
+#include "model/source.h"
 #include "model/tokenizer.h"
 #include "model/weights.h"
 
@@ -253,14 +254,10 @@ out:
     return rc;
 }
 
-/* tokenizer.json is optional (MODEL.md): without it, text prompts fail per
- * line with a clear message. */
-int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    *tok = NULL;
-    if (access(path, F_OK) != 0) return 0;
-    return egm_tok_load(path, tok, e);
+/* A directory's tokenizer.json is optional (MODEL.md): without it, text
+ * prompts fail per line with a clear message. A .gguf carries its own. */
+int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
+    return egm_model_tokenizer(model, tok, e);
 }
 
 int egm_run_is_worker(void) {

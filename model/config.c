@@ -6,6 +6,7 @@
  * biases). Messages read:
  *     <path>: key "x": expected <what>, found <type> <value> */
 #include "config.h"
+#include "gguf.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -257,6 +258,35 @@ static int parse_root(ctx *x, egm_config *c) {
     return 0;
 }
 
+/* Each size is an int, and so is every width the engine derives from them
+ * (H * head_dim, d_c + d_r, ...): refuse values whose products overflow
+ * instead of letting them wrap (tests/regress/config/int-max-sizes.json). */
+#define EGM_CONFIG_DIM_MAX (1 << 24)
+static int check_widths(const char *origin, const egm_config *c, egm_err *e) {
+    const long long H = c->num_heads;
+    struct { const char *what; long long v; } w[] = {
+        {"vocab_size", c->vocab_size},
+        {"hidden_size", c->hidden_size},
+        {"intermediate_size", c->intermediate_size},
+        {"num_hidden_layers", c->num_layers},
+        {"num_attention_heads * head_dim", H * c->head_dim},
+        {"2 * num_key_value_heads * head_dim", 2LL * c->num_kv_heads * c->head_dim},
+        {"q_lora_rank", c->q_lora_rank},
+        {"kv_lora_rank + qk_rope_head_dim", (long long)c->kv_lora_rank + c->qk_rope_head_dim},
+        {"num_attention_heads * (qk_nope_head_dim + qk_rope_head_dim)",
+         H * ((long long)c->qk_nope_head_dim + c->qk_rope_head_dim)},
+        {"num_attention_heads * (qk_nope_head_dim + v_head_dim)",
+         H * ((long long)c->qk_nope_head_dim + c->v_head_dim)},
+        {"eg_embed_dim", c->eg_embed_dim},
+        {"eg_latent_dim", c->eg_latent_dim},
+    };
+    for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+        if (w[i].v > EGM_CONFIG_DIM_MAX)
+            return egm_fail(e, "%s: %s is %lld, expected at most %d", origin, w[i].what,
+                            w[i].v, EGM_CONFIG_DIM_MAX);
+    return 0;
+}
+
 int egm_config_parse(const char *json, size_t len, const char *origin, egm_config *c,
                      egm_err *e) {
     json_error_t je;
@@ -270,7 +300,7 @@ int egm_config_parse(const char *json, size_t len, const char *origin, egm_confi
         rc = egm_fail(e, "%s: expected a JSON object at the top, found %s", origin,
                       type_name(root));
     else
-        rc = parse_root(&x, c);
+        rc = parse_root(&x, c) || check_widths(origin, c, e) ? -1 : 0;
     json_decref(root);
     return rc;
 }
@@ -320,5 +350,120 @@ int egm_config_latent_dim(const egm_config *c) {
 int egm_config_is_eos(const egm_config *c, int token) {
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_token_ids[i] == token) return 1;
+    return 0;
+}
+
+/* ---- GGUF metadata (declared in gguf.h) --------------------------------- */
+
+/* llama.cpp ends generation on these control tokens besides eos/eot/eom
+ * (llama-vocab.cpp picks them by text); we do the same, so a greedy run
+ * stops where llama.cpp's does. */
+static const char *const EOG_TEXTS[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+    "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+};
+
+static void add_eos(egm_config *c, long long id) {
+    if (id < 0 || id >= c->vocab_size || c->n_eos >= EGM_MAX_EOS) return;
+    for (int i = 0; i < c->n_eos; i++)
+        if (c->eos_token_ids[i] == id) return;
+    c->eos_token_ids[c->n_eos++] = (int)id;
+}
+
+int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e) {
+    memset(c, 0, sizeof *c);
+    const char *path = egm_gguf_path(g);
+    char *arch = NULL;
+    if (egm_gguf_get_str(g, "general.architecture", 1, &arch, e)) return -1;
+    if (strcmp(arch, "llama")) {
+        egm_fail(e, "%s: key \"general.architecture\": expected \"llama\", found \"%s\"", path,
+                 arch);
+        free(arch);
+        return -1;
+    }
+    free(arch);
+    c->arch = EGM_LLAMA;
+    snprintf(c->model_type, sizeof c->model_type, "llama");
+
+    const egm_gguf_kv *tokens;
+    long long ctx, D, L, F, H, Hkv, dh, dv, rot, V, experts;
+    double theta, eps;
+    if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
+        egm_gguf_get_int(g, "llama.context_length", 1, 0, 1, INT_MAX, &ctx, e) ||
+        egm_gguf_get_int(g, "llama.embedding_length", 1, 0, 1, INT_MAX, &D, e) ||
+        egm_gguf_get_int(g, "llama.block_count", 1, 0, 1, INT_MAX, &L, e) ||
+        egm_gguf_get_int(g, "llama.feed_forward_length", 1, 0, 1, INT_MAX, &F, e) ||
+        egm_gguf_get_int(g, "llama.attention.head_count", 1, 0, 1, INT_MAX, &H, e) ||
+        egm_gguf_get_int(g, "llama.attention.head_count_kv", 0, H, 1, H, &Hkv, e) ||
+        egm_gguf_get_float(g, "llama.rope.freq_base", 0, 10000.0, &theta, e) ||
+        egm_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, 0, &eps, e) ||
+        egm_gguf_get_int(g, "llama.expert_count", 0, 0, 0, 0, &experts, e))
+        return -1;
+    if (tokens->n < 1 || tokens->n > INT_MAX)
+        return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
+                        "%llu", path, INT_MAX, (unsigned long long)tokens->n);
+    if (egm_gguf_get_int(g, "llama.vocab_size", 0, (long long)tokens->n, (long long)tokens->n,
+                         (long long)tokens->n, &V, e))
+        return egm_wrap(e, "the vocabulary size must match tokenizer.ggml.tokens");
+    if (H % Hkv)
+        return egm_fail(e, "%s: key \"llama.attention.head_count_kv\": expected a divisor of "
+                        "llama.attention.head_count (%lld), found %lld", path, H, Hkv);
+    if (D % H && !egm_gguf_kv_get(g, "llama.attention.key_length"))
+        return egm_fail(e, "%s: key \"llama.attention.key_length\": expected it to be set, "
+                        "since llama.embedding_length (%lld) is not divisible by "
+                        "llama.attention.head_count (%lld)", path, D, H);
+    if (egm_gguf_get_int(g, "llama.attention.key_length", 0, D / H, 2, INT_MAX, &dh, e) ||
+        egm_gguf_get_int(g, "llama.attention.value_length", 0, dh, dh, dh, &dv, e) ||
+        egm_gguf_get_int(g, "llama.rope.dimension_count", 0, dh, dh, dh, &rot, e))
+        return egm_wrap(e, "partial RoPE and value heads of another width are not supported");
+    if (dh % 2)
+        return egm_fail(e, "%s: key \"llama.attention.key_length\": expected an even head "
+                        "size (RoPE rotates pairs), found %lld", path, dh);
+    if (!(theta > 0) || !(eps > 0))
+        return egm_fail(e, "%s: key \"%s\": expected a positive number, found %g", path,
+                        theta > 0 ? "llama.attention.layer_norm_rms_epsilon" :
+                        "llama.rope.freq_base", theta > 0 ? eps : theta);
+    char *scaling = NULL;
+    if (egm_gguf_get_str(g, "llama.rope.scaling.type", 0, &scaling, e)) return -1;
+    if (scaling && strcmp(scaling, "none")) {
+        egm_fail(e, "%s: key \"llama.rope.scaling.type\": expected \"none\" (RoPE scaling is "
+                 "not supported), found \"%s\"", path, scaling);
+        free(scaling);
+        return -1;
+    }
+    free(scaling);
+
+    c->vocab_size = (int)V;
+    c->hidden_size = (int)D;
+    c->intermediate_size = (int)F;
+    c->num_layers = (int)L;
+    c->num_heads = (int)H;
+    c->num_kv_heads = (int)Hkv;
+    c->head_dim = (int)dh;
+    c->rms_norm_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    c->max_position_embeddings = (int)ctx;
+    /* convert_hf_to_gguf.py permutes q/k rows so that llama.cpp's "normal"
+     * RoPE (adjacent pairs) equals HF's rotate_half: pairs (2i, 2i+1) here */
+    c->rope_interleave = 1;
+    c->tie_word_embeddings = egm_gguf_tensor_get(g, "output.weight") == NULL;
+
+    long long bos, eos, eot, eom;
+    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, -1, -1, V - 1, &bos, e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, -1, -1, V - 1, &eos, e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eot_token_id", 0, -1, -1, V - 1, &eot, e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eom_token_id", 0, -1, -1, V - 1, &eom, e))
+        return -1;
+    c->bos_token_id = (int)bos;
+    add_eos(c, eos);
+    add_eos(c, eot);
+    add_eos(c, eom);
+    /* whatever their token type (llama.cpp makes them control tokens) */
+    for (uint64_t i = 0; i < tokens->n; i++) {
+        for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof *EOG_TEXTS; k++)
+            if (tokens->len[i] == strlen(EOG_TEXTS[k]) &&
+                !memcmp(tokens->str[i], EOG_TEXTS[k], tokens->len[i]))
+                add_eos(c, (long long)i);
+    }
     return 0;
 }

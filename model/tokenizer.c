@@ -616,6 +616,8 @@ static int cmp_added_tok(const void *x, const void *y, void *ctx) {
     return *(const int *)x - *(const int *)y;
 }
 
+static int index_added(egm_tokenizer *t, egm_err *e);
+
 static int fill_added(egm_tokenizer *t, const json_t *list, egm_err *e) {
     size_t n = json_array_size(list);
     if (strmap_init(&t->added_map, n)) return egm_fail(e, "%s: out of memory", t->origin);
@@ -646,9 +648,15 @@ static int fill_added(egm_tokenizer *t, const json_t *list, egm_err *e) {
             return egm_fail(e, "%s: out of memory", t->origin);
         if (d->special) t->special[d->id] = 1;
     }
+    return index_added(t, e);
+}
+
+/* Sorts the added tokens of each pass for split_added. */
+static int index_added(egm_tokenizer *t, egm_err *e) {
+    size_t n = (size_t)t->n_added;
     for (int p = 0; p < 2; p++) {
         added_pass *ps = &t->pass[p];
-        ps->idx = malloc(n * sizeof *ps->idx);
+        ps->idx = malloc((n ? n : 1) * sizeof *ps->idx);
         if (!ps->idx) return egm_fail(e, "%s: out of memory", t->origin);
         for (int i = 0; i < t->n_added; i++)
             if (t->added[i].normalized == p) ps->idx[ps->n++] = i;
@@ -861,6 +869,219 @@ int egm_tok_load(const char *path, egm_tokenizer **out, egm_err *e) {
     return rc;
 }
 
+/* ------------------------------------------------------------------------ */
+/* From GGUF metadata (tokenizer.ggml.*), llama.cpp's way                     */
+
+/* llama.cpp's pre-tokenizer regexes per tokenizer.ggml.pre (llama-vocab.cpp):
+ * each regex is an isolated split of every piece the previous ones made,
+ * then byte-level BPE. Only the byte-level families we can check are here. */
+#define GPT2_NO_FALLBACK "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+#define LLAMA3_RE "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+#define QWEN2_RE "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+typedef struct {
+    const char *names;      /* '|'-separated tokenizer.ggml.pre values */
+    const char *re[4];
+    int ignore_merges, add_bos;
+} gguf_pre;
+
+static const gguf_pre GGUF_PRE[] = {
+    {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_NO_FALLBACK, "\\p{N}+", "[0-9][0-9][0-9]"}, 0, 0},
+    {"gpt-2|phi-2|mpt|olmo|jais", {GPT2_NO_FALLBACK}, 0, 0},
+    {"smollm|starcoder|refact|command-r|codeshell|exaone|minerva", {"\\p{N}", GPT2_NO_FALLBACK},
+     0, 0},
+    {"llama3|llama-v3|llama-bpe|falcon3", {LLAMA3_RE}, 1, 1},
+    {"qwen2|stablelm2", {QWEN2_RE}, 0, 0},
+};
+
+static const gguf_pre *find_pre(const char *name) {
+    size_t n = strlen(name);
+    for (size_t i = 0; i < sizeof GGUF_PRE / sizeof *GGUF_PRE; i++)
+        for (const char *p = GGUF_PRE[i].names; p;) {
+            const char *bar = strchr(p, '|');
+            size_t len = bar ? (size_t)(bar - p) : strlen(p);
+            if (len == n && !memcmp(p, name, n)) return &GGUF_PRE[i];
+            p = bar ? bar + 1 : NULL;
+        }
+    return NULL;
+}
+
+/* llama.cpp token types */
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5, TT_BYTE = 6 };
+
+static int gguf_merges(egm_tokenizer *t, const egm_gguf_kv *m, egm_err *e) {
+    size_t nm = (size_t)m->n;
+    t->merges.cap = 16;
+    t->merges.shift = 60;
+    while (t->merges.cap < 2 * nm + 2) t->merges.cap *= 2, t->merges.shift--;
+    t->merges.e = malloc(t->merges.cap * sizeof *t->merges.e);
+    if (!t->merges.e) return egm_fail(e, "%s: out of memory", t->origin);
+    for (size_t i = 0; i < t->merges.cap; i++) t->merges.e[i].key = PAIR_EMPTY;
+    char *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (size_t r = 0; r < nm && !rc; r++) {
+        const char *s = m->str[r];
+        size_t n = (size_t)m->len[r];
+        /* llama.cpp splits at the first space after the first byte */
+        const char *sp = n > 1 ? memchr(s + 1, ' ', n - 1) : NULL;
+        if (!sp) {
+            rc = egm_fail(e, "%s: key \"tokenizer.ggml.merges\": element %zu \"%.*s\": expected "
+                          "two tokens separated by a space", t->origin, r, (int)(n > 60 ? 60 : n), s);
+            break;
+        }
+        size_t la = (size_t)(sp - s), lb = n - la - 1;
+        int ia = strmap_get(&t->vocab, s, la), ib = strmap_get(&t->vocab, sp + 1, lb);
+        if (!RESERVE(buf, cap, la + lb + 1)) {
+            rc = egm_fail(e, "%s: out of memory", t->origin);
+            break;
+        }
+        memcpy(buf, s, la);
+        memcpy(buf + la, sp + 1, lb);
+        int id = strmap_get(&t->vocab, buf, la + lb);
+        if (ia < 0 || ib < 0 || id < 0) {
+            rc = egm_fail(e, "%s: key \"tokenizer.ggml.merges\": element %zu \"%.*s\": token "
+                          "\"%.*s\" is not in tokenizer.ggml.tokens", t->origin, r, (int)n, s,
+                          ia < 0 ? (int)la : ib < 0 ? (int)lb : (int)(la + lb),
+                          ia < 0 ? s : ib < 0 ? sp + 1 : buf);
+            break;
+        }
+        /* a repeated pair keeps its first rank, as llama.cpp's emplace does */
+        pair_ent *slot = pairmap_slot(&t->merges, pair_key(ia, ib));
+        if (slot->key == PAIR_EMPTY) *slot = (pair_ent){pair_key(ia, ib), (int)r, id};
+    }
+    free(buf);
+    return rc;
+}
+
+static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
+    char *model = NULL, *pre = NULL;
+    const egm_gguf_kv *tokens, *types, *merges;
+    if (egm_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, e)) return -1;
+    int gpt2 = !strcmp(model, "gpt2");
+    if (!gpt2)
+        egm_fail(e, "%s: key \"tokenizer.ggml.model\": expected \"gpt2\" (byte-level BPE), "
+                 "found \"%s\"", t->origin, model);
+    free(model);
+    if (!gpt2) return -1;
+    if (egm_gguf_get_str(g, "tokenizer.ggml.pre", 0, &pre, e)) return -1;
+    const gguf_pre *pt = find_pre(pre ? pre : "default");
+    if (!pt) {
+        egm_fail(e, "%s: key \"tokenizer.ggml.pre\": pre-tokenizer \"%s\" is not supported "
+                 "(expected default, gpt-2, smollm, starcoder, llama3, llama-bpe, qwen2, ...)",
+                 t->origin, pre);
+        free(pre);
+        return -1;
+    }
+    free(pre);
+    if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
+        egm_gguf_get_arr(g, "tokenizer.ggml.token_type", 0, -1, &types, e) ||
+        egm_gguf_get_arr(g, "tokenizer.ggml.merges", 1, EGM_GGUF_STRING, &merges, e))
+        return -1;
+    if (tokens->n == 0 || tokens->n >= MAX_ID)
+        return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
+                        "%llu", t->origin, MAX_ID - 1, (unsigned long long)tokens->n);
+    if (types && types->n != tokens->n)
+        return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": expected %llu entries (one "
+                        "per token), found %llu", t->origin, (unsigned long long)tokens->n,
+                        (unsigned long long)types->n);
+    int V = (int)tokens->n;
+    long long bos, eos;
+    int add_bos, add_eos;
+    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, V > 11 ? 11 : -1, -1, V - 1, &bos,
+                         e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, V > 11 ? 11 : -1, -1, V - 1, &eos,
+                         e) ||
+        egm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 0, pt->add_bos, &add_bos, e) ||
+        egm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0, 0, &add_eos, e))
+        return -1;
+    if ((add_bos && bos < 0) || (add_eos && eos < 0))
+        return egm_fail(e, "%s: key \"tokenizer.ggml.add_%s_token\" is true but there is no "
+                        "tokenizer.ggml.%s_token_id", t->origin, add_bos && bos < 0 ? "bos" : "eos",
+                        add_bos && bos < 0 ? "bos" : "eos");
+
+    t->n_ids = V;
+    t->tok = calloc((size_t)V, sizeof *t->tok);
+    t->bytes = calloc((size_t)V, sizeof *t->bytes);
+    t->nbytes = calloc((size_t)V, sizeof *t->nbytes);
+    t->special = calloc((size_t)V, 1);
+    t->added = calloc((size_t)V, sizeof *t->added);
+    if (!t->tok || !t->bytes || !t->nbytes || !t->special || !t->added ||
+        strmap_init(&t->vocab, (size_t)V) || strmap_init(&t->added_map, (size_t)V))
+        return egm_fail(e, "%s: out of memory", t->origin);
+    for (int id = 0; id < V; id++) {
+        const char *s = tokens->str[id];
+        size_t len = (size_t)tokens->len[id];
+        long long ty = types ? egm_gguf_arr_int(types, (uint64_t)id) : TT_NORMAL;
+        if (ty < TT_NORMAL || ty > TT_BYTE)
+            return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": token %d has type %lld "
+                            "(expected 1 to 6)", t->origin, id, ty);
+        if (len == 0 || memchr(s, 0, len))
+            return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is empty or holds a "
+                            "NUL byte", t->origin, id);
+        /* the last of duplicate strings wins the lookup, as llama.cpp's map */
+        if (strmap_put(&t->vocab, s, len, id) || set_tok(t, id, s, len))
+            return egm_fail(e, "%s: out of memory", t->origin);
+        /* control, user-defined and unknown tokens are cut out of the text
+         * before pre-tokenization (llama.cpp's special-token partition) */
+        if (ty == TT_CONTROL || ty == TT_USER || ty == TT_UNKNOWN) {
+            added_tok *d = &t->added[t->n_added++];
+            if (!(d->s = malloc(len + 1))) return egm_fail(e, "%s: out of memory", t->origin);
+            memcpy(d->s, s, len);
+            d->s[len] = 0;
+            d->len = len;
+            d->id = id;
+            d->special = ty != TT_USER;
+            if (strmap_put(&t->added_map, s, len, id))
+                return egm_fail(e, "%s: out of memory", t->origin);
+            t->special[id] = (u8)d->special;
+        }
+    }
+    for (int b = 0; b < 256; b++) {
+        u8 s[4];
+        int n = utf8_put(s, t->byte_char[b]);
+        t->byte_id[b] = strmap_get(&t->vocab, (const char *)s, n);
+    }
+    t->unk_id = -1;
+    t->ignore_merges = pt->ignore_merges;
+    if (gguf_merges(t, merges, e) || index_added(t, e)) return -1;
+    for (int i = 0; i < 4 && pt->re[i]; i++) {
+        pcre2_code *re = compile_re(t, pt->re[i], PCRE2_ZERO_TERMINATED, 0,
+                                    "tokenizer.ggml.pre", e);
+        if (!re || add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e)) return -1;
+    }
+    if (add_bos || add_eos) {
+        if (!(t->tpl = malloc(3 * sizeof *t->tpl))) return egm_fail(e, "%s: out of memory", t->origin);
+        t->has_tpl = 1;
+        if (add_bos) t->tpl[t->n_tpl++] = (int)bos;
+        t->tpl[t->n_tpl++] = -1;
+        if (add_eos) t->tpl[t->n_tpl++] = (int)eos;
+    }
+    t->word_re = compile_re(t, "[\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}]",
+                            PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED, "word class", e);
+    t->space_re = compile_re(t, "\\p{White_Space}", PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED,
+                             "space class", e);
+    if (!t->word_re || !t->space_re) return -1;
+    if (fill_bytes(t)) return egm_fail(e, "%s: out of memory", t->origin);
+    return 0;
+}
+
+int egm_tok_from_gguf(const egm_gguf *g, egm_tokenizer **out, egm_err *e) {
+    *out = NULL;
+    egm_tokenizer *t = calloc(1, sizeof *t);
+    if (!t || !(t->origin = strdup(egm_gguf_path(g)))) {
+        free(t);
+        return egm_fail(e, "%s: out of memory", egm_gguf_path(g));
+    }
+    byte_tables(t);
+    if (gguf_build(t, g, e)) {
+        egm_tok_free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
 int egm_tok_vocab_size(const egm_tokenizer *t) { return t->n_ids; }
 
 int egm_tok_id(const egm_tokenizer *t, const char *token) {
@@ -1007,7 +1228,7 @@ static void cache_put(enc *x, const u8 *w, size_t n, uint64_t h, size_t first) {
     struct cache_ent *c = cache_slot(x, w, n, h);
     *c = (struct cache_ent){h, x->nckey, n, x->ncids, m};
     memcpy(x->ckey + x->nckey, w, n);
-    memcpy(x->cids + x->ncids, x->ids + first, m * sizeof *x->ids);
+    if (m) memcpy(x->cids + x->ncids, x->ids + first, m * sizeof *x->ids); /* ids is NULL while empty */
     x->nckey += n;
     x->ncids += m;
     x->nce++;
@@ -1023,7 +1244,7 @@ static int bpe(enc *x, const u8 *w, size_t n) {
         const struct cache_ent *c = cache_slot(x, w, n, h);
         if (c->len) {
             if (!RESERVE(x->ids, x->capids, x->nids + c->n)) return OOM(x);
-            memcpy(x->ids + x->nids, x->cids + c->ids, c->n * sizeof *x->ids);
+            if (c->n) memcpy(x->ids + x->nids, x->cids + c->ids, c->n * sizeof *x->ids);
             x->nids += c->n;
             return 0;
         }

@@ -12,6 +12,7 @@
 #include <stddef.h>
 
 #include "err.h"
+#include "gguf.h"
 
 typedef struct egm_tokenizer egm_tokenizer;
 
@@ -19,6 +20,15 @@ int egm_tok_load(const char *path, egm_tokenizer **out, egm_err *e);
 int egm_tok_parse(const char *json, size_t len, const char *origin,
                   egm_tokenizer **out, egm_err *e);
 void egm_tok_free(egm_tokenizer *t);
+
+/* From a GGUF file's tokenizer.ggml.* metadata, matching llama.cpp's
+ * tokenizer: model "gpt2" (byte-level BPE), the pre-tokenizer regexes
+ * llama.cpp uses for tokenizer.ggml.pre (smollm, gpt-2, starcoder, llama3,
+ * qwen2, default, ...), merges by rank; control, user-defined and unknown
+ * tokens are matched in the text before pre-tokenization (control and
+ * unknown ones count as special); add_special adds the BOS/EOS that
+ * tokenizer.ggml.add_bos_token / add_eos_token ask for. */
+int egm_tok_from_gguf(const egm_gguf *g, egm_tokenizer **out, egm_err *e);
 
 int egm_tok_vocab_size(const egm_tokenizer *t);   /* max id + 1 */
 /* id of a token string (e.g. "<|endoftext|>"), -1 if none. Vocab entries are

@@ -4,8 +4,15 @@
  * looks a tensor up and checks its shape against the config, or allocates
  * and fills it deterministically. Within a loaded layer every tensor of the
  * checkpoint must be one we use: a stray bias or an eg_norm.bias next to an
- * RMSNorm would otherwise be silently ignored, which is a guess. */
+ * RMSNorm would otherwise be silently ignored, which is a guess.
+ *
+ * A GGUF file (llama.cpp's format) is a third source: names are translated
+ * to GGUF's (blk.N.attn_q.weight, ...), shapes are checked in GGUF's ne
+ * order ([in, out] for a matrix, the same bytes as our [out, in]), and every
+ * tensor is dequantised to fp32 at load, after which the file is closed. */
 #include "weights.h"
+
+#include "gguf.h"
 
 #include <cblas.h> /* note: defines I (complex.h); avoid it as a name */
 #include <math.h>
@@ -21,6 +28,8 @@ typedef struct {
     egm_model *m;
     egm_err *e;
     int random;                 /* synthetic weights instead of m->ck */
+    const egm_gguf *gg;         /* GGUF source instead of m->ck */
+    char gname[160];            /* scratch for gguf_name() */
     unsigned long long seed;
     char used[MAX_USED][128];   /* tensors fetched for the current layer */
     int n_used;
@@ -28,6 +37,7 @@ typedef struct {
 } ld;
 
 static const char *origin(const ld *L) {
+    if (L->gg) return egm_gguf_path(L->gg);
     return L->random ? "(random weights)" : egm_ckpt_origin(L->m->ck);
 }
 
@@ -110,6 +120,53 @@ static int find(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
+/* MODEL.md name -> GGUF name (llama.cpp's llama tensors), in L->gname. */
+static const char *gguf_name(ld *L, const char *name) {
+    static const char *const map[][2] = {
+        {"input_layernorm.weight", "attn_norm.weight"},
+        {"post_attention_layernorm.weight", "ffn_norm.weight"},
+        {"self_attn.q_proj.weight", "attn_q.weight"},
+        {"self_attn.k_proj.weight", "attn_k.weight"},
+        {"self_attn.v_proj.weight", "attn_v.weight"},
+        {"self_attn.o_proj.weight", "attn_output.weight"},
+        {"mlp.gate_proj.weight", "ffn_gate.weight"},
+        {"mlp.up_proj.weight", "ffn_up.weight"},
+        {"mlp.down_proj.weight", "ffn_down.weight"},
+    };
+    int l, k = 0;
+    if (!strcmp(name, "model.embed_tokens.weight")) return "token_embd.weight";
+    if (!strcmp(name, "model.norm.weight")) return "output_norm.weight";
+    if (!strcmp(name, "lm_head.weight")) return "output.weight";
+    if (sscanf(name, "model.layers.%d.%n", &l, &k) == 1 && k > 0)
+        for (size_t i = 0; i < sizeof map / sizeof *map; i++)
+            if (!strcmp(name + k, map[i][0])) {
+                snprintf(L->gname, sizeof L->gname, "blk.%d.%s", l, map[i][1]);
+                return L->gname;
+            }
+    snprintf(L->gname, sizeof L->gname, "%s", name); /* no GGUF name: reported missing */
+    return L->gname;
+}
+
+/* find() for GGUF: shapes are compared in ne order (reversed). */
+static int find_gguf(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
+                     const egm_gguf_tensor **out) {
+    const char *gn = gguf_name(L, name);
+    int64_t want[2] = {ndim == 2 ? d1 : d0, d0};
+    char ws[64], fs[200];
+    shape_str(ws, sizeof ws, ndim, want);
+    const egm_gguf_tensor *t = egm_gguf_tensor_get(L->gg, gn);
+    if (!t)
+        return egm_fail(L->e, "%s: tensor \"%s\" missing (expected ne %s)", origin(L), gn, ws);
+    if (t->ndim != ndim || t->ne[0] != want[0] || (ndim == 2 && t->ne[1] != want[1])) {
+        shape_str(fs, sizeof fs, t->ndim, t->ne);
+        return egm_fail(L->e, "%s: tensor \"%s\": expected ne %s, found ne %s", origin(L), gn,
+                        ws, fs);
+    }
+    if (L->n_used < MAX_USED) snprintf(L->used[L->n_used++], sizeof L->used[0], "%s", gn);
+    *out = t;
+    return 0;
+}
+
 /* A tensor as fp32: the mapping itself when it already is aligned fp32,
  * an owned converted copy otherwise, or synthetic values. */
 static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int init,
@@ -119,6 +176,15 @@ static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int 
         float *x = malloc(n * sizeof *x);
         if (own(L, x, n * sizeof *x)) return -1;
         fill(x, n, init, ndim == 2 ? d1 : d0, L->seed, name);
+        *out = x;
+        return 0;
+    }
+    if (L->gg) {
+        const egm_gguf_tensor *g;
+        if (find_gguf(L, name, ndim, d0, d1, &g)) return -1;
+        float *x = malloc(n * sizeof *x);
+        if (own(L, x, n * sizeof *x)) return -1;
+        egm_gguf_to_f32(g, x);
         *out = x;
         return 0;
     }
@@ -157,6 +223,7 @@ static int fetch_table(ld *L, const char *name, int64_t V, int64_t de, const egm
 }
 
 static int present(ld *L, const char *name) {
+    if (L->gg) return egm_gguf_tensor_get(L->gg, gguf_name(L, name)) != NULL;
     return !L->random && egm_ckpt_get(L->m->ck, name) != NULL;
 }
 
@@ -183,7 +250,47 @@ static const char *leftover_hint(const egm_config *c, const char *name) {
 
 /* Every checkpoint tensor under "model.layers.<l>." must have been used.
  * Names are sorted, so the layer's tensors are one contiguous run. */
+static int check_leftovers_gguf(ld *L, int l) {
+    char prefix[48];
+    int plen = snprintf(prefix, sizeof prefix, "blk.%d.", l);
+    for (int i = 0; i < egm_gguf_tensor_count(L->gg); i++) {
+        const egm_gguf_tensor *t = egm_gguf_tensor_at(L->gg, i);
+        if (strncmp(t->name, prefix, (size_t)plen)) continue;
+        int used = 0;
+        for (int j = 0; j < L->n_used && !used; j++) used = !strcmp(L->used[j], t->name);
+        if (!used)
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L),
+                            t->name, ends_with(t->name, ".bias") ? " (biases are not supported)"
+                                                                  : "");
+    }
+    return 0;
+}
+
+/* Outside the layers a GGUF llama holds only the embeddings, the final norm
+ * and output; anything else (rope_freqs for Llama 3.1 scaling, a layer past
+ * block_count) would change the math if we ignored it. */
+static int check_globals_gguf(ld *L) {
+    int nl = L->m->cfg.num_layers;
+    for (int i = 0; i < egm_gguf_tensor_count(L->gg); i++) {
+        const char *n = egm_gguf_tensor_at(L->gg, i)->name;
+        int l, k = 0;
+        if (sscanf(n, "blk.%d.%n", &l, &k) == 1 && k > 0) {
+            if (l < 0 || l >= nl)
+                return egm_fail(L->e, "%s: tensor \"%s\": layer %d is out of range (llama."
+                                "block_count is %d)", origin(L), n, l, nl);
+            continue;
+        }
+        if (strcmp(n, "token_embd.weight") && strcmp(n, "output_norm.weight") &&
+            strcmp(n, "output.weight"))
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L), n,
+                            !strcmp(n, "rope_freqs.weight") ? " (RoPE scaling is not supported)"
+                                                            : "");
+    }
+    return 0;
+}
+
 static int check_leftovers(ld *L, int l) {
+    if (L->gg) return check_leftovers_gguf(L, l);
     const egm_ckpt *ck = L->m->ck;
     char prefix[48];
     int plen = snprintf(prefix, sizeof prefix, "model.layers.%d.", l);
@@ -324,6 +431,7 @@ static int load_all(ld *L, int lo, int hi, int flags) {
     m->flags = flags;
     m->layers = calloc((size_t)(hi - lo) + 1, sizeof *m->layers);
     if (!m->layers) return egm_fail(L->e, "%s: out of memory", origin(L));
+    if (L->gg && check_globals_gguf(L)) return -1;
 
     int64_t V = c->vocab_size, D = c->hidden_size;
     const float *emb = NULL;
@@ -354,8 +462,24 @@ int egm_model_from_ckpt(const egm_config *c, egm_ckpt *ck, int lo, int hi, int f
     return 0;
 }
 
+/* A GGUF file: config from its metadata, tensors dequantised, file closed. */
+static int load_gguf(const char *path, int lo, int hi, int flags, egm_model *m, egm_err *e) {
+    egm_gguf *g;
+    if (egm_gguf_open(path, &g, e)) return -1;
+    if (egm_config_from_gguf(g, &m->cfg, e)) {
+        egm_gguf_close(g);
+        return -1;
+    }
+    ld L = {.m = m, .e = e, .gg = g};
+    int rc = load_all(&L, lo, hi, flags);
+    egm_gguf_close(g);
+    if (rc) egm_model_free(m);
+    return rc;
+}
+
 int egm_model_load(const char *dir, int lo, int hi, int flags, egm_model *m, egm_err *e) {
     memset(m, 0, sizeof *m);
+    if (egm_gguf_is_file(dir)) return load_gguf(dir, lo, hi, flags, m, e);
     char path[4096];
     egm_config c;
     snprintf(path, sizeof path, "%s/config.json", dir);

