@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -106,6 +107,10 @@ struct egm_out {
 };
 
 static egm_out *out_new(int fd, int std, const char *path, egm_err *e) {
+    /* A file-size limit (ulimit -f) must fail the write with EFBIG, which
+     * egm_out_write_line reports and cuts back, not kill the process with
+     * SIGXFSZ after a partial write has left half a record behind. */
+    signal(SIGXFSZ, SIG_IGN);
     egm_out *o = calloc(1, sizeof *o);
     if (o) o->path = strdup(std ? "<stdout>" : path);
     if (!o || !o->path) {
