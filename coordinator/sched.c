@@ -226,16 +226,17 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         free(text);
         if (line && s->o->stats) line = add_queue_ms(line, (q->t0 - q->t_read) * 1e3);
     }
-    s->st->requests++;
-    s->st->ok++;
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;
     s->releases[s->n_releases++] = slot;
     s->free_blocks += q->blocks;
     s->group_n[q->group]--;
     seq_clear(q);
-    if (s->o->mode == EGM_MODE_SCORE && s->o->on_score) return 0;
-    return write_line(s, line, e);
+    /* a request counts as done only once its line is written */
+    if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) && write_line(s, line, e)) return -1;
+    s->st->requests++;
+    s->st->ok++;
+    return 0;
 }
 
 /* Moves s->next into a free slot of group g. */

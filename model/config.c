@@ -325,11 +325,11 @@ int egm_config_load(const char *path, egm_config *c, egm_err *e) {
         memcpy(buf + len, chunk, n);
         len += n;
     }
-    int rerr = ferror(f);
+    int rerr = ferror(f) ? errno : 0;
     fclose(f);
     if (rerr) {
         free(buf);
-        return egm_fail(e, "%s: read error", path);
+        return egm_fail(e, "%s: read error: %s", path, strerror(rerr));
     }
     int rc = egm_config_parse(buf ? buf : "", len, path, c, e);
     free(buf);

@@ -861,9 +861,9 @@ int egm_tok_load(const char *path, egm_tokenizer **out, egm_err *e) {
         n += got;
         if (got == 0) break;
     }
-    int err = ferror(f);
+    int err = ferror(f) ? errno : 0;
     fclose(f);
-    if (err) { free(buf); return egm_fail(e, "%s: read error", path); }
+    if (err) { free(buf); return egm_fail(e, "%s: read error: %s", path, strerror(err)); }
     int rc = egm_tok_parse(buf, n, path, out, e);
     free(buf);
     return rc;
