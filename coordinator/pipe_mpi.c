@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "worker/wire.h"
 #include "worker/worker_mpi.h"
@@ -26,7 +27,76 @@ typedef struct {
     int outs_cap;
     float *logits;
     size_t logits_cap;
+    double timeout;
+    char (*hosts)[256];
+    int faulted;
 } mpi_pipe;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Something is wrong with a rank; e says what rank 0 saw. Pings every
+ * rank and names those that do not answer, so the user learns which
+ * process (and machine) to look at. */
+static int rank_fault(mpi_pipe *mp, egm_err *e) {
+    char list[512] = "";
+    mp->faulted = 1;
+    unsigned char *alive = calloc((size_t)mp->world, 1);
+    egm_err pe;
+    /* long enough for a busy rank to finish its step and answer */
+    double grace = mp->timeout > 0 ? mp->timeout / 2 : 2;
+    if (grace < 1) grace = 1;
+    if (grace > 5) grace = 5;
+    int missing = alive ? egm_mpi_ping_all(mp->world, grace, alive, &pe) : -1;
+    if (missing > 0) {
+        size_t n = 0;
+        for (int r = 1; r < mp->world && n < sizeof list - 80; r++)
+            if (!alive[r])
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%d (%.60s)", n ? ", rank " : "",
+                                      r, mp->hosts[r]);
+        free(alive);
+        return egm_wrap(e, "rank %s does not answer (dead or hung)", list);
+    }
+    free(alive);
+    if (missing == 0) egm_wrap(e, "every rank still answers (a pipeline bug?)");
+    return -1;
+}
+
+/* Waits for one message like egm_mpi_wait, bounded by the rank timeout;
+ * `what` names what was awaited, for the message on a fault. */
+static int wait_msg(mpi_pipe *mp, int src, int tag, MPI_Status *st, const char *what, egm_err *e) {
+    int rc = egm_mpi_wait_for(1, &src, &tag, mp->timeout, st, e);
+    if (rc >= 0) return 0;
+    if (rc == EGM_MPI_TIMEOUT)
+        egm_fail(e, "no %s for %.0f s (--rank-timeout)", what, mp->timeout);
+    else
+        egm_wrap(e, "waiting for %s", what);
+    return rank_fault(mp, e);
+}
+
+/* Waits for a send to complete, bounded the same way. */
+static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
+    double t0 = now_s();
+    for (;;) {
+        int done = 0, rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) {
+            egm_mpi_fail(e, rc, "send");
+            egm_wrap(e, "sending to rank %d (%.60s)", dest, mp->hosts[dest]);
+            return rank_fault(mp, e);
+        }
+        if (done) return 0;
+        if (mp->timeout > 0 && now_s() - t0 > mp->timeout) {
+            egm_fail(e, "a send to rank %d (%.60s) has not completed for %.0f s (--rank-timeout)",
+                     dest, mp->hosts[dest], mp->timeout);
+            return rank_fault(mp, e);
+        }
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     mpi_pipe *mp = (mpi_pipe *)p;
@@ -82,16 +152,21 @@ static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     env.batch = &mb;
     ring_slot *r = &mp->ring[mp->n_submit % RING];
     /* a buffer RING submissions old: its batch came back long ago */
-    int rc = MPI_Wait(&r->req, MPI_STATUS_IGNORE);
+    int bad = wait_send(mp, &r->req, 1, e);
     size_t n = egmla__envelope__get_packed_size(&env);
-    if (rc == MPI_SUCCESS && egm_bytes_need(&r->buf, n)) egmla__envelope__pack(&env, r->buf.p);
+    unsigned char *buf = bad ? NULL : egm_bytes_need(&r->buf, n);
+    if (buf) egmla__envelope__pack(&env, buf);
     free(ad);
     free(adp);
     free(sp);
-    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
-    if (!r->buf.p) return egm_fail(e, "out of memory");
-    rc = MPI_Isend(r->buf.p, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
-    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
+    if (bad) return -1;
+    if (!buf) return egm_fail(e, "out of memory");
+    int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
+    if (rc != MPI_SUCCESS) {
+        egm_mpi_fail(e, rc, "send");
+        egm_wrap(e, "sending to rank 1 (%.60s)", mp->hosts[1]);
+        return rank_fault(mp, e);
+    }
     mp->n_submit++;
     return 0;
 }
@@ -110,8 +185,14 @@ static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
     MPI_Status st;
     int src = MPI_ANY_SOURCE, tag = EGM_TAG_CTRL;
     size_t len;
-    if (egm_mpi_wait(1, &src, &tag, &st, e) < 0 || egm_mpi_recv_probed(&st, &mp->in, &len, e))
-        return -1;
+    char what[128];
+    snprintf(what, sizeof what, "result from the pipeline (last stage: rank %d on %s)", mp->last,
+             mp->hosts[mp->last]);
+    if (wait_msg(mp, src, tag, &st, what, e)) return -1;
+    if (egm_mpi_recv_probed(&st, &mp->in, &len, e)) {
+        egm_wrap(e, "receiving from rank %d (%.60s)", st.MPI_SOURCE, mp->hosts[st.MPI_SOURCE]);
+        return rank_fault(mp, e);
+    }
     Egmla__Envelope *env = egmla__envelope__unpack(NULL, len, mp->in.p);
     if (!env) return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)", st.MPI_SOURCE, len);
     int rc = -1;
@@ -155,10 +236,13 @@ static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
             }
         }
         MPI_Status ls;
+        if (wait_msg(mp, mp->last, EGM_TAG_LOGITS, &ls, "logits from the last stage", e)) goto out;
         int c = 0, mrc = MPI_Recv(mp->logits, (int)need, MPI_BYTE, mp->last, EGM_TAG_LOGITS,
                                   MPI_COMM_WORLD, &ls);
         if (mrc != MPI_SUCCESS) {
             egm_mpi_fail(e, mrc, "receive logits");
+            egm_wrap(e, "rank %d (%.60s)", mp->last, mp->hosts[mp->last]);
+            rank_fault(mp, e);
             goto out;
         }
         MPI_Get_count(&ls, MPI_BYTE, &c);
@@ -188,19 +272,25 @@ static void mpi_close(egm_pipe *p) {
     free(mp->in.p);
     free(mp->outs);
     free(mp->logits);
+    free(mp->hosts);
     free(mp);
 }
 
-int egm_pipe_mpi_open(int world, const egm_pipe_caps *caps, egm_wire_dtype wd,
-                      int vocab, egm_pipe **out, egm_err *e) {
+int egm_pipe_mpi_open(const egm_pipe_mpi_opts *o, egm_pipe **out, egm_err *e) {
     mpi_pipe *mp = calloc(1, sizeof *mp);
-    if (!mp) return egm_fail(e, "out of memory");
-    mp->world = world;
-    mp->last = world - 1;
-    mp->V = vocab;
-    mp->wd = wd;
+    if (!mp || !(mp->hosts = calloc((size_t)o->world, sizeof *mp->hosts))) {
+        free(mp);
+        return egm_fail(e, "out of memory");
+    }
+    mp->world = o->world;
+    mp->last = o->world - 1;
+    mp->V = o->vocab;
+    mp->wd = o->wd;
+    mp->timeout = o->rank_timeout;
+    for (int r = 0; r < o->world; r++)
+        snprintf(mp->hosts[r], sizeof mp->hosts[r], "%s", o->hosts && o->hosts[r] ? o->hosts[r] : "?");
     for (int i = 0; i < RING; i++) mp->ring[i].req = MPI_REQUEST_NULL;
-    mp->base.caps = *caps;
+    mp->base.caps = o->caps;
     mp->base.submit = mpi_submit;
     mp->base.collect = mpi_collect;
     mp->base.close = mpi_close;
@@ -208,12 +298,12 @@ int egm_pipe_mpi_open(int world, const egm_pipe_caps *caps, egm_wire_dtype wd,
     return 0;
 }
 
+int egm_pipe_mpi_faulted(const egm_pipe *p) { return ((const mpi_pipe *)p)->faulted; }
+
 int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {
     mpi_pipe *mp = (mpi_pipe *)p;
-    for (int i = 0; i < RING; i++) {
-        int rc = MPI_Wait(&mp->ring[i].req, MPI_STATUS_IGNORE);
-        if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to rank 1");
-    }
+    for (int i = 0; i < RING; i++)
+        if (wait_send(mp, &mp->ring[i].req, 1, e)) return -1;
     Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
     Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
     env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
@@ -229,8 +319,16 @@ int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {
     }
     for (int i = 0; i < S; i++) {
         Egmla__Envelope *m;
-        int from;
-        if (egm_mpi_recv_env(MPI_ANY_SOURCE, &m, &from, e)) goto out;
+        MPI_Status ms;
+        size_t len;
+        if (wait_msg(mp, MPI_ANY_SOURCE, EGM_TAG_CTRL, &ms, "statistics from every stage", e))
+            goto out;
+        int from = ms.MPI_SOURCE;
+        if (egm_mpi_recv_probed(&ms, &mp->in, &len, e)) goto out;
+        if (!(m = egmla__envelope__unpack(NULL, len, mp->in.p))) {
+            egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)", from, len);
+            goto out;
+        }
         if (m->msg_case != EGMLA__ENVELOPE__MSG_STATS || from < 1 || from > S || envs[from - 1]) {
             bad_message(m, from, e);
             egmla__envelope__free_unpacked(m, NULL);

@@ -5,10 +5,18 @@
  * in-process stage. Under mpirun with one rank, the same. With N ranks, rank
  * 0 coordinates (config and tokenizer only: it never maps weights) and ranks
  * 1..N-1 run the pipeline stages; the scheduler is the very same code, over
- * coordinator/pipe_mpi.c instead of pipe_local.c. */
+ * coordinator/pipe_mpi.c instead of pipe_local.c.
+ *
+ * A rank that dies or hangs mid-job cannot be stopped politely: rank 0
+ * syncs the results written so far (each is one whole line), prints one
+ * message naming the rank and host, and calls MPI_Abort, which makes
+ * mpirun (or srun) kill every rank and exit non-zero. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <mpi.h>
 
@@ -27,10 +35,11 @@ static int under_mpi(void) {
  * that they all run this build on the same model. */
 static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_topology *t,
                          egm_wire_dtype wd, int world, const char *cfg_fp,
-                         egm_pipe_caps *caps, egm_err *e) {
+                         egm_pipe_caps *caps, char (*hosts)[256], egm_err *e) {
     int S = world > 1 ? world - 1 : 1;
     char host0[256];
     egm_mpi_hostname(host0, sizeof host0);
+    snprintf(hosts[0], sizeof hosts[0], "%s", host0);
     for (int i = 0; i < S; i++) {
         const egm_topo_stage *ts = &t->stages[i];
         Egmla__Assign a = EGMLA__ASSIGN__INIT;
@@ -66,6 +75,7 @@ static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_
     for (int i = 0; i < S && !rc; i++) {
         const Egmla__Hello *w = h[i]->hello;
         const char *w_model_fp = w->model;
+        snprintf(hosts[i + 1], sizeof hosts[i + 1], "%s", w->host);
         if (*w->error)
             rc = egm_fail(e, "rank %d (%s): %s", w->rank, w->host, w->error);
         else if (strcmp(w->build, egm_build_fingerprint()))
@@ -88,6 +98,50 @@ static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_
     return rc;
 }
 
+/* Seconds without news from the pipeline before rank 0 looks for a dead or
+ * hung rank. EGMLA_RANK_TIMEOUT until generate/score take --rank-timeout. */
+static double rank_timeout(const egm_run_opts *r) {
+    (void)r;
+    const char *s = getenv("EGMLA_RANK_TIMEOUT");
+    if (s && *s) {
+        char *end;
+        errno = 0;
+        double v = strtod(s, &end);
+        if (!errno && *end == 0 && v >= 0) return v;
+        fprintf(stderr, "egmla: EGMLA_RANK_TIMEOUT: expected seconds, found \"%s\"; using %.0f\n",
+                s, EGM_RANK_TIMEOUT_DEFAULT);
+    }
+    return EGM_RANK_TIMEOUT_DEFAULT;
+}
+
+/* mpirun answers a rank that died (SIGKILL, OOM killer, segfault) by
+ * terminating every other rank before rank 0 hears of it. Say what that
+ * means for the output, then die of the signal as mpirun expects. */
+static void on_sigterm(int sig) {
+    static const char msg[] =
+        "egmla: rank 0 stopped by SIGTERM (mpirun stops every rank when one dies: see its "
+        "message); every result written so far is a complete line: re-run with --resume "
+        "to finish\n";
+    ssize_t n = write(2, msg, sizeof msg - 1);
+    (void)n;
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* A rank died or hung: keep what is written, say so once, end every rank. */
+static void abort_job(const egm_run_opts *r, egm_run_io *io, const egm_sched_stats *st,
+                      const egm_err *e) {
+    egm_err se;
+    if (io->out && egm_out_sync(io->out, &se)) fprintf(stderr, "egmla: %s\n", se.msg);
+    egm_run_io_close(io);
+    egm_run_finish(r, st, 1, e);
+    fprintf(stderr, "egmla: stopping every rank; every result written so far is a complete line "
+            "(re-run with --resume to finish)\n");
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, EGM_EXIT_FAIL);
+}
+
 static int coordinate(const egm_run_opts *r, int world) {
     egm_err e;
     egm_run_io io;
@@ -97,6 +151,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
     int assigned = 0, rc = EGM_EXIT_FAIL;
+    char (*hosts)[256] = NULL, **host_ptrs = NULL;
     memset(&t, 0, sizeof t);
     char path[4096], cfg_fp[40];
     if (egm_run_prepare(r, &io, &e)) goto fail;
@@ -119,12 +174,22 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
     if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
     assigned = 1;
-    egm_pipe_caps caps;
-    if (start_workers(r, &io, &t, wd, world, cfg_fp, &caps, &e)) goto fail;
-    if (egm_pipe_mpi_open(world, &caps, wd, cfg.vocab_size, &pipe, &e)) goto fail;
+    signal(SIGTERM, on_sigterm);
+    egm_pipe_mpi_opts po = {world, {0}, wd, cfg.vocab_size, rank_timeout(r), NULL};
+    hosts = calloc((size_t)world, sizeof *hosts);
+    host_ptrs = calloc((size_t)world, sizeof *host_ptrs);
+    if (!hosts || !host_ptrs) {
+        egm_fail(&e, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < world; i++) host_ptrs[i] = hosts[i];
+    po.hosts = (const char *const *)host_ptrs;
+    if (start_workers(r, &io, &t, wd, world, cfg_fp, &po.caps, hosts, &e)) goto fail;
+    if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
     int bad = egm_sched_run(&so, &cfg, tok, pipe, io.in, io.out, &st, &e);
+    if (bad && egm_pipe_mpi_faulted(pipe)) abort_job(r, &io, &st, &e);
     egm_run_io_close(&io);
     if (bad) {
         rc = egm_run_finish(r, &st, bad, &e);
@@ -133,6 +198,11 @@ static int coordinate(const egm_run_opts *r, int world) {
     }
     if (egm_pipe_mpi_shutdown(pipe, &e)) {
         fprintf(stderr, "egmla: %s\n", e.msg);
+        if (egm_pipe_mpi_faulted(pipe)) {
+            /* every result is written: only the statistics are lost */
+            fflush(stderr);
+            MPI_Abort(MPI_COMM_WORLD, EGM_EXIT_FAIL);
+        }
         egm_mpi_stop_workers(world);
         goto out;
     }
@@ -155,6 +225,8 @@ fail:
     }
 out:
     if (pipe) pipe->close(pipe);
+    free(hosts);
+    free(host_ptrs);
     egm_tok_free(tok);
     egm_topology_free(&t);
     return rc;

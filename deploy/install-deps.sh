@@ -9,6 +9,8 @@ PKGS=(
   libprotobuf-c-dev protobuf-c-compiler
   libyaml-dev libcmocka-dev libjansson-dev libpcre2-dev
   python3
+  iproute2 util-linux                       # ip netns, tc, unshare: tests/e2e_multihost.sh
+  slurmctld slurmd slurm-client munge       # tests/e2e_slurm.sh
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -483,13 +483,39 @@ static void print_commented(const char *text) {
     }
 }
 
+/* Inserts "--mca plm_rsh_agent AGENT" after the program name. */
+static int with_agent(char ***mv, const char *agent) {
+    int n = 0;
+    while ((*mv)[n]) n++;
+    char **v = calloc((size_t)n + 4, sizeof *v);
+    if (!v) return -1;
+    v[0] = (*mv)[0];
+    v[1] = strdup("--mca");
+    v[2] = strdup("plm_rsh_agent");
+    v[3] = strdup(agent);
+    for (int i = 1; i < n; i++) v[i + 3] = (*mv)[i];
+    if (!v[1] || !v[2] || !v[3]) {
+        free(v[1]);
+        free(v[2]);
+        free(v[3]);
+        free(v);
+        return -1;
+    }
+    free(*mv);
+    *mv = v;
+    return 0;
+}
+
 int egm_cmd_launch(int argc, char **argv) {
     static const char *NAME = "egmla launch";
     int dry = 0;
-    const char *mpirun = "mpirun", *workdir = NULL;
+    const char *mpirun = "mpirun", *workdir = NULL, *agent = NULL;
     egm_opt opts[] = {
         {"dry-run", EGM_OPT_FLAG, &dry, "print the command and files instead of running", 0, 0, NULL},
         {"mpirun", EGM_OPT_STRING, &mpirun, "the mpirun to run", 0, 0, "PATH"},
+        {"rsh-agent", EGM_OPT_STRING, &agent,
+         "how mpirun reaches other hosts instead of ssh (--mca plm_rsh_agent), e.g. "
+         "deploy/netns-agent.sh", 0, 0, "PATH"},
         {"workdir", EGM_OPT_STRING, &workdir,
          "where to write the hostfile and rankfile (default: a new directory in $TMPDIR)", 0, 0, "DIR"},
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
@@ -556,6 +582,10 @@ int egm_cmd_launch(int argc, char **argv) {
     if (egm_launch_hostfile(&t, &hosttext, &e) || egm_launch_rankfile(&t, &ranktext, &e) ||
         egm_launch_build_argv(&t, &o, &mv, &e)) {
         fprintf(stderr, "%s: %s\n", NAME, e.msg);
+        goto done;
+    }
+    if (agent && with_agent(&mv, agent)) {
+        fprintf(stderr, "%s: out of memory\n", NAME);
         goto done;
     }
     rc = EXIT_RUN;

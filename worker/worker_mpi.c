@@ -143,22 +143,90 @@ void egm_mpi_hostname(char *buf, size_t n) {
     buf[n - 1] = 0;
 }
 
-int egm_mpi_wait(int n, const int *src, const int *tag, MPI_Status *st, egm_err *e) {
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Spin briefly (a reply is often microseconds away), then back off to
+ * sleeps of up to 100 us so that waiting costs no core. */
+static void backoff(int *spins, long *ns) {
+    if ((*spins)++ < 100) return;
+    *ns = *ns ? *ns * 2 : 1000;
+    if (*ns > 100000) *ns = 100000;
+    struct timespec ts = {0, *ns};
+    nanosleep(&ts, NULL);
+}
+
+static int answer_pings;  /* set in workers: they answer rank 0's pings */
+
+/* Answers rank 0's ping, if one is pending. */
+static int serve_ping(egm_err *e) {
+    if (!answer_pings) return 0;
+    MPI_Status st;
+    int flag = 0, v, rc = MPI_Iprobe(0, EGM_TAG_PING, MPI_COMM_WORLD, &flag, &st);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "probe");
+    if (!flag) return 0;
+    rc = MPI_Recv(&v, 1, MPI_INT, 0, EGM_TAG_PING, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (rc == MPI_SUCCESS) rc = MPI_Send(&v, 1, MPI_INT, 0, EGM_TAG_PING, MPI_COMM_WORLD);
+    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "answer rank 0's ping");
+    return 0;
+}
+
+int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
+                     MPI_Status *st, egm_err *e) {
     long ns = 0;
-    for (int spins = 0;; spins++) {
+    double t0 = timeout_s > 0 ? now_s() : 0;
+    for (int spins = 0;;) {
         for (int i = 0; i < n; i++) {
             int flag = 0, rc = MPI_Iprobe(src[i], tag[i], MPI_COMM_WORLD, &flag, st);
             if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "probe");
             if (flag) return i;
         }
-        /* spin briefly (a reply is often microseconds away), then back off
-         * to sleeps of up to 100 us so that waiting costs no core */
-        if (spins < 100) continue;
-        ns = ns ? ns * 2 : 1000;
-        if (ns > 100000) ns = 100000;
-        struct timespec ts = {0, ns};
-        nanosleep(&ts, NULL);
+        if (serve_ping(e)) return -1;
+        if (timeout_s > 0 && spins >= 100 && now_s() - t0 > timeout_s) return EGM_MPI_TIMEOUT;
+        backoff(&spins, &ns);
     }
+}
+
+int egm_mpi_wait(int n, const int *src, const int *tag, MPI_Status *st, egm_err *e) {
+    return egm_mpi_wait_for(n, src, tag, 0, st, e);
+}
+
+int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive, egm_err *e) {
+    static int round;
+    int v = ++round, missing = world - 1;
+    MPI_Request *req = malloc(sizeof *req * (size_t)world);
+    if (!req) return egm_fail(e, "out of memory");
+    memset(alive, 0, (size_t)world);
+    for (int r = 1; r < world; r++)
+        /* a dead peer may fail the send: it just stays "not alive" */
+        if (MPI_Isend(&v, 1, MPI_INT, r, EGM_TAG_PING, MPI_COMM_WORLD, &req[r]) != MPI_SUCCESS)
+            req[r] = MPI_REQUEST_NULL;
+    double t0 = now_s();
+    long ns = 0;
+    for (int spins = 0; missing > 0 && now_s() - t0 < grace_s;) {
+        MPI_Status st;
+        int flag = 0, got, rc = MPI_Iprobe(MPI_ANY_SOURCE, EGM_TAG_PING, MPI_COMM_WORLD, &flag, &st);
+        if (rc != MPI_SUCCESS) break;
+        if (!flag) {
+            backoff(&spins, &ns);
+            continue;
+        }
+        rc = MPI_Recv(&got, 1, MPI_INT, st.MPI_SOURCE, EGM_TAG_PING, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS) break;
+        /* an answer to an older round says nothing about now */
+        if (got == v && st.MPI_SOURCE > 0 && st.MPI_SOURCE < world && !alive[st.MPI_SOURCE]) {
+            alive[st.MPI_SOURCE] = 1;
+            missing--;
+        }
+    }
+    /* pings to ranks that never answered stay pending: let MPI drop them */
+    for (int r = 1; r < world; r++)
+        if (req[r] != MPI_REQUEST_NULL) MPI_Request_free(&req[r]);
+    free(req);
+    return missing;
 }
 
 int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len, egm_err *e) {
@@ -225,12 +293,6 @@ typedef struct {
     unsigned long long bytes_in, bytes_out, hdr_out, rows;
 } worker;
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 /* Tells rank 0 what went wrong; it prints it and stops every rank. */
 static void report_error(worker *w, const egm_err *e) {
     Egmla__Error er = EGMLA__ERROR__INIT;
@@ -266,10 +328,17 @@ static void await_stop(worker *w) {
     cancel_sends(w);
 }
 
+/* Waits for a slot's sends to leave, answering pings meanwhile: a rank
+ * stuck behind a hung successor must still look alive. */
 static int wait_slot(send_slot *s, egm_err *e) {
-    int rc = MPI_Waitall(2, s->req, MPI_STATUSES_IGNORE);
-    if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to the next rank");
-    return 0;
+    long ns = 0;
+    for (int spins = 0;;) {
+        int done = 0, rc = MPI_Testall(2, s->req, &done, MPI_STATUSES_IGNORE);
+        if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send to the next rank");
+        if (done) return 0;
+        if (serve_ping(e)) return -1;
+        backoff(&spins, &ns);
+    }
 }
 
 static int isend(const void *p, size_t n, int dest, int tag, MPI_Request *r, egm_err *e) {
@@ -514,6 +583,7 @@ int egm_worker_main(int rank, int world) {
     memset(&w, 0, sizeof w);
     w.rank = rank;
     w.world = world;
+    answer_pings = 1;
     for (int k = 0; k < 2; k++) w.slots[k].req[0] = w.slots[k].req[1] = MPI_REQUEST_NULL;
     egm_mpi_hostname(w.host, sizeof w.host);
     egm_err e;

@@ -7,7 +7,12 @@
  * Result asking for logits by them on EGM_TAG_LOGITS. EGM_TAG_STOP from rank
  * 0 abandons the run: every rank then exits non-zero without a word (rank 0
  * has printed the one message). Waiting ranks poll with short sleeps so an
- * idle rank leaves its core to a busy one (ranks often share cores). */
+ * idle rank leaves its core to a busy one (ranks often share cores).
+ *
+ * Liveness: a worker answers rank 0's EGM_TAG_PING (one int) with the same
+ * int, on EGM_TAG_PING, whenever it waits for a message or for its sends to
+ * leave. When the pipeline goes quiet for too long, rank 0 pings every rank
+ * and names the ones that do not answer (hung, or stopped with SIGSTOP). */
 #ifndef EGM_WORKER_MPI_H
 #define EGM_WORKER_MPI_H
 
@@ -19,7 +24,8 @@
 #include "egmla.pb-c.h"
 #include "model/err.h"
 
-enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4 };
+enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4,
+       EGM_TAG_PING = 5 };
 
 /* EGM_VERSION + EGM_GITREV of this binary. */
 const char *egm_build_fingerprint(void);
@@ -46,6 +52,18 @@ void egm_mpi_hostname(char *buf, size_t n);
  * i (status in *st), or -1 on an MPI error. */
 int egm_mpi_wait(int n, const int *src, const int *tag, MPI_Status *st,
                  egm_err *e);
+
+/* The same, giving up after timeout_s seconds (<= 0: never): returns
+ * EGM_MPI_TIMEOUT then, without a message. */
+#define EGM_MPI_TIMEOUT (-2)
+int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
+                     MPI_Status *st, egm_err *e);
+
+/* Rank 0: pings ranks 1..world-1 and waits up to grace_s seconds for their
+ * answers; alive[r] (r >= 1) is set to 1 for each rank that answered.
+ * Returns the number of ranks that did not answer, or -1 on an MPI error. */
+int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive,
+                     egm_err *e);
 
 /* Receives the pending message described by st into buf; *len its size. */
 int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len,
