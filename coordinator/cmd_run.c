@@ -39,6 +39,7 @@ void egm_run_opts_default(egm_run_opts *r) {
     r->min_p = 0.0f;
     r->repetition_penalty = 1.0f;
     r->seed = 0;
+    r->rank_timeout = 60;
 }
 
 /* The model used when --model is not given: $EGMLA_MODEL, else the embedded
@@ -67,6 +68,7 @@ static int run(int mode, int argc, char **argv) {
     egm_run_opts r;
     egm_run_opts_default(&r);
     int ignore_eos = 0, stats = 0, no_gate_table = 0, add_bos = 0, resume = 0;
+    float rank_timeout = (float)r.rank_timeout;
     const char *dump = NULL, *topology = NULL;
     egm_opt gen_opts[] = {
         {"model", EGM_OPT_STRING, &r.model, "model directory (default: the embedded EG-MLA model)", 0, 0, "DIR"},
@@ -91,6 +93,7 @@ static int run(int mode, int argc, char **argv) {
         {"block-tokens", EGM_OPT_INT, &r.block_tokens, "positions per KV block", 1, 65536, "N"},
         {"threads", EGM_OPT_INT, &r.threads, "BLAS threads per rank (0 = OpenBLAS default)", 0, 1024, "N"},
         {"no-gate-table", EGM_OPT_FLAG, &no_gate_table, "EG-MLA: gather the gate from eg_embed each step instead of a precomputed [V, d_u] table", 0, 0, NULL},
+        {"rank-timeout", EGM_OPT_FLOAT, &rank_timeout, "under MPI: seconds without a result before rank 0 looks for a dead or hung rank", 0.1, 1e6, "S"},
         {"topology", EGM_OPT_STRING, &topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},
         {"wire-dtype", EGM_OPT_STRING, &r.wire_dtype, "activations between stages: bf16, fp32 or int8", 0, 0, "T"},
         {"dump-logits", EGM_OPT_STRING, &dump, "score: write every position's logits (float32 LE)", 0, 0, "FILE"},
@@ -113,6 +116,9 @@ static int run(int mode, int argc, char **argv) {
         return EGM_EXIT_USAGE;
     }
     r.defaults.ignore_eos = ignore_eos;
+    for (int i = 0; i < argc; i++)
+        if (!strncmp(argv[i], "--micro-batches", 15)) r.micro_batches_set = 1;
+    r.rank_timeout = rank_timeout;
     r.defaults.sampling.temperature = r.temperature;
     r.defaults.sampling.top_k = r.top_k;
     r.defaults.sampling.top_p = r.top_p;

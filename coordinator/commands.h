@@ -33,7 +33,9 @@ typedef struct {
     const char *model, *input, *out, *kv_budget, *kv_dtype, *wire_dtype;
     const char *dump_logits, *topology;
     int max_batch, micro_batches, chunk, block_tokens, threads;
+    int micro_batches_set;    /* given on the command line (else raised to the stage count) */
     int stats, add_bos, gate_table;
+    double rank_timeout;      /* seconds without news before looking for a dead rank */
     egm_request defaults;
     float temperature, top_p, min_p, repetition_penalty;
     int top_k;

@@ -219,6 +219,13 @@ static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
     }
     for (int i = 0; i < k; i++) {
         const Egmla__Output *o = r->outs[i];
+        /* never trust a peer: the scheduler indexes its tables with these */
+        if (o->slot < 0 || o->slot >= mp->base.caps.n_slots || o->pos < 0 || o->token < 0 ||
+            o->token >= mp->V) {
+            egm_fail(e, "rank %d returned a bad result (slot %d, position %d, token %d)",
+                     mp->last, o->slot, o->pos, o->token);
+            goto out;
+        }
         mp->outs[i] = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target};
     }
     res->outs = mp->outs;

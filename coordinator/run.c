@@ -99,20 +99,8 @@ static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_
 }
 
 /* Seconds without news from the pipeline before rank 0 looks for a dead or
- * hung rank. EGMLA_RANK_TIMEOUT until generate/score take --rank-timeout. */
-static double rank_timeout(const egm_run_opts *r) {
-    (void)r;
-    const char *s = getenv("EGMLA_RANK_TIMEOUT");
-    if (s && *s) {
-        char *end;
-        errno = 0;
-        double v = strtod(s, &end);
-        if (!errno && *end == 0 && v >= 0) return v;
-        fprintf(stderr, "egmla: EGMLA_RANK_TIMEOUT: expected seconds, found \"%s\"; using %.0f\n",
-                s, EGM_RANK_TIMEOUT_DEFAULT);
-    }
-    return EGM_RANK_TIMEOUT_DEFAULT;
-}
+ * hung rank (--rank-timeout). */
+static double rank_timeout(const egm_run_opts *r) { return r->rank_timeout; }
 
 /* mpirun answers a rank that died (SIGKILL, OOM killer, segfault) by
  * terminating every other rank before rank 0 hears of it. Say what that
@@ -188,6 +176,9 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
+    /* keep every stage busy: at least as many micro-batches as stages (the
+     * default of 4 keeps results identical to one process up to 4 stages) */
+    if (!r->micro_batches_set && so.micro_batches < world - 1) so.micro_batches = world - 1;
     int bad = egm_sched_run(&so, &cfg, tok, pipe, io.in, io.out, &st, &e);
     if (bad && egm_pipe_mpi_faulted(pipe)) abort_job(r, &io, &st, &e);
     egm_run_io_close(&io);
@@ -232,8 +223,25 @@ out:
     return rc;
 }
 
+/* One process was given a topology: it can only be right if the topology
+ * has one rank; otherwise say how to start it (plain srun without PMIx
+ * also lands here: N singletons of world size 1). */
+static int single_with_topology(const egm_run_opts *r) {
+    egm_topology t;
+    egm_err e;
+    memset(&t, 0, sizeof t);
+    int rc = 0;
+    if (egm_topology_load(r->topology, &t, &e) || egm_topology_check_world(&t, 1, &e)) {
+        fprintf(stderr, "egmla: %s (start it with `egmla launch %s -- ...` or mpirun)\n",
+                e.msg, r->topology);
+        rc = EGM_EXIT_FAIL;
+    }
+    egm_topology_free(&t);
+    return rc ? rc : egm_run_local(r);
+}
+
 int egm_run(const egm_run_opts *r) {
-    if (!under_mpi()) return egm_run_local(r);
+    if (!under_mpi()) return r->topology ? single_with_topology(r) : egm_run_local(r);
     int provided, rank = 0, world = 1;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "egmla: MPI_Init failed\n");
@@ -244,16 +252,7 @@ int egm_run(const egm_run_opts *r) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     int rc;
     if (world == 1 && r->topology) {
-        /* e.g. plain srun without PMIx: N singletons, each of world size 1 */
-        egm_topology t;
-        egm_err e;
-        rc = 0;
-        if (egm_topology_load(r->topology, &t, &e) || egm_topology_check_world(&t, 1, &e)) {
-            fprintf(stderr, "egmla: %s\n", e.msg);
-            rc = EGM_EXIT_FAIL;
-        }
-        egm_topology_free(&t);
-        if (!rc) rc = egm_run_local(r);
+        rc = single_with_topology(r);
     } else if (world == 1) {
         rc = egm_run_local(r);
     } else if (rank == 0) {

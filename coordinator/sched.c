@@ -270,9 +270,17 @@ static void admit(sched_t *s, int g) {
     a->n_tokens = q->n_prompt;
 }
 
+/* Sequences in flight over all groups: never more than max_seqs, even when
+ * the groups' rounded-up shares add up to more. */
+static int n_active(const sched_t *s) {
+    int n = 0;
+    for (int g = 0; g < s->o->micro_batches; g++) n += s->group_n[g];
+    return n;
+}
+
 /* Builds group g's next micro-batch: decode rows, then prefill chunks. */
 static int build(sched_t *s, int g, egm_err *e) {
-    while (s->group_n[g] < s->per_group) {
+    while (s->group_n[g] < s->per_group && n_active(s) < s->o->max_seqs) {
         if (read_ahead(s, e)) return -1;
         if (!s->have_next || s->next.blocks > s->free_blocks) break;
         if (s->o->mode == EGM_MODE_GENERATE && s->next.max_new == 0) {
@@ -322,6 +330,10 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
     for (int k = 0; k < r->n_outs; k++) {
         const egm_head_out *o = &r->outs[k];
         seq_t *q = &s->seqs[o->slot];
+        if (o->slot < 0 || o->slot >= s->o->max_seqs || !q->active || o->pos < 0 ||
+            o->pos >= q->n_prompt + q->max_new)
+            return egm_fail(e, "a stage returned a result for slot %d position %d, which is "
+                            "not in flight", o->slot, o->pos);
         if (s->o->mode == EGM_MODE_SCORE) {
             if (o->has_target) {
                 q->lp[o->pos] = o->logprob;

@@ -439,6 +439,13 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     for (size_t i = 0; i < mb->n_admits; i++) {
         const Egmla__Admit *a = mb->admits[i];
         if (a->slot < 0 || a->slot >= w->st.n_slots) return egm_fail(e, "admission to slot %d", a->slot);
+        if (a->n_reserve < 0 || (a->mode != EGM_MODE_GENERATE && a->mode != EGM_MODE_SCORE))
+            return egm_fail(e, "admission to slot %d: mode %d, %d positions", a->slot, a->mode,
+                            a->n_reserve);
+        for (size_t k = 0; k < a->n_tokens; k++)
+            if (a->tokens[k] < 0 || a->tokens[k] >= c->vocab_size)
+                return egm_fail(e, "admission to slot %d: token %d outside the vocabulary",
+                                a->slot, a->tokens[k]);
         if (egm_stage_reserve(&w->st, a->slot, a->n_reserve))
             return egm_fail(e, "layers %d-%d: KV cache cannot hold %d more positions for slot %d",
                             w->m.lo, w->m.hi - 1, a->n_reserve, a->slot);
@@ -453,6 +460,8 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
                 sp.repetition_penalty = a->sampling->repetition_penalty;
                 sp.seed = a->sampling->seed;
             }
+            const char *bad = egm_sampling_check(&sp);
+            if (bad) return egm_fail(e, "admission to slot %d: %s", a->slot, bad);
             if (egm_head_open(&w->head, a->slot, a->mode, &sp, a->tokens, (int)a->n_tokens))
                 return egm_fail(e, "out of memory opening slot %d", a->slot);
         }
@@ -462,6 +471,16 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
             mb->token[r] >= c->vocab_size)
             return egm_fail(e, "micro-batch %llu row %d: bad slot %d or token %d",
                             (unsigned long long)mb->seq, r, mb->slot[r], mb->token[r]);
+    /* positions: inside what the slot reserved, consecutive within a sequence */
+    for (int r = 0; r < n; r++) {
+        const egm_kv_seq *q = &w->st.seqs[mb->slot[r]];
+        int same = r > 0 && mb->slot[r] == mb->slot[r - 1];
+        if (mb->pos[r] < 0 || mb->pos[r] >= q->n_blocks * w->st.kv.block_tokens ||
+            (same && mb->pos[r] != mb->pos[r - 1] + 1))
+            return egm_fail(e, "micro-batch %llu row %d: position %d of slot %d is outside its "
+                            "%d reserved positions or out of order", (unsigned long long)mb->seq,
+                            r, mb->pos[r], mb->slot[r], q->n_blocks * w->st.kv.block_tokens);
+    }
     if (!w->first) egm_wire_decode(w->wd, w->in_act.p, n, D, x);
     egm_mbatch b = {n, mb->slot, mb->pos, mb->token};
     if (n) egm_stage_forward(&w->st, &b, x);
