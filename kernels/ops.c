@@ -3,15 +3,38 @@
 #include "kernels/ops.h"
 
 #include <cblas.h>
+#include <omp.h>
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- matmul */
 
+/* Below this many multiply-adds a product runs on one BLAS thread: waking
+ * OpenBLAS's other threads costs more than it saves, and on a busy machine
+ * far more (measured: a tiny model's decode 30x slower with 2 threads while
+ * the other core was loaded). Inside our own parallel regions BLAS is
+ * already single-threaded. */
+#define EGM_GEMM_THREADED_MIN (4L << 20)
+
+static void gemm_blas(int transA, int transB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc);
+
 void egm_gemm(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc) {
+    int nt = 1;
+    if (M > 0 && N > 0 && K > 0 && (long)M * N * K < EGM_GEMM_THREADED_MIN &&
+        !omp_in_parallel() && (nt = openblas_get_num_threads()) > 1)
+        openblas_set_num_threads(1);
+    gemm_blas(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt > 1) openblas_set_num_threads(nt);
+}
+
+static void gemm_blas(int transA, int transB, int M, int N, int K, float alpha,
+                      const float *A, int lda, const float *B, int ldb, float beta,
+                      float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
         /* Empty product: C = beta * C (BLAS would do the same, but some
