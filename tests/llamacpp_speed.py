@@ -6,9 +6,12 @@ Both engines get the same prompt ids and generate N_GEN tokens greedily per
 sequence without stopping, for batch 1 and batch B (B sequences decoded
 together: llama.cpp's batched mode, one llama_batch holding one token of each
 sequence per step, n_seq_max = B; egmla's scheduler batching B requests).
-Runs alternate A B A B ... REPS times, same thread count; the table gives
-each engine's median generated tokens/s, counted as tokens generated over the
-wall time of prefill + decode (model loading excluded on both sides)."""
+Runs alternate A B A B ... REPS times, same thread count (THREADS, a list:
+default "2,1"); the table gives each engine's median generated tokens/s,
+counted as tokens generated over the wall time of prefill + decode (model
+loading excluded on both sides: egmla's own "generated tokens in S s" line,
+which starts after the load). llama.cpp runs with its defaults (fp16 KV
+cache, flash attention as it decides), egmla with its (fp32 KV cache)."""
 import ctypes
 import json
 import os
@@ -22,12 +25,20 @@ import numpy as np
 import llama_cpp as L
 
 BIN, GGUF = sys.argv[1], sys.argv[2]
-THREADS = int(os.environ.get("THREADS", "2"))
+THREADS = [int(t) for t in os.environ.get("THREADS", "2,1").split(",")]
 N_GEN = int(os.environ.get("N_GEN", "128"))
 BATCH = int(os.environ.get("BATCH", "8"))
 REPS = int(os.environ.get("REPS", "3"))
 PROMPT = "<|im_start|>user\nTell me a long story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n"
 
+
+
+@L.llama_log_callback
+def _quiet(level, text, user_data):
+    """llama.cpp's load and context chatter would bury the table."""
+
+
+L.llama_log_set(_quiet, ctypes.c_void_p())
 L.llama_backend_init()
 mp = L.llama_model_default_params()
 model = L.llama_model_load_from_file(GGUF.encode(), mp)
@@ -38,12 +49,12 @@ n = L.llama_tokenize(vocab, PROMPT.encode(), len(PROMPT.encode()), buf, 512, Fal
 IDS = list(buf[:n])
 
 
-def llama_run(nseq):
+def llama_run(nseq, threads):
     cp = L.llama_context_default_params()
     cp.n_ctx = nseq * (len(IDS) + N_GEN + 16)
     cp.n_batch = cp.n_ubatch = max(512, nseq * len(IDS))
     cp.n_seq_max = nseq
-    cp.n_threads = cp.n_threads_batch = THREADS
+    cp.n_threads = cp.n_threads_batch = threads
     ctx = L.llama_init_from_model(model, cp)
     batch = L.llama_batch_init(max(nseq * len(IDS), nseq), 0, nseq)
 
@@ -70,10 +81,10 @@ def llama_run(nseq):
     return nseq * N_GEN / dt
 
 
-def egmla_run(nseq):
+def egmla_run(nseq, threads):
     reqs = "".join(json.dumps({"id": i, "tokens": IDS}) + "\n" for i in range(nseq))
     p = subprocess.run([BIN, "generate", "--model", GGUF, "--temperature", "0", "--ignore-eos",
-                        "--max-new-tokens", str(N_GEN), "--threads", str(THREADS)],
+                        "--max-new-tokens", str(N_GEN), "--threads", str(threads)],
                        input=reqs, capture_output=True, text=True, check=True)
     m = re.search(r"(\d+) generated tokens in ([\d.]+) s", p.stderr)
     return int(m.group(1)) / float(m.group(2))
@@ -82,19 +93,22 @@ def egmla_run(nseq):
 def main():
     res = {}
     for rep in range(REPS):
+        for th in THREADS:
+            for nseq in (1, BATCH):
+                for name, fn in (("egmla", egmla_run), ("llama.cpp", llama_run)):
+                    v = fn(nseq, th)
+                    res.setdefault((name, th, nseq), []).append(v)
+                    print(f"rep {rep} threads {th} batch {nseq:2d} {name:9s} {v:8.1f} tok/s",
+                          flush=True)
+    print(f"\nprompt {len(IDS)} tokens, {N_GEN} generated per sequence, median of {REPS}, "
+          f"load average {os.getloadavg()[0]:.2f} at the end")
+    print("| threads | batch | egmla tok/s | llama.cpp tok/s | egmla / llama.cpp |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for th in THREADS:
         for nseq in (1, BATCH):
-            for name, fn in (("egmla", egmla_run), ("llama.cpp", llama_run)):
-                v = fn(nseq)
-                res.setdefault((name, nseq), []).append(v)
-                print(f"rep {rep} batch {nseq:2d} {name:9s} {v:8.1f} tok/s", flush=True)
-    print(f"\nprompt {len(IDS)} tokens, {N_GEN} generated per sequence, {THREADS} threads, "
-          f"median of {REPS}")
-    print("| batch | egmla tok/s | llama.cpp tok/s | egmla / llama.cpp |")
-    print("| ---: | ---: | ---: | ---: |")
-    for nseq in (1, BATCH):
-        a = statistics.median(res[("egmla", nseq)])
-        b = statistics.median(res[("llama.cpp", nseq)])
-        print(f"| {nseq} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+            a = statistics.median(res[("egmla", th, nseq)])
+            b = statistics.median(res[("llama.cpp", th, nseq)])
+            print(f"| {th} | {nseq} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
 
 
 if __name__ == "__main__":
