@@ -11,6 +11,7 @@ PKGS=(
   python3
   iproute2 util-linux                       # ip netns, tc, unshare: tests/e2e_multihost.sh
   slurmctld slurmd slurm-client munge       # tests/e2e_slurm.sh
+  clang libclang-rt-14-dev valgrind         # make fuzz (libFuzzer), make valgrind
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -3,7 +3,11 @@
 #include "kernels/ops.h"
 
 #include <cblas.h>
+#ifdef _OPENMP
 #include <omp.h>
+#else
+static int omp_in_parallel(void) { return 0; }
+#endif
 #include <float.h>
 #include <math.h>
 #include <string.h>
