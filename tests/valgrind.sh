@@ -15,12 +15,13 @@ set -u
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "SKIP: valgrind not installed"; exit 0; }
 B=build-vg
-# test_roofline and test_bench stream hundreds of MiB to measure bandwidth:
-# under valgrind that takes many minutes and checks no more than ASan does
-# (make SAN=1 test runs them), so memcheck skips those two.
-TESTS=$(ls tests/test_*.c | grep -v -e test_roofline -e test_bench | sed "s|tests/\(.*\)\.c|$B/tests/\1|")
+# test_roofline and test_bench stream hundreds of MiB to measure bandwidth,
+# and test_sampling draws 10^5 tokens from 50k-word vocabularies: under
+# valgrind each takes many minutes and checks no more than ASan does (make
+# SAN=1 test runs them), so memcheck skips those three.
+TESTS=$(ls tests/test_*.c | grep -v -e test_roofline -e test_bench -e test_sampling | sed "s|tests/\(.*\)\.c|$B/tests/\1|")
 make -s -j2 BUILD=$B BIN=$B/egmla ARCH=x86-64-v3 $B/egmla $TESTS >/dev/null || exit 1
-export EGMLA_NO_REEXEC=1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+export EGMLA_NO_JIT=1 EGMLA_NO_REEXEC=1 OPENBLAS_CORETYPE=Haswell OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --suppressions=tests/valgrind.supp --errors-for-leak-kinds=definite,possible
     --show-leak-kinds=definite,possible --track-origins=yes)
 T=$(mktemp -d)
