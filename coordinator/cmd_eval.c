@@ -16,6 +16,7 @@
 
 #include "coordinator/args.h"
 #include "coordinator/commands.h"
+#include "model/source.h"
 #include "coordinator/eval.h"
 #include "model/config.h"
 
@@ -54,9 +55,7 @@ static int job_load(job_t *j, int need_tok, egm_err *e) {
     if (!j->r.model) j->r.model = egm_default_model();
     j->r.gate_table = !j->no_gate_table;
     j->r.topology = j->topology;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", j->r.model);
-    if (egm_config_load(path, &j->cfg, e)) return -1;
+    if (egm_model_config(j->r.model, &j->cfg, e)) return -1; /* a directory or a .gguf */
     if (j->max_length > j->cfg.max_position_embeddings)
         return egm_fail(e, "--max-length %d: the model's context is %d", j->max_length,
                         j->cfg.max_position_embeddings);

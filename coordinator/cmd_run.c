@@ -2,6 +2,7 @@
  *
  * Both share the options and the scheduler; they differ in what the last
  * stage does with logits (sample or score) and in what each line reports. */
+#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -234,6 +235,7 @@ int egm_run_local(const egm_run_opts *r) {
     egm_sched_stats st = {0};
     int rc = EGM_EXIT_FAIL;
     memset(&m, 0, sizeof m);
+    if (r->threads > 0) openblas_set_num_threads(r->threads);
     if (egm_run_prepare(r, &io, &e)) {
         fprintf(stderr, "egmla: %s\n", e.msg);
         egm_run_io_close(&io);

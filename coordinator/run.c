@@ -23,6 +23,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "deploy/topology.h"
+#include "model/source.h"
 #include "model/config.h"
 #include "worker/wire.h"
 #include "worker/worker_mpi.h"
@@ -141,7 +142,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     int assigned = 0, rc = EGM_EXIT_FAIL;
     char (*hosts)[256] = NULL, **host_ptrs = NULL;
     memset(&t, 0, sizeof t);
-    char path[4096], cfg_fp[40];
+    char cfg_fp[40];
     if (egm_run_prepare(r, &io, &e)) goto fail;
     if (r->topology ? egm_topology_load(r->topology, &t, &e) : egm_topology_auto(world - 1, &t)) {
         if (!r->topology) egm_fail(&e, "out of memory for a %d-stage topology", world - 1);
@@ -151,8 +152,7 @@ static int coordinate(const egm_run_opts *r, int world) {
         egm_wrap(&e, "MPI world size %d", world);
         goto fail;
     }
-    snprintf(path, sizeof path, "%s/config.json", r->model);
-    if (egm_config_load(path, &cfg, &e)) goto fail;
+    if (egm_model_config(r->model, &cfg, &e)) goto fail; /* a directory or a .gguf */
     if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) goto fail;
     egm_wire_dtype wd = t.wire_dtype;
     if (r->wire_dtype && egm_wire_dtype_parse(r->wire_dtype, &wd)) {

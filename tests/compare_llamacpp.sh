@@ -94,5 +94,5 @@ rc2=0
 $PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump" --reference-gguf "$TMP/f32.gguf" \
     --strict || rc2=$?
 echo
-echo "e2e_llamacpp: quantised $([ $rc1 = 0 ] && echo PASS || echo FAIL), F32 $([ $rc2 = 0 ] && echo PASS || echo FAIL)"
+echo "compare_llamacpp: quantised $([ $rc1 = 0 ] && echo PASS || echo FAIL), F32 $([ $rc2 = 0 ] && echo PASS || echo FAIL)"
 [ $rc1 = 0 ] && [ $rc2 = 0 ]

@@ -2,7 +2,7 @@
 
     llamacpp_compare.py BIN GGUF TOKDUMP [--reference-gguf REF] [--strict]
 
-Run through tests/e2e_llamacpp.sh, which finds the binary, the GGUF file, a
+Run through tests/compare_llamacpp.sh, which finds the binary, the GGUF file, a
 tokenizer helper and makes the F32 copy. egmla always runs on GGUF; llama.cpp
 runs on REF (default: GGUF too). REF = tests/gguf_to_f32.py's F32 copy of
 GGUF holds exactly the weights egmla multiplies (it dequantises at load), so

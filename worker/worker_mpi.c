@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "deploy/topology.h"
+#include "model/gguf.h"
 #include "worker/head.h"
 #include "worker/stage.h"
 #include "worker/wire.h"
@@ -106,6 +107,7 @@ static int hash_shards(const char *dir, uint64_t *h, egm_err *e) {
 }
 
 int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_err *e) {
+    if (egm_gguf_is_file(dir)) return egm_gguf_fingerprint(dir, with_weights, out, e);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     uint64_t hc = FNV0, hw = 0;
