@@ -1022,6 +1022,10 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
         if (len == 0 || memchr(s, 0, len))
             return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is empty or holds a "
                             "NUL byte", t->origin, id);
+        long bad = utf8_invalid_at((const u8 *)s, len);
+        if (bad >= 0)
+            return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is not valid UTF-8 "
+                            "(byte %ld)", t->origin, id, bad);
         /* the last of duplicate strings wins the lookup, as llama.cpp's map */
         if (strmap_put(&t->vocab, s, len, id) || set_tok(t, id, s, len))
             return egm_fail(e, "%s: out of memory", t->origin);
