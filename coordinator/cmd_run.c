@@ -131,6 +131,12 @@ static int run(int mode, int argc, char **argv) {
         fprintf(stderr, "%s: %s\n", name, bad);
         return EGM_EXIT_USAGE;
     }
+    size_t budget;
+    if (egm_parse_size(r.kv_budget, &budget) || budget == 0) {
+        fprintf(stderr, "%s: --kv-budget: expected a size such as 512MiB, found \"%s\"\n", name,
+                r.kv_budget);
+        return EGM_EXIT_USAGE;
+    }
     r.mode = mode;
     r.stats = stats;
     r.resume = resume;

@@ -116,8 +116,7 @@ expect "topology file missing"      2 'nothere.yaml' -- launch nothere.yaml
 echo "-- bad command line: exit 2"
 expect "bad sampling option"        2 'top-p' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --top-p 7
 expect "unknown option"             2 'colour' -- "$BIN" generate --model $M --colour red
-# (a bad value of --kv-budget is reported as a fatal error, not as usage)
-expect "bad size option"            1 'kv-budget' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --kv-budget lots
+expect "bad size option"            2 'kv-budget' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --kv-budget lots
 expect "KV budget below one block"  1 'KV budget of 8192 bytes does not hold one block' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --kv-budget 8KiB
 
 echo "-- bad input lines: an error record each, the rest run, exit 3"
