@@ -162,7 +162,6 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
     if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
     assigned = 1;
-    signal(SIGTERM, on_sigterm);
     egm_pipe_mpi_opts po = {world, {0}, wd, cfg.vocab_size, rank_timeout(r), NULL};
     hosts = calloc((size_t)world, sizeof *hosts);
     host_ptrs = calloc((size_t)world, sizeof *host_ptrs);
@@ -173,6 +172,8 @@ static int coordinate(const egm_run_opts *r, int world) {
     for (int i = 0; i < world; i++) host_ptrs[i] = hosts[i];
     po.hosts = (const char *const *)host_ptrs;
     if (start_workers(r, &io, &t, wd, world, cfg_fp, &po.caps, hosts, &e)) goto fail;
+    /* from here a dead rank is news worth a line; before, rank 0 reports */
+    signal(SIGTERM, on_sigterm);
     if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
@@ -200,6 +201,9 @@ static int coordinate(const egm_run_opts *r, int world) {
     rc = egm_run_finish(r, &st, 0, &e);
     goto out;
 fail:
+    /* this is the one message; mpirun may now stop rank 0 as the workers
+     * exit non-zero, which needs no second word */
+    signal(SIGTERM, SIG_DFL);
     fprintf(stderr, "egmla: %s\n", e.msg);
     egm_run_io_close(&io);
     if (assigned) {
