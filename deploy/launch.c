@@ -506,6 +506,29 @@ static int with_agent(char ***mv, const char *agent) {
     return 0;
 }
 
+/* Options and the topology before "--", the egmla command after it (both
+ * commands read their line this way). Returns 0, 1 after --help, or -1
+ * after printing what is wrong; argv[0] is then the topology file. */
+static int parse_command_line(const egm_cmd *cmd, int argc, char **argv, int *cargc,
+                              char ***cargv) {
+    egm_err e = {{0}};
+    int n_opts, n_pos;
+    if (split_command(cmd->name, argc, argv, &n_opts, cargc, cargv, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    int rc = egm_args_parse(cmd, n_opts, argv, &n_pos, &e);
+    if (rc == 1) return 1;
+    if (rc < 0 || n_pos != 1) {
+        if (rc == 0) snprintf(e.msg, sizeof e.msg, "%s: expected one topology file "
+                              "before \"--\", found %d (see %s --help)", cmd->name, n_pos,
+                              cmd->name);
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
 int egm_cmd_launch(int argc, char **argv) {
     static const char *NAME = "egmla launch";
     int dry = 0;
@@ -527,20 +550,10 @@ int egm_cmd_launch(int argc, char **argv) {
                    "command's arguments and --topology TOPO.yaml.",
                    opts};
     egm_err e = {{0}};
-    int n_opts, cargc, n_pos;
+    int cargc;
     char **cargv;
-    if (split_command(NAME, argc, argv, &n_opts, &cargc, &cargv, &e)) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EXIT_USAGE;
-    }
-    int rc = egm_args_parse(&cmd, n_opts, argv, &n_pos, &e);
-    if (rc == 1) return 0;
-    if (rc < 0 || n_pos != 1) {
-        if (rc == 0) snprintf(e.msg, sizeof e.msg, "%s: expected one topology file "
-                              "before \"--\", found %d (see %s --help)", NAME, n_pos, NAME);
-        fprintf(stderr, "%s\n", e.msg);
-        return EXIT_USAGE;
-    }
+    int rc = parse_command_line(&cmd, argc, argv, &cargc, &cargv);
+    if (rc) return rc < 0 ? EXIT_USAGE : 0;
     char topo_abs[PATH_MAX], exe[PATH_MAX];
     egm_topology t;
     if (egm_topology_load(argv[0], &t, &e) ||
@@ -634,20 +647,10 @@ int egm_cmd_slurm(int argc, char **argv) {
                    "topology, then srun --mpi=pmix (or mpirun inside the allocation).",
                    opts};
     egm_err e = {{0}};
-    int n_opts, cargc, n_pos;
+    int cargc;
     char **cargv;
-    if (split_command(NAME, argc, argv, &n_opts, &cargc, &cargv, &e)) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EXIT_USAGE;
-    }
-    int rc = egm_args_parse(&cmd, n_opts, argv, &n_pos, &e);
-    if (rc == 1) return 0;
-    if (rc < 0 || n_pos != 1) {
-        if (rc == 0) snprintf(e.msg, sizeof e.msg, "%s: expected one topology file "
-                              "before \"--\", found %d (see %s --help)", NAME, n_pos, NAME);
-        fprintf(stderr, "%s\n", e.msg);
-        return EXIT_USAGE;
-    }
+    int rc = parse_command_line(&cmd, argc, argv, &cargc, &cargv);
+    if (rc) return rc < 0 ? EXIT_USAGE : 0;
     if (strcmp(launcher, "srun") && strcmp(launcher, "mpirun")) {
         fprintf(stderr, "%s: --launcher: expected srun or mpirun, found \"%s\"\n",
                 NAME, launcher);
