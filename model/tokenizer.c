@@ -492,6 +492,17 @@ static int parse_model(egm_tokenizer *t, const json_t *m, egm_err *e) {
 }
 
 /* Fills vocab maps and merges once n_ids is known. */
+
+/* An empty merge table with room for nm merges at under half load. */
+static int merges_alloc(egm_tokenizer *t, size_t nm, egm_err *e) {
+    t->merges.cap = 16;
+    t->merges.shift = 60;
+    while (t->merges.cap < 2 * nm + 2) t->merges.cap *= 2, t->merges.shift--;
+    t->merges.e = malloc(t->merges.cap * sizeof *t->merges.e);
+    if (!t->merges.e) return egm_fail(e, "%s: out of memory", t->origin);
+    for (size_t i = 0; i < t->merges.cap; i++) t->merges.e[i].key = PAIR_EMPTY;
+    return 0;
+}
 static int fill_model(egm_tokenizer *t, const json_t *m, egm_err *e) {
     const json_t *vocab = json_object_get(m, "vocab");
     if (strmap_init(&t->vocab, json_object_size(vocab)))
@@ -526,12 +537,7 @@ static int fill_model(egm_tokenizer *t, const json_t *m, egm_err *e) {
         return egm_fail(e, "%s: model.merges: %s (expected an array of \"a b\" or [\"a\", \"b\"])",
                         t->origin, merges ? "wrong type" : "missing");
     size_t nm = json_array_size(merges);
-    t->merges.cap = 16;
-    t->merges.shift = 60;
-    while (t->merges.cap < 2 * nm + 2) t->merges.cap *= 2, t->merges.shift--;
-    t->merges.e = malloc(t->merges.cap * sizeof *t->merges.e);
-    if (!t->merges.e) return egm_fail(e, "%s: out of memory", t->origin);
-    for (size_t i = 0; i < t->merges.cap; i++) t->merges.e[i].key = PAIR_EMPTY;
+    if (merges_alloc(t, nm, e)) return -1;
 
     char *buf = NULL;
     size_t cap = 0;
@@ -914,12 +920,7 @@ enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER = 4, TT_UNUSED = 5
 
 static int gguf_merges(egm_tokenizer *t, const egm_gguf_kv *m, egm_err *e) {
     size_t nm = (size_t)m->n;
-    t->merges.cap = 16;
-    t->merges.shift = 60;
-    while (t->merges.cap < 2 * nm + 2) t->merges.cap *= 2, t->merges.shift--;
-    t->merges.e = malloc(t->merges.cap * sizeof *t->merges.e);
-    if (!t->merges.e) return egm_fail(e, "%s: out of memory", t->origin);
-    for (size_t i = 0; i < t->merges.cap; i++) t->merges.e[i].key = PAIR_EMPTY;
+    if (merges_alloc(t, nm, e)) return -1;
     char *buf = NULL;
     size_t cap = 0;
     int rc = 0;
