@@ -229,7 +229,9 @@ static int add_file(egm_ckpt *ck, const char *path, egm_err *e) {
     json_decref(h);
     if (rc) return rc;
 
-    /* No two tensors of this file may share bytes. Empty ones share none. */
+    /* No two tensors of this file may share bytes. Empty ones share none.
+     * A header may list no tensor at all (ck->t is then still NULL). */
+    if (ck->n == first) return 0;
     qsort(ck->t + first, (size_t)(ck->n - first), sizeof *ck->t, by_begin);
     const egm_tensor *prev = NULL;
     for (int i = first; i < ck->n; i++) {

@@ -50,6 +50,9 @@ fails=0
 for h in "${harnesses[@]}"; do
   $CC $CFLAGS -fsanitize=fuzzer "tests/fuzz/$h.c" "$OUT/libegmla-fuzz.a" $LIBS -o "$OUT/$h"
   seeds="tests/fuzz/corpus/$h"
+  # the committed regression inputs are replayed first, under clang's
+  # sanitizers too (gcc's UBSan in `make SAN=1 test` misses some checks)
+  regress="tests/regress/${h#fuzz_}"
   work="$OUT/corpus/$h"
   mkdir -p "$work" "$OUT/crashes/$h"
   dict=(); [ -f "tests/fuzz/$h.dict" ] && dict=(-dict="tests/fuzz/$h.dict")
@@ -59,7 +62,7 @@ for h in "${harnesses[@]}"; do
   if ASAN_OPTIONS=detect_leaks=1 OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive \
      "$OUT/$h" "${dict[@]}" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 \
        -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
-       -artifact_prefix="$OUT/crashes/$h/" "$work" "$seeds" >"$OUT/$h.log" 2>&1; then
+       -artifact_prefix="$OUT/crashes/$h/" "$work" "$seeds" "$regress" >"$OUT/$h.log" 2>&1; then
     grep -E '^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb)' "$OUT/$h.log" || true
   else
     echo "FAIL: $h crashed; input in $OUT/crashes/$h/, log in $OUT/$h.log"
