@@ -119,16 +119,6 @@ static void row_ceilings(roof *r, result *x, int M) {
     x->bw = r->remeasure ? bw_now(r) : r->bw;
 }
 
-/* Copies the cached positions [0, n) of slot `from` into slot `to` (both
- * reserved for at least n), whole blocks at a time, ids included. */
-static void clone_cache(egm_stage *s, int from, int to, int n) {
-    egm_kv_pool *p = &s->kv;
-    int nb = egm_kv_blocks_needed(p, n);
-    for (int i = 0; i < nb; i++)
-        memcpy(p->pool + (size_t)s->seqs[to].blocks[i] * p->block_bytes,
-               p->pool + (size_t)s->seqs[from].blocks[i] * p->block_bytes, p->block_bytes);
-}
-
 typedef struct {
     egm_stage st;
     egm_head hd;
@@ -526,7 +516,7 @@ int egm_cmd_bench(int argc, char **argv) {
 
         for (int bi = 0; bi < nb; bi++) {
             int b = batches[bi];
-            for (int s = 1; s < b; s++) clone_cache(&g.st, 0, s, ctx);
+            for (int s = 1; s < b; s++) (void)egm_stage_fork(&g.st, s, 0, ctx);
             for (int s = 0; s < b; s++) next[s] = first;
             decode_step(&g, b, ctx, next); /* warm-up */
             double total = 0;

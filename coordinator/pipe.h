@@ -19,6 +19,9 @@ typedef struct {
     int mode;               /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
     egm_sampling sp;
     int n_reserve;          /* KV positions to reserve on every stage */
+    int fork_slot, fork_n;  /* fork_n > 0: positions [0, fork_n) are copied
+                               from slot fork_slot's cache (prefix sharing);
+                               the sequence's rows start at fork_n */
     const int *tokens;      /* score: the whole sequence (last stage's targets) */
     int n_tokens;
 } egm_admit;

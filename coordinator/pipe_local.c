@@ -37,6 +37,9 @@ static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
         if (egm_stage_reserve(&lp->stage, a->slot, a->n_reserve))
             return egm_fail(e, "stage 0: KV cache cannot hold %d more positions for slot %d",
                             a->n_reserve, a->slot);
+        if (a->fork_n > 0 && egm_stage_fork(&lp->stage, a->slot, a->fork_slot, a->fork_n))
+            return egm_fail(e, "stage 0: slot %d cannot start from %d positions of slot %d",
+                            a->slot, a->fork_n, a->fork_slot);
         egm_head_open(&lp->head, a->slot, a->mode, &a->sp, a->tokens, a->n_tokens);
     }
     result_buf *rb = &lp->q[(lp->q_head + lp->q_len) % MAX_INFLIGHT];

@@ -126,6 +126,8 @@ static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
         ai.mode = a->mode;
         ai.sampling = &sp[i];
         ai.n_reserve = a->n_reserve;
+        ai.fork_slot = a->fork_slot;
+        ai.fork_n = a->fork_n;
         /* only the last stage needs a scored sequence's tokens */
         ai.n_tokens = a->mode == EGM_MODE_SCORE ? (size_t)a->n_tokens : 0;
         ai.tokens = (int32_t *)a->tokens;

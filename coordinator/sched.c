@@ -268,6 +268,7 @@ static void admit(sched_t *s, int g) {
     a->n_reserve = q->blocks * s->pipe->caps.block_tokens;
     a->tokens = q->toks;
     a->n_tokens = q->n_prompt;
+    a->fork_slot = a->fork_n = 0;
 }
 
 /* Sequences in flight over all groups: never more than max_seqs, even when

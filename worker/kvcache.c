@@ -92,6 +92,15 @@ int egm_kv_reserve(egm_kv_pool *p, egm_kv_seq *s, int n_tokens) {
     return 0;
 }
 
+int egm_kv_copy_prefix(egm_kv_pool *p, const egm_kv_seq *from, const egm_kv_seq *to, int n) {
+    int nb = egm_kv_blocks_needed(p, n);
+    if (n < 0 || from == to || from->n_blocks < nb || to->n_blocks < nb) return -1;
+    for (int i = 0; i < nb; i++)
+        memcpy(p->pool + (size_t)to->blocks[i] * p->block_bytes,
+               p->pool + (size_t)from->blocks[i] * p->block_bytes, p->block_bytes);
+    return 0;
+}
+
 void egm_kv_release(egm_kv_pool *p, egm_kv_seq *s) {
     /* Pushed in reverse so the next reserve gets them back in the same order. */
     for (int i = s->n_blocks - 1; i >= 0; i--) {

@@ -50,6 +50,11 @@ int egm_kv_blocks_needed(const egm_kv_pool *p, int n_tokens);
 /* Makes sure s has room for n_tokens positions: allocates all missing blocks
  * or none. Returns -1 (and changes nothing) if the pool lacks blocks. */
 int egm_kv_reserve(egm_kv_pool *p, egm_kv_seq *s, int n_tokens);
+/* Copies positions [0, n) of `from` into `to`, every layer and the ids:
+ * whole blocks, so rows of the last block past n come along and are
+ * overwritten when `to` writes them. Both must hold n positions already
+ * (and be distinct sequences); returns -1, copying nothing, otherwise. */
+int egm_kv_copy_prefix(egm_kv_pool *p, const egm_kv_seq *from, const egm_kv_seq *to, int n);
 /* Returns all blocks of s to the pool and resets s. */
 void egm_kv_release(egm_kv_pool *p, egm_kv_seq *s);
 

@@ -72,6 +72,11 @@ void egm_stage_release(egm_stage *s, int slot) {
     egm_kv_release(&s->kv, &s->seqs[slot]);
 }
 
+int egm_stage_fork(egm_stage *s, int slot, int from, int n) {
+    if (from < 0 || from >= s->n_slots) return -1;
+    return egm_kv_copy_prefix(&s->kv, &s->seqs[from], &s->seqs[slot], n);
+}
+
 /* Cuts the batch into segments: runs of rows of one sequence. Segment k is
  * rows [seg_start[k], seg_start[k+1]). */
 static void find_segments(egm_stage *s, const egm_mbatch *b) {

@@ -55,6 +55,10 @@ void egm_stage_free(egm_stage *s);
 /* Reserves cache for n_tokens positions of a sequence (all or nothing). */
 int egm_stage_reserve(egm_stage *s, int slot, int n_tokens);
 void egm_stage_release(egm_stage *s, int slot);
+/* Starts `slot` with the first n cached positions of slot `from` (prefix
+ * sharing: a multiple-choice context is prefilled once). Both must be
+ * reserved for n positions; -1 otherwise. */
+int egm_stage_fork(egm_stage *s, int slot, int from, int n);
 
 /* x: [n, D] activations in (ignored on the first stage, which embeds) and
  * out. Positions of the batch are appended to the cache. */

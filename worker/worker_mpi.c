@@ -451,6 +451,10 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
         if (egm_stage_reserve(&w->st, a->slot, a->n_reserve))
             return egm_fail(e, "layers %d-%d: KV cache cannot hold %d more positions for slot %d",
                             w->m.lo, w->m.hi - 1, a->n_reserve, a->slot);
+        /* egm_stage_fork checks the source slot and that both hold fork_n */
+        if (a->fork_n > 0 && egm_stage_fork(&w->st, a->slot, a->fork_slot, a->fork_n))
+            return egm_fail(e, "admission to slot %d: cannot start from %d positions of slot %d",
+                            a->slot, a->fork_n, a->fork_slot);
         if (w->have_head) {
             egm_sampling sp;
             egm_sampling_default(&sp);
