@@ -83,6 +83,7 @@ static int job_run(job_t *j, egm_ll_job *ll, const char *name) {
     j->r.in_file = f;
     j->r.in_name = "<scoring windows>";
     j->r.on_score = egm_ll_on_score;
+    j->r.score_from = egm_ll_score_from;
     j->r.score_ctx = ll;
     j->r.job = name;
     int rc = egm_run(&j->r);

@@ -214,6 +214,7 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
     so->total = io->total;
     so->skip = io->done;
     so->on_score = r->on_score;
+    so->score_from = r->score_from;
     so->score_ctx = r->score_ctx;
 }
 
@@ -227,6 +228,10 @@ int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_
     fprintf(stderr, "; %ld prompt + %ld generated tokens in %.2f s (%.1f prompt tok/s, %.1f generated tok/s)\n",
             st->prompt_tokens, st->generated_tokens, st->seconds, st->prompt_tokens / el,
             st->generated_tokens / el);
+    if (st->shared_tokens)
+        fprintf(stderr, "egmla %s: %ld of the %ld prompt positions were shared contexts, copied "
+                "from another sequence's cache instead of computed\n", job, st->shared_tokens,
+                st->prompt_tokens);
     if (failed_run) return EGM_EXIT_FAIL;
     return st->failed ? EGM_EXIT_SOME_FAILED : 0;
 }

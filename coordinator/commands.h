@@ -46,6 +46,7 @@ typedef struct {
     FILE *in_file;
     const char *in_name;
     egm_score_fn on_score;
+    egm_score_from_fn score_from; /* NULL: no prefix sharing */
     void *score_ctx;
     const char *job;          /* name in the summary line; NULL: by mode */
 } egm_run_opts;

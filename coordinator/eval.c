@@ -255,6 +255,12 @@ int egm_ll_write(egm_ll_job *j, FILE *f, egm_err *e) {
     return 0;
 }
 
+int egm_ll_score_from(void *ctx, const char *id_json) {
+    const egm_ll_job *j = ctx;
+    int w = id_json ? atoi(id_json) : -1;
+    return w >= 0 && w < j->n_w ? j->w[w].first : 0;
+}
+
 void egm_ll_on_score(void *ctx, const char *id_json, const float *lp,
                      const unsigned char *greedy, int n, const char *error) {
     egm_ll_job *j = ctx;

@@ -19,9 +19,10 @@
  * A sequence longer than max_len + 1 loses tokens on the left, as lm-eval's
  * (context + continuation)[-(max_length + 1):] does.
  *
- * Each (context, choice) pair is its own sequence: the engine's KV cache
- * has no prefix sharing, so a multiple-choice context is recomputed once
- * per choice (docs/JOBS.md). */
+ * Each (context, choice) pair is its own sequence, but its context is
+ * computed once: a window tells the scheduler (egm_ll_score_from) that
+ * only its continuation's log-probs are read, so the choices after the
+ * first start from a copy of the context's cached positions. */
 #ifndef EGM_EVAL_H
 #define EGM_EVAL_H
 
@@ -79,6 +80,9 @@ int egm_ll_add_error(egm_ll_job *j, const char *msg);
 /* Writes every window as a score request {"id": window, "tokens": [...]}
  * and frees its tokens. */
 int egm_ll_write(egm_ll_job *j, FILE *f, egm_err *e);
+/* The scheduler's egm_score_from_fn: a window's `first`, so windows with the
+ * same context (a question's choices) share its prefill. */
+int egm_ll_score_from(void *ctx, const char *id_json);
 /* The scheduler's egm_score_fn; ctx is the job. */
 void egm_ll_on_score(void *ctx, const char *id_json, const float *lp,
                      const unsigned char *greedy, int n, const char *error);

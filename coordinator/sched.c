@@ -10,6 +10,8 @@
 
 typedef struct {
     int active, group, blocks;
+    int held;              /* finished, KV kept as a prefix source */
+    int score_from;        /* prefix sharing: first lp index needed (0: none) */
     egm_request req;
     int *toks, n_prompt;   /* prompt (or scored sequence) */
     int n_feed;            /* positions to submit before decoding / finishing */
@@ -34,6 +36,8 @@ typedef struct {
     seq_t *seqs;
     int *group_n, per_group;
     int free_blocks;
+    int held_slot;         /* the finished sequence kept as a source, or -1 */
+    int held_used;         /* ... and a request of this build forked from it */
     /* the next request, read ahead and waiting for room */
     int have_next, input_done;
     seq_t next;
@@ -150,6 +154,10 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
                  origin, lineno, q->n_prompt, c->max_position_embeddings + target_only);
         goto refuse;
     }
+    if (target_only && s->o->score_from) {
+        int f = s->o->score_from(s->o->score_ctx, q->req.id_json);
+        q->score_from = f < 0 ? 0 : f < q->n_feed - 1 ? f : q->n_feed - 1;
+    }
     int need = q->n_feed;
     if (s->o->mode == EGM_MODE_GENERATE) {
         q->max_new = q->req.max_new_tokens;
@@ -208,6 +216,56 @@ static char *add_queue_ms(char *line, double ms) {
     return out;
 }
 
+/* The held sequence goes: its slot and blocks are released before the next
+ * micro-batch. Never called while a request admitted into that micro-batch
+ * forks from it (the release would come first on every stage). */
+static void release_held(sched_t *s) {
+    if (s->held_slot < 0) return;
+    seq_t *h = &s->seqs[s->held_slot];
+    s->releases[s->n_releases++] = s->held_slot;
+    s->free_blocks += h->blocks;
+    free(h->toks);
+    memset(h, 0, sizeof *h);
+    s->held_slot = -1;
+}
+
+/* Keeps a finished sequence's tokens and cache as a prefix source. */
+static void hold(sched_t *s, int slot) {
+    seq_t *q = &s->seqs[slot];
+    int *toks = q->toks, n_prompt = q->n_prompt, n_fed = q->n_fed, blocks = q->blocks,
+        sf = q->score_from;
+    q->toks = NULL;
+    seq_clear(q);
+    q->toks = toks;
+    q->n_prompt = n_prompt;
+    q->n_fed = n_fed;
+    q->blocks = blocks;
+    q->score_from = sf;
+    q->held = 1;
+    s->held_slot = slot;
+}
+
+/* Finds the sequence (in flight or held) sharing the longest usable prefix
+ * with s->next: at most next's score_from tokens. Returns its slot and
+ * sets *n, or -1. */
+static int prefix_source(const sched_t *s, int *n) {
+    const seq_t *q = &s->next;
+    int best = -1, best_n = 0;
+    if (q->score_from <= 0) return -1;
+    for (int i = 0; i < s->o->max_seqs; i++) {
+        const seq_t *c = &s->seqs[i];
+        if (!(c->active || c->held) || c->score_from <= 0) continue;
+        int lim = q->score_from < c->n_prompt ? q->score_from : c->n_prompt, k = 0;
+        while (k < lim && c->toks[k] == q->toks[k]) k++;
+        if (k > best_n || (k == best_n && k > 0 && c->n_fed >= k && s->seqs[best].n_fed < k)) {
+            best = i;
+            best_n = k;
+        }
+    }
+    *n = best_n;
+    return best_n > 0 ? best : -1;
+}
+
 static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     seq_t *q = &s->seqs[slot];
     char *line = NULL;
@@ -228,10 +286,17 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     }
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;
-    s->releases[s->n_releases++] = slot;
-    s->free_blocks += q->blocks;
     s->group_n[q->group]--;
-    seq_clear(q);
+    if (q->score_from > 0) {
+        /* keep its cache for a request with the same context (the next
+         * choice of a question); the one kept before goes */
+        release_held(s);
+        hold(s, slot);
+    } else {
+        s->releases[s->n_releases++] = slot;
+        s->free_blocks += q->blocks;
+        seq_clear(q);
+    }
     /* a request counts as done only once its line is written */
     if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) && write_line(s, line, e)) return -1;
     s->st->requests++;
@@ -239,10 +304,11 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     return 0;
 }
 
-/* Moves s->next into a free slot of group g. */
-static void admit(sched_t *s, int g) {
+/* Moves s->next into a free slot of group g; fork_n > 0 starts it from the
+ * first fork_n cached positions of slot `from`. */
+static void admit(sched_t *s, int g, int from, int fork_n) {
     int slot = 0;
-    while (s->seqs[slot].active) slot++;
+    while (s->seqs[slot].active || s->seqs[slot].held) slot++;
     seq_t *q = &s->seqs[slot];
     *q = s->next;
     memset(&s->next, 0, sizeof s->next);
@@ -268,7 +334,13 @@ static void admit(sched_t *s, int g) {
     a->n_reserve = q->blocks * s->pipe->caps.block_tokens;
     a->tokens = q->toks;
     a->n_tokens = q->n_prompt;
-    a->fork_slot = a->fork_n = 0;
+    a->fork_slot = fork_n > 0 ? from : 0;
+    a->fork_n = fork_n > 0 ? fork_n : 0;
+    if (fork_n > 0) {
+        q->n_fed = fork_n;
+        s->st->shared_tokens += fork_n;
+        if (from == s->held_slot) s->held_used = 1;
+    }
 }
 
 /* Sequences in flight over all groups: never more than max_seqs, even when
@@ -279,15 +351,33 @@ static int n_active(const sched_t *s) {
     return n;
 }
 
+/* Whether s->next fits now (a slot and its KV blocks); lets the held
+ * sequence go when that makes room and no request of this micro-batch
+ * forks from it. */
+static int room(sched_t *s) {
+    int held = s->held_slot >= 0;
+    if (n_active(s) + held < s->o->max_seqs && s->next.blocks <= s->free_blocks) return 1;
+    if (!held || s->held_used || n_active(s) >= s->o->max_seqs ||
+        s->next.blocks > s->free_blocks + s->seqs[s->held_slot].blocks)
+        return 0;
+    release_held(s);
+    return 1;
+}
+
 /* Builds group g's next micro-batch: decode rows, then prefill chunks. */
 static int build(sched_t *s, int g, egm_err *e) {
+    s->held_used = 0;
     while (s->group_n[g] < s->per_group && n_active(s) < s->o->max_seqs) {
         if (read_ahead(s, e)) return -1;
-        if (!s->have_next || s->next.blocks > s->free_blocks) break;
+        if (!s->have_next) break;
+        /* a source still prefilling the shared part: wait for its rows */
+        int fork_n = 0, from = prefix_source(s, &fork_n);
+        if (from >= 0 && s->seqs[from].n_fed < fork_n) break;
+        if (!room(s)) break;
         if (s->o->mode == EGM_MODE_GENERATE && s->next.max_new == 0) {
             /* nothing to generate: answer without touching the pipeline */
             int slot = 0;
-            while (s->seqs[slot].active) slot++;
+            while (s->seqs[slot].active || s->seqs[slot].held) slot++;
             s->group_n[g]++;
             s->free_blocks -= s->next.blocks;
             s->seqs[slot] = s->next;
@@ -298,7 +388,7 @@ static int build(sched_t *s, int g, egm_err *e) {
             if (finish(s, slot, "length", e)) return -1;
             continue;
         }
-        admit(s, g);
+        admit(s, g, from, fork_n);
     }
     int n = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -385,7 +475,8 @@ static void progress(sched_t *s, int last) {
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                   const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,
                   egm_out *out, egm_sched_stats *st, egm_err *e) {
-    sched_t s = {.o = o, .c = c, .tok = tok, .pipe = pipe, .in = in, .out = out, .st = st};
+    sched_t s = {.o = o, .c = c, .tok = tok, .pipe = pipe, .in = in, .out = out, .st = st,
+                 .held_slot = -1};
     memset(st, 0, sizeof *st);
     int M = o->micro_batches, S = o->max_seqs, rows = o->max_rows + S;
     int rc = -1;

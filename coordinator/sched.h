@@ -11,7 +11,15 @@
  *
  * Admission reserves KV for the sequence's whole length (prompt plus
  * max_new_tokens) on every stage, so a running sequence never runs out;
- * requests that do not fit wait for room. */
+ * requests that do not fit wait for room.
+ *
+ * Prefix sharing (internal scoring with score_from): a request whose
+ * context starts like a sequence in flight, or like the last one finished
+ * (kept as a "held" source until the next one finishes or its room is
+ * needed), starts from a copy of that sequence's cached positions; when the
+ * source has not yet submitted them, the request waits for it. Every stage
+ * applies micro-batches in submission order, so a copy always sees the
+ * rows it copies. */
 #ifndef EGM_SCHED_H
 #define EGM_SCHED_H
 
@@ -32,6 +40,13 @@
  * longer than the model's context (lm-eval's windows are). */
 typedef void (*egm_score_fn)(void *ctx, const char *id_json, const float *lp,
                              const unsigned char *greedy, int n, const char *error);
+/* Score mode with on_score: the first lp index the consumer reads for this
+ * request (a loglikelihood's first continuation token). Positions before it
+ * are context only, so the scheduler may copy their KV from a sequence that
+ * starts with the same tokens instead of computing it again (prefix
+ * sharing: lm-eval's multiple-choice context is prefilled once for all its
+ * choices), and lp/greedy below that index are then left 0. */
+typedef int (*egm_score_from_fn)(void *ctx, const char *id_json);
 
 typedef struct {
     int mode;                 /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
@@ -46,6 +61,7 @@ typedef struct {
     long total;               /* input lines, for the progress line (-1: unknown) */
     const egm_idset *skip;    /* --resume: ids already answered, or NULL */
     egm_score_fn on_score;    /* score: results to a callback, not to `out` */
+    egm_score_from_fn score_from; /* with on_score: enables prefix sharing */
     void *score_ctx;
 } egm_sched_opts;
 
@@ -53,6 +69,7 @@ typedef struct {
     long requests, ok, failed;
     long skipped;             /* --resume: input lines already answered */
     long prompt_tokens, generated_tokens;
+    long shared_tokens;       /* prompt positions copied from another sequence */
     double seconds;
 } egm_sched_stats;
 

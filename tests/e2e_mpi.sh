@@ -142,6 +142,20 @@ runN 3 score --model "$m" --input "$tmp/score.jsonl" --out "$tmp/i8.3" --wire-dt
   && ok "int8 wire: runs, max |delta logprob| vs fp32 = $(maxdiff "$tmp/mla_qlora.score.1" "$tmp/i8.3" | cut -d' ' -f1)" \
   || bad "int8 wire failed"
 
+# --- eval: contexts shared across choices (KV copied on every stage) ----------
+cat > "$tmp/task.jsonl" <<'J'
+{"id": "q1", "context_tokens": [1, 5, 9, 33, 7, 120, 41, 8, 8], "choices_tokens": [[3, 4], [250], [17, 18, 19]], "gold": 0}
+{"id": "q2", "context_tokens": [1, 5, 9, 2], "choices_tokens": [[60, 61], [62]], "gold": 1}
+{"id": "q3", "context_tokens": [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7], "choices_tokens": [[1], [2], [3], [4]], "gold": 3}
+J
+m="$tmp/egmla_ln-L4"
+run1 eval --model "$m" --task "$tmp/task.jsonl" --per-example "$tmp/ev.1" >/dev/null \
+  && grep -q "prompt positions were shared" "$tmp/log" || bad "1-process eval failed or shared nothing"
+runN 3 eval --model "$m" --task "$tmp/task.jsonl" --per-example "$tmp/ev.3" --wire-dtype fp32 \
+  && cmp -s "$tmp/ev.1" "$tmp/ev.3" && [ -s "$tmp/ev.3" ] \
+  && ok "eval with shared contexts, 3 ranks, fp32 wire: identical per-example lines" \
+  || bad "eval with shared contexts over MPI differs or failed"
+
 # --- an explicit uneven split, wire dtype from the topology -------------------
 m="$tmp/egmla_ln-L4"
 cat > "$tmp/uneven.yaml" <<'Y'

@@ -235,6 +235,63 @@ static void test_interleaved(void **st) {
     egm_kv_free(&p);
 }
 
+/* Prefix sharing: a copy of the first n positions, every layer and the
+ * ids, into blocks of another sequence; the source is untouched, positions
+ * the copy writes after n are its own, and too short a sequence is refused. */
+static void test_copy_prefix(void **st) {
+    (void)st;
+    enum { L = 2, E = 5, B = 4, N = 10, T = 16 };
+    egm_kv_pool p;
+    assert_int_equal(egm_kv_init(&p, L, E, 1, B, 0, 40 * B * egm_kv_bytes_per_token(L, E, 1, 0)), 0);
+    egm_kv_seq a = {0}, b = {0}, c = {0}, filler = {0};
+    float row[E];
+    assert_int_equal(egm_kv_reserve(&p, &a, T), 0);
+    assert_int_equal(egm_kv_reserve(&p, &filler, 3), 0); /* b's blocks are not a's + 4 */
+    assert_int_equal(egm_kv_reserve(&p, &b, T), 0);
+    for (int t = 0; t < T; t++) {
+        for (int l = 0; l < L; l++) {
+            for (int e = 0; e < E; e++) row[e] = val(1, l, t, e);
+            egm_kv_write(&p, &a, l, t, row);
+        }
+        egm_kv_set_id(&p, &a, t, 100 + t);
+    }
+    assert_int_equal(egm_kv_copy_prefix(&p, &a, &b, N), 0);
+    for (int t = N; t < T; t++) { /* b goes its own way after N */
+        for (int l = 0; l < L; l++) {
+            for (int e = 0; e < E; e++) row[e] = val(2, l, t, e);
+            egm_kv_write(&p, &b, l, t, row);
+        }
+        egm_kv_set_id(&p, &b, t, 200 + t);
+    }
+    float out[T * E];
+    for (int l = 0; l < L; l++) {
+        egm_kv_gather(&p, &b, l, 0, T, out);
+        for (int t = 0; t < T; t++)
+            for (int e = 0; e < E; e++) assert_true(out[t * E + e] == val(t < N ? 1 : 2, l, t, e));
+        egm_kv_gather(&p, &a, l, 0, T, out);
+        for (int t = 0; t < T; t++)
+            for (int e = 0; e < E; e++) assert_true(out[t * E + e] == val(1, l, t, e));
+    }
+    for (int t = 0; t < T; t++) {
+        assert_int_equal(egm_kv_get_id(&p, &b, t), (t < N ? 100 : 200) + t);
+        assert_int_equal(egm_kv_get_id(&p, &a, t), 100 + t);
+    }
+    /* refused, nothing copied: c holds 4 positions, a self-copy, n < 0 */
+    assert_int_equal(egm_kv_reserve(&p, &c, 4), 0);
+    assert_int_equal(egm_kv_copy_prefix(&p, &a, &c, N), -1);
+    assert_int_equal(egm_kv_copy_prefix(&p, &c, &b, N), -1);
+    assert_int_equal(egm_kv_copy_prefix(&p, &a, &a, N), -1);
+    assert_int_equal(egm_kv_copy_prefix(&p, &a, &b, -1), -1);
+    egm_kv_gather(&p, &b, 1, 0, T, out);
+    for (int t = 0; t < T; t++) assert_true(out[t * E] == val(t < N ? 1 : 2, 1, t, 0));
+    egm_kv_release(&p, &a);
+    egm_kv_release(&p, &b);
+    egm_kv_release(&p, &c);
+    egm_kv_release(&p, &filler);
+    assert_int_equal(p.n_free, 40);
+    egm_kv_free(&p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bytes_per_token),
@@ -245,6 +302,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_bf16),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_interleaved),
+        cmocka_unit_test(test_copy_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
