@@ -15,29 +15,29 @@
 
 #include "egmla.pb-c.h"
 
-static volatile int64_t sink;
+static volatile uint64_t sink; /* wraps: only there so reads are not optimised away */
 
 static void walk(const Egmla__Envelope *m) {
     switch (m->msg_case) {
     case EGMLA__ENVELOPE__MSG_HELLO:
-        sink += (int64_t)strlen(m->hello->host) + (int64_t)strlen(m->hello->build) +
-                (int64_t)strlen(m->hello->model) + (int64_t)strlen(m->hello->error);
+        sink += (uint64_t)strlen(m->hello->host) + (uint64_t)strlen(m->hello->build) +
+                (uint64_t)strlen(m->hello->model) + (uint64_t)strlen(m->hello->error);
         break;
     case EGMLA__ENVELOPE__MSG_ASSIGN:
-        sink += (int64_t)strlen(m->assign->model) + (int64_t)strlen(m->assign->build);
+        sink += (uint64_t)strlen(m->assign->model) + (uint64_t)strlen(m->assign->build);
         break;
     case EGMLA__ENVELOPE__MSG_BATCH: {
         const Egmla__MicroBatch *b = m->batch;
-        for (size_t i = 0; i < b->n_slot; i++) sink += b->slot[i];
-        for (size_t i = 0; i < b->n_pos; i++) sink += b->pos[i];
-        for (size_t i = 0; i < b->n_token; i++) sink += b->token[i];
+        for (size_t i = 0; i < b->n_slot; i++) sink += (uint64_t)b->slot[i];
+        for (size_t i = 0; i < b->n_pos; i++) sink += (uint64_t)b->pos[i];
+        for (size_t i = 0; i < b->n_token; i++) sink += (uint64_t)b->token[i];
         for (size_t i = 0; i < b->want.len; i++) sink += b->want.data[i];
-        for (size_t i = 0; i < b->n_releases; i++) sink += b->releases[i];
+        for (size_t i = 0; i < b->n_releases; i++) sink += (uint64_t)b->releases[i];
         for (size_t i = 0; i < b->n_admits; i++) {
             const Egmla__Admit *a = b->admits[i];
             if (!a) abort();
-            if (a->sampling) sink += a->sampling->top_k;
-            for (size_t j = 0; j < a->n_tokens; j++) sink += a->tokens[j];
+            if (a->sampling) sink += (uint64_t)a->sampling->top_k;
+            for (size_t j = 0; j < a->n_tokens; j++) sink += (uint64_t)a->tokens[j];
         }
         break;
     }
@@ -48,10 +48,10 @@ static void walk(const Egmla__Envelope *m) {
         }
         break;
     case EGMLA__ENVELOPE__MSG_STATS:
-        sink += (int64_t)strlen(m->stats->host);
+        sink += (uint64_t)strlen(m->stats->host);
         break;
     case EGMLA__ENVELOPE__MSG_ERROR:
-        sink += (int64_t)strlen(m->error->host) + (int64_t)strlen(m->error->message);
+        sink += (uint64_t)strlen(m->error->host) + (uint64_t)strlen(m->error->message);
         break;
     default:
         break;

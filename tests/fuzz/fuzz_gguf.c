@@ -14,7 +14,7 @@
 #include "model/gguf.h"
 #include "model/tokenizer.h"
 
-static volatile long long sink;
+static volatile unsigned long long sink; /* wraps: only there so reads are not optimised away */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int fd = memfd_create("fuzz.gguf", 0);
@@ -39,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (kv->type == EGM_GGUF_ARRAY)
                 for (uint64_t j = 0; j < kv->n && j < 64; j++)
                     if (kv->arr_type <= EGM_GGUF_I32 || kv->arr_type >= EGM_GGUF_U64)
-                        sink += egm_gguf_arr_int(kv, j);
+                        sink += (unsigned long long)egm_gguf_arr_int(kv, j);
         }
         for (int i = 0; i < egm_gguf_tensor_count(g); i++) {
             const egm_gguf_tensor *t = egm_gguf_tensor_at(g, i);
