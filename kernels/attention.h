@@ -36,6 +36,10 @@ void egm_latent_query(float *qlat, const float *q, int ldq, int n,
                       const float *kv_b, int H, int dn, int dr, int dv, int du);
 
 /* One segment: T rows at positions pos0.., qlat/olat pointing at its first
+ * row, in one pass over materialised latents. The engine runs the blocked
+ * form below; this one is its plain statement (tests/test_attention.c
+ * checks one against the other). */
+/* T rows at positions pos0.., qlat/olat pointing at its first
  * row; Z [P, du] (row stride ldz) and kpe (row stride ldk) for positions
  * 0..P-1, P = pos0 + T. scratch: egm_attn_latent_scratch(T, P, H) floats. */
 void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
@@ -43,6 +47,21 @@ void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
                        const float *kpe, int ldk, int H, int dn, int dr,
                        int du, float scale, float *scratch);
 long egm_attn_latent_scratch(int T, int P, int H);
+/* The same step 2 over blocks of `block` positions with an online softmax,
+ * for latents that are built rather than read (EG-MLA's z): a block is
+ * produced, used by every row and head while it is still in cache, and
+ * dropped, so Z [P, du] is never materialised. rows(ctx, j0, j1, ...) points
+ * *z (row stride *ldz) and *kpe (row stride *ldk) at positions [j0, j1);
+ * they stay valid until its next call; with kpe right after z in each row
+ * (kpe == z + du, same stride) scores take one product instead of two.
+ * scratch: egm_attn_latent_blocked_scratch(T, H, block, du, dr) floats. */
+typedef void (*egm_latent_rows_fn)(void *ctx, int j0, int j1, const float **z, int *ldz,
+                                   const float **kpe, int *ldk);
+void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, int ldq,
+                               int T, int pos0, egm_latent_rows_fn rows, void *ctx,
+                               int H, int dn, int dr, int du, float scale, int block,
+                               float *scratch);
+long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr);
 
 void egm_latent_output(float *out, int ldo, const float *olat, int n,
                        const float *kv_b, int H, int dn, int dv, int du);

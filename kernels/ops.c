@@ -78,26 +78,41 @@ void egm_linear_acc(float *y, const float *x, const float *W, int M, int N, int 
 
 /* ----------------------------------------------------------------- norms */
 
-/* Sum of x[i]^2 in fp32 with 8 partial sums: vectorisable, and closer to
- * PyTorch's blocked reduction than one serial accumulator. */
+/* Reductions keep 8 partial sums, lane j summing elements i = j mod 8 in
+ * order: vectorisable, and closer to PyTorch's blocked reduction than one
+ * serial accumulator. The lanes are one 8-float vector (GCC's vector
+ * extension) so that the compiler cannot but use one register for them. */
+typedef float v8f __attribute__((vector_size(32)));
+
+static inline v8f load8(const float *x) {
+    v8f v;
+    memcpy(&v, x, sizeof v);
+    return v;
+}
+
+static inline float lanes_sum(v8f a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
 static float sum_sq(const float *x, int n) {
-    float acc[8] = {0};
+    v8f acc = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += x[i + j] * x[i + j];
+    for (; i + 8 <= n; i += 8) {
+        v8f v = load8(x + i);
+        acc += v * v;
+    }
     float s = 0.0f;
     for (; i < n; i++) s += x[i] * x[i];
-    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return s + lanes_sum(acc);
 }
 
 static float sum_f(const float *x, int n) {
-    float acc[8] = {0};
+    v8f acc = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) acc[j] += x[i + j];
+    for (; i + 8 <= n; i += 8) acc += load8(x + i);
     float s = 0.0f;
     for (; i < n; i++) s += x[i];
-    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return s + lanes_sum(acc);
 }
 
 /* out = x / sqrt(mean(x^2) + eps) * w, as HF: (x * rsqrt(var + eps)) * w.
@@ -108,28 +123,37 @@ void egm_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
 }
 
+/* LayerNorm of x in place, its mean known. The last loop is split by which
+ * of w and b exist so that each version vectorises. */
+static void egm_layernorm_mean(float *restrict x, float mean, const float *restrict w,
+                               const float *restrict b, int n, float eps) {
+    v8f acc = {0};
+    float var = 0.0f;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f d = load8(x + i) - mean;
+        acc += d * d;
+    }
+    for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    var += lanes_sum(acc);
+    float rstd = 1.0f / sqrtf(var / (float)n + eps);
+    if (w && b)
+        for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    else if (w)
+        for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd * w[i];
+    else if (b)
+        for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd + b[i];
+    else
+        for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd;
+}
+
 /* out = (x - mean) / sqrt(var + eps) * w + b, variance taken two-pass around
  * the mean (no E[x^2] - E[x]^2 cancellation). out may alias x. */
 void egm_layernorm(float *out, const float *x, const float *w, const float *b,
                    int n, float eps) {
     if (n <= 0) return;
-    float mean = sum_f(x, n) / (float)n;
-    float acc[8] = {0}, var = 0.0f;
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            float d = x[i + j] - mean;
-            acc[j] += d * d;
-        }
-    for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    var += ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    float rstd = 1.0f / sqrtf(var / (float)n + eps);
-    for (i = 0; i < n; i++) {
-        float v = (x[i] - mean) * rstd;
-        if (w) v *= w[i];
-        if (b) v += b[i];
-        out[i] = v;
-    }
+    if (out != x) memcpy(out, x, sizeof(float) * (size_t)n);
+    egm_layernorm_mean(out, sum_f(out, n) / (float)n, w, b, n, eps);
 }
 
 /* ------------------------------------------------------------------ RoPE */
@@ -247,6 +271,31 @@ void egm_swiglu(float *g, const float *u, int n) {
 
 void egm_mul(float *x, const float *y, int n) {
     for (int i = 0; i < n; i++) x[i] *= y[i];
+}
+
+void egm_gate_norm(float *restrict z, const float *restrict g, const float *w,
+                   const float *b, int n, float eps, int rms) {
+    if (n <= 0) return;
+    /* the products summed in the lanes and order of sum_f / sum_sq */
+    v8f acc = {0};
+    float s = 0.0f;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f v = load8(z + i) * load8(g + i);
+        memcpy(z + i, &v, sizeof v);
+        acc += rms ? v * v : v;
+    }
+    for (; i < n; i++) {
+        z[i] *= g[i];
+        s += rms ? z[i] * z[i] : z[i];
+    }
+    s += lanes_sum(acc);
+    if (rms) {
+        float scale = 1.0f / sqrtf(s / (float)n + eps);
+        for (i = 0; i < n; i++) z[i] = (z[i] * scale) * w[i];
+        return;
+    }
+    egm_layernorm_mean(z, s / (float)n, w, b, n, eps);
 }
 
 void egm_add(float *x, const float *y, int n) {

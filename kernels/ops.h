@@ -41,6 +41,12 @@ static inline float egm_silu(float x);
 void egm_swiglu(float *g, const float *u, int n);
 /* x[i] *= y[i] */
 void egm_mul(float *x, const float *y, int n);
+/* EG-MLA's gated latent in place: z = Norm(z * g), LayerNorm (w, b; either
+ * may be NULL) or, with rms, RMSNorm (w). One pass multiplies and sums, so
+ * the row is read from memory once; bit-identical to egm_mul followed by
+ * egm_layernorm / egm_rmsnorm. */
+void egm_gate_norm(float *z, const float *g, const float *w, const float *b, int n,
+                   float eps, int rms);
 /* x[i] += y[i] */
 void egm_add(float *x, const float *y, int n);
 

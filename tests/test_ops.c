@@ -156,6 +156,28 @@ static void test_layernorm(void **st) {
     }
 }
 
+/* EG-MLA's fused gate and norm: the same bits as multiply, then normalise. */
+static void test_gate_norm(void **st) {
+    (void)st;
+    const int ns[] = {5, 64, 256, 259};
+    for (int a = 0; a < 4; a++) {
+        int n = ns[a];
+        float *z = rand_vec(n, 3), *g = rand_vec(n, 2), *w = rand_vec(n, 1), *b = rand_vec(n, 1);
+        float *got = malloc(n * sizeof *got), *want = malloc(n * sizeof *want);
+        for (int v = 0; v < 4; v++) { /* layernorm w+b, w only, none; rmsnorm */
+            const float *wv = v < 2 || v == 3 ? w : NULL, *bv = v == 0 ? b : NULL;
+            memcpy(got, z, n * sizeof *z);
+            memcpy(want, z, n * sizeof *z);
+            egm_gate_norm(got, g, wv, bv, n, 1e-5f, v == 3);
+            egm_mul(want, g, n);
+            if (v == 3) egm_rmsnorm(want, want, wv, n, 1e-5f);
+            else egm_layernorm(want, want, wv, bv, n, 1e-5f);
+            for (int i = 0; i < n; i++) assert_int_equal(bits(got[i]), bits(want[i]));
+        }
+        free(z); free(g); free(w); free(b); free(got); free(want);
+    }
+}
+
 /* --------------------------------------------------------------- rope */
 
 static void naive_rope(double *out, const float *x, int d, int pos, double theta, int il) {
@@ -422,6 +444,7 @@ int main(void) {
         cmocka_unit_test(test_gemm_trans_ld),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_gate_norm),
         cmocka_unit_test(test_rope_naive),
         cmocka_unit_test(test_rope_conventions_differ),
         cmocka_unit_test(test_rope_relative),

@@ -17,6 +17,10 @@
 #include "kernels/attention.h"
 #include "kernels/ops.h"
 
+/* Positions per block of latent attention: 128 rows of [z | kpe] (160 KiB
+ * for EG-MLA's d_u = 256) stay in L2 from their build to their last use. */
+#define EGM_ZBLOCK 128
+
 float *egm_buf_need(egm_buf *b, long n) {
     if (n > b->cap) {
         free(b->p);
@@ -59,6 +63,7 @@ void egm_stage_free(egm_stage *s) {
     for (int t = 0; t < EGM_STAGE_MAX_THREADS; t++) {
         egm_seg_scratch *sc = &s->scr[t];
         free(sc->seg.p), free(sc->z.p), free(sc->gate.p), free(sc->emb.p), free(sc->att.p);
+        free(sc->ids.p);
     }
     free(s->seg_start);
     memset(s, 0, sizeof *s);
@@ -137,36 +142,77 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     if (nt > 1) openblas_set_num_threads(blas_nt);
 }
 
-/* z for positions [0, P) of one EG-MLA sequence: Norm(up(c) * gate(id)). */
-static void egmla_rebuild_z(egm_stage *s, egm_seg_scratch *sc, const egm_layer *w,
-                            const egm_kv_seq *sq, const float *cache, int ldc, int P,
-                            float *Z) {
+/* Where the blocked attention kernel gets a sequence's latents from. */
+typedef struct {
+    egm_stage *s;
+    egm_seg_scratch *sc;
+    const egm_layer *w;
+    const egm_kv_seq *sq;
+    int li;
+} zrows_ctx;
+
+/* z for positions [j0, j1) of one EG-MLA sequence: Norm(up(c) * gate(id)),
+ * with the rope keys beside it in the gathered cache rows. A block is small
+ * enough (EGM_ZBLOCK rows of d_u floats) to stay in cache from the up
+ * GEMM through the gate, the norm and both attention GEMMs. */
+static void egmla_rows(void *vctx, int j0, int j1, const float **zo, int *ldz,
+                       const float **kpe, int *ldk) {
+    zrows_ctx *x = vctx;
+    egm_stage *s = x->s;
+    egm_seg_scratch *sc = x->sc;
+    const egm_layer *w = x->w;
     const egm_config *c = s->c;
-    int dc = c->kv_lora_rank, du = c->eg_latent_dim, de = c->eg_embed_dim;
+    int n = j1 - j0, dc = c->kv_lora_rank, dr = c->qk_rope_head_dim, E = dc + dr;
+    int du = c->eg_latent_dim, de = c->eg_embed_dim;
+    float *cache = egm_buf_need(&sc->seg, (long)n * E);
+    egm_kv_gather(&s->kv, x->sq, x->li, j0, j1, cache);
+    int *ids = (int *)egm_buf_need(&sc->ids, n);
+    egm_kv_gather_ids(&s->kv, x->sq, j0, j1, ids);
+    /* rows of [z | kpe], so that scores are one product per row */
+    int K = du + dr;
+    float *Z = egm_buf_need(&sc->z, (long)n * K);
+    if (w->eg_up)
+        egm_gemm(0, 1, n, du, dc, 1.0f, cache, E, w->eg_up, dc, 0.0f, Z, K);
+    else
+        for (int j = 0; j < n; j++) memcpy(Z + (long)j * K, cache + (long)j * E, sizeof(float) * du);
+    for (int j = 0; j < n; j++)
+        memcpy(Z + (long)j * K + du, cache + (long)j * E + dc, sizeof(float) * dr);
     /* gate rows: straight from the precomputed table G, or eg_embed rows
-     * through eg_gate_proj as one GEMM over the segment */
+     * through eg_gate_proj as one GEMM over the block */
     const float *G = w->eg_G;
     float *Gs = NULL;
     if (!G) {
         const egm_tensor *t = w->eg_embed;
         size_t row = (size_t)de * egm_dtype_size(t->dtype);
-        float *Em = egm_buf_need(&sc->emb, (long)P * de);
-        Gs = egm_buf_need(&sc->gate, (long)P * du);
-        for (int j = 0; j < P; j++)
-            egm_to_f32(Em + (long)j * de, t->data + row * egm_kv_get_id(&s->kv, sq, j),
-                       t->dtype, de);
-        egm_linear(Gs, Em, w->eg_gate, P, du, de);
+        float *Em = egm_buf_need(&sc->emb, (long)n * de);
+        Gs = egm_buf_need(&sc->gate, (long)n * du);
+        for (int j = 0; j < n; j++) egm_to_f32(Em + (long)j * de, t->data + row * ids[j], t->dtype, de);
+        egm_linear(Gs, Em, w->eg_gate, n, du, de);
     }
-    if (w->eg_up)
-        egm_gemm(0, 1, P, du, dc, 1.0f, cache, ldc, w->eg_up, dc, 0.0f, Z, du);
-    else
-        for (int j = 0; j < P; j++) memcpy(Z + (long)j * du, cache + (long)j * ldc, sizeof(float) * du);
-    for (int j = 0; j < P; j++) {
-        float *zj = Z + (long)j * du;
-        egm_mul(zj, G ? G + (long)egm_kv_get_id(&s->kv, sq, j) * du : Gs + (long)j * du, du);
-        if (c->eg_norm_rms) egm_rmsnorm(zj, zj, w->eg_norm_w, du, c->eg_norm_eps);
-        else egm_layernorm(zj, zj, w->eg_norm_w, w->eg_norm_b, du, c->eg_norm_eps);
+    for (int j = 0; j < n; j++) {
+        /* table rows are scattered (one per token id): ask for a few ahead */
+        if (G && j + 4 < n)
+            for (int k = 0; k < du; k += 16) __builtin_prefetch(G + (long)ids[j + 4] * du + k);
+        egm_gate_norm(Z + (long)j * K, G ? G + (long)ids[j] * du : Gs + (long)j * du,
+                      w->eg_norm_w, c->eg_norm_rms ? NULL : w->eg_norm_b, du, c->eg_norm_eps,
+                      c->eg_norm_rms);
     }
+    *zo = Z;
+    *kpe = Z + du;
+    *ldz = *ldk = K;
+}
+
+/* MLA's latents are the cache rows themselves: [z | kpe] already. */
+static void mla_rows(void *vctx, int j0, int j1, const float **zo, int *ldz,
+                     const float **kpe, int *ldk) {
+    zrows_ctx *x = vctx;
+    const egm_config *c = x->s->c;
+    int dc = c->kv_lora_rank, E = dc + c->qk_rope_head_dim;
+    float *cache = egm_buf_need(&x->sc->seg, (long)(j1 - j0) * E);
+    egm_kv_gather(&x->s->kv, x->sq, x->li, j0, j1, cache);
+    *zo = cache;
+    *kpe = cache + dc;
+    *ldz = *ldk = E;
 }
 
 static void attention_latent(egm_stage *s, const egm_layer *w, int li,
@@ -210,22 +256,13 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
     for (int k = 0; k < s->n_segs; k++) {
         egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
-        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r], P = pos0 + T;
+        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r];
         const egm_kv_seq *sq = &s->seqs[b->slot[r]];
-        float *seg = egm_buf_need(&sc->seg, (long)P * E);
-        egm_kv_gather(&s->kv, sq, li, 0, P, seg);
-        const float *Z = seg;
-        int ldz = E;
-        if (eg) {
-            float *z = egm_buf_need(&sc->z, (long)P * du);
-            egmla_rebuild_z(s, sc, w, sq, seg, E, P, z);
-            Z = z;
-            ldz = du;
-        }
-        float *S = egm_buf_need(&sc->att, egm_attn_latent_scratch(T, P, H));
-        egm_latent_attend(olat + (long)r * H * du, qlat + (long)r * H * du,
-                          q + (long)r * H * dq, H * dq, T, pos0, Z, ldz, seg + dc, E,
-                          H, dn, dr, du, scale, S);
+        zrows_ctx zc = {s, sc, w, sq, li};
+        float *S = egm_buf_need(&sc->att, egm_attn_latent_blocked_scratch(T, H, EGM_ZBLOCK, du, dr));
+        egm_latent_attend_blocked(olat + (long)r * H * du, qlat + (long)r * H * du,
+                                  q + (long)r * H * dq, H * dq, T, pos0, eg ? egmla_rows : mla_rows,
+                                  &zc, H, dn, dr, du, scale, EGM_ZBLOCK, S);
     }
     if (nt > 1) openblas_set_num_threads(blas_nt);
     egm_latent_output(out, H * dv, olat, n, w->kv_b, H, dn, dv, du);

@@ -30,6 +30,7 @@ typedef struct {
 /* Per-thread scratch for the per-sequence part of attention. */
 typedef struct {
     egm_buf seg, z, gate, emb, att;
+    egm_buf ids;        /* int32 token ids of an EG-MLA block of positions */
 } egm_seg_scratch;
 
 #define EGM_STAGE_MAX_THREADS 64

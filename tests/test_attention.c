@@ -1,0 +1,130 @@
+/* test_attention.c - latent attention, blocked (online softmax over blocks
+ * of built latents, EG-MLA's path) against the one-pass form and against a
+ * naive double-precision computation: decode and prefill rows, a segment
+ * starting mid-sequence, blocks that do not divide the length, and q rows
+ * with extra stride. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/attention.h"
+
+static uint64_t rs = 0x9e3779b97f4a7c15ull;
+static float frand(void) {
+    rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(rs >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+static float *rand_vec(long n, float scale) {
+    float *v = malloc((size_t)n * sizeof *v);
+    assert_non_null(v);
+    for (long i = 0; i < n; i++) v[i] = frand() * scale;
+    return v;
+}
+
+/* The latents live in one array here; the kernel sees them a block at a
+ * time, and each call overwrites the previous block's copy so a kernel
+ * that kept an old pointer would read garbage. */
+typedef struct {
+    const float *Z, *K;
+    int du, dr, calls, last_j1;
+    int side_by_side;   /* [z | kpe] rows in one buffer, the one-product path */
+    float *zb, *kb;
+} rows_ctx;
+
+static void rows(void *v, int j0, int j1, const float **z, int *ldz, const float **kpe, int *ldk) {
+    rows_ctx *c = v;
+    assert_true(j0 == c->last_j1 && j1 > j0); /* blocks in order, covering all */
+    c->last_j1 = j1;
+    c->calls++;
+    int lz = c->side_by_side ? c->du + c->dr : c->du, lk = c->side_by_side ? lz : c->dr;
+    float *kb = c->side_by_side ? c->zb + c->du : c->kb;
+    for (int j = j0; j < j1; j++) {
+        memcpy(c->zb + (long)(j - j0) * lz, c->Z + (long)j * c->du, sizeof(float) * c->du);
+        memcpy(kb + (long)(j - j0) * lk, c->K + (long)j * c->dr, sizeof(float) * c->dr);
+    }
+    *z = c->zb;
+    *ldz = lz;
+    *kpe = kb;
+    *ldk = lk;
+}
+
+static void check1(int T, int pos0, int block, int extra_ldq, int side_by_side) {
+    const int H = 3, dn = 4, dr = 2, du = 8, dq = dn + dr, P = pos0 + T, R = H * T;
+    int ldq = H * dq + extra_ldq;
+    float *q = rand_vec((long)T * ldq, 1), *qlat = rand_vec((long)R * du, 1);
+    float *Z = rand_vec((long)P * du, 2), *K = rand_vec((long)P * dr, 2);
+    float *want = malloc(sizeof(float) * R * du), *got = malloc(sizeof(float) * R * du);
+    float *S = malloc(sizeof(float) * egm_attn_latent_scratch(T, P, H));
+    float *Sb = malloc(sizeof(float) * egm_attn_latent_blocked_scratch(T, H, block, du, dr));
+    float scale = 0.37f;
+    egm_latent_attend(want, qlat, q, ldq, T, pos0, Z, du, K, dr, H, dn, dr, du, scale, S);
+    rows_ctx c = {Z, K, du, dr, 0, 0, side_by_side, malloc(sizeof(float) * block * (du + dr)),
+                  malloc(sizeof(float) * block * dr)};
+    egm_latent_attend_blocked(got, qlat, q, ldq, T, pos0, rows, &c, H, dn, dr, du, scale, block, Sb);
+    assert_int_equal(c.calls, (P + block - 1) / block);
+    assert_int_equal(c.last_j1, P);
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < H; h++) {
+            int r = t * H + h, last = pos0 + t;
+            /* naive, in double */
+            double s[128], mx = -1e300, sum = 0;
+            for (int j = 0; j <= last; j++) {
+                double v = 0;
+                for (int k = 0; k < du; k++) v += (double)qlat[r * du + k] * Z[j * du + k];
+                for (int k = 0; k < dr; k++) v += (double)q[t * ldq + h * dq + dn + k] * K[j * dr + k];
+                s[j] = v * scale;
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int j = 0; j <= last; j++) sum += (s[j] = exp(s[j] - mx));
+            for (int k = 0; k < du; k++) {
+                double o = 0;
+                for (int j = 0; j <= last; j++) o += s[j] / sum * Z[j * du + k];
+                assert_true(fabs(got[r * du + k] - o) < 2e-6);
+                assert_true(fabs(got[r * du + k] - want[r * du + k]) < 2e-6);
+            }
+        }
+    free(q); free(qlat); free(Z); free(K); free(want); free(got); free(S); free(Sb);
+    free(c.zb); free(c.kb);
+}
+
+static void check(int T, int pos0, int block, int extra_ldq) {
+    check1(T, pos0, block, extra_ldq, 0);
+    check1(T, pos0, block, extra_ldq, 1);
+}
+
+static void test_decode(void **st) {
+    (void)st;
+    check(1, 0, 5, 0);   /* one position */
+    check(1, 22, 5, 0);  /* 23 positions: 4 full blocks and 3 */
+    check(1, 39, 8, 0);  /* 40: exactly 5 blocks */
+    check(1, 39, 64, 0); /* one block holds it all */
+}
+
+static void test_prefill(void **st) {
+    (void)st;
+    check(7, 0, 5, 0);   /* early rows see blocks entirely in their future */
+    check(7, 13, 5, 0);  /* a chunk starting mid-sequence */
+    check(12, 30, 4, 0);
+    check(30, 50, 16, 0); /* 90 (row, head) pairs: one sgemm per block */
+}
+
+static void test_strided_q(void **st) {
+    (void)st;
+    check(7, 13, 5, 3);  /* q rows with more than H*dq values */
+    check(1, 22, 6, 5);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_prefill),
+        cmocka_unit_test(test_strided_q),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
