@@ -354,6 +354,7 @@ char *egm_result_generate(const char *id_json, const int *tokens, int n_tokens,
         json_object_set_new(st, "generated_tokens", json_integer(stats->generated_tokens));
         json_object_set_new(st, "ttft_ms", real_or_null(stats->ttft_ms));
         json_object_set_new(st, "total_ms", real_or_null(stats->total_ms));
+        json_object_set_new(st, "queue_ms", real_or_null(stats->queue_ms));
         json_object_set_new(o, "stats", st);
     }
     return with_id(id_json, o);

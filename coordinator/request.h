@@ -56,6 +56,7 @@ typedef struct {
     int generated_tokens;
     double ttft_ms;       /* time to first token */
     double total_ms;
+    double queue_ms;      /* read from the input until admitted */
 } egm_gen_stats;
 
 /* text: text_len bytes of UTF-8 (NUL and control bytes are escaped; an

@@ -201,21 +201,6 @@ static int read_ahead(sched_t *s, egm_err *e) {
     return 0;
 }
 
-/* "stats" is the last member of a generate line (request.c): the queue
- * time goes in as its last field, ",\"queue_ms\":x" before the final "}}". */
-static char *add_queue_ms(char *line, double ms) {
-    size_t n = strlen(line);
-    if (n < 2 || strcmp(line + n - 2, "}}")) return line;
-    char *out = malloc(n + 48);
-    if (!out) {
-        free(line);
-        return NULL;
-    }
-    snprintf(out, n + 48, "%.*s,\"queue_ms\":%.3f}}", (int)(n - 2), line, ms);
-    free(line);
-    return out;
-}
-
 /* The held sequence goes: its slot and blocks are released before the next
  * micro-batch. Never called while a request admitted into that micro-batch
  * forks from it (the release would come first on every stage). */
@@ -277,12 +262,11 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
-                            (now_s() - q->t0) * 1e3};
+                            (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
         line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
                                    text ? strlen(text) : 0, reason,
                                    s->o->stats ? &gs : NULL);
         free(text);
-        if (line && s->o->stats) line = add_queue_ms(line, (q->t0 - q->t_read) * 1e3);
     }
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;

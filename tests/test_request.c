@@ -245,11 +245,11 @@ static void test_bad_defaults(void **state) {
 static void test_result_generate(void **state) {
     (void)state;
     int toks[] = {5, 6, 7};
-    egm_gen_stats st = {4, 3, 12.5, 100.25};
+    egm_gen_stats st = {4, 3, 12.5, 100.25, 7.5};
     char *s = egm_result_generate("\"a\"", toks, 3, "Hi there", 8, "stop", &st);
     assert_string_equal(s, "{\"id\":\"a\",\"tokens\":[5,6,7],\"text\":\"Hi there\","
                            "\"finish_reason\":\"stop\",\"stats\":{\"prompt_tokens\":4,"
-                           "\"generated_tokens\":3,\"ttft_ms\":12.5,\"total_ms\":100.25}}");
+                           "\"generated_tokens\":3,\"ttft_ms\":12.5,\"total_ms\":100.25,\"queue_ms\":7.5}}");
     free(s);
     s = egm_result_generate("17", NULL, 0, NULL, 0, "length", NULL);
     assert_string_equal(s, "{\"id\":17,\"tokens\":[],\"finish_reason\":\"length\"}");

@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!r.id_json || (!r.prompt == !r.tokens) || r.max_new_tokens < 0) abort();
         for (int i = 0; i < r.n_tokens; i++)
             if (r.tokens[i] < 0) abort();
-        egm_gen_stats st = {r.n_tokens, 1, 0.5, 1.5};
+        egm_gen_stats st = {r.n_tokens, 1, 0.5, 1.5, 0.25};
         const char *text = r.prompt ? r.prompt : "";
         free(egm_result_generate(r.id_json, r.tokens, r.n_tokens, text, strlen(text), "stop", &st));
         float lp[3] = {-1.0f, -0.5f, 0.0f};
