@@ -84,35 +84,38 @@ void egm_linear_acc(float *y, const float *x, const float *W, int M, int N, int 
  * extension) so that the compiler cannot but use one register for them. */
 typedef float v8f __attribute__((vector_size(32)));
 
-static inline v8f load8(const float *x) {
-    v8f v;
-    memcpy(&v, x, sizeof v);
-    return v;
-}
+/* Vectors go by pointer, never by value: without AVX enabled (a portable
+ * or sanitizer build) a 32-byte vector argument or result changes the ABI. */
+static inline void load8(v8f *v, const float *x) { memcpy(v, x, sizeof *v); }
 
-static inline float lanes_sum(v8f a) {
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+static inline float lanes_sum(const v8f *a) {
+    return (((*a)[0] + (*a)[1]) + ((*a)[2] + (*a)[3])) + (((*a)[4] + (*a)[5]) + ((*a)[6] + (*a)[7]));
 }
 
 static float sum_sq(const float *x, int n) {
     v8f acc = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8f v = load8(x + i);
+        v8f v;
+        load8(&v, x + i);
         acc += v * v;
     }
     float s = 0.0f;
     for (; i < n; i++) s += x[i] * x[i];
-    return s + lanes_sum(acc);
+    return s + lanes_sum(&acc);
 }
 
 static float sum_f(const float *x, int n) {
     v8f acc = {0};
     int i = 0;
-    for (; i + 8 <= n; i += 8) acc += load8(x + i);
+    for (; i + 8 <= n; i += 8) {
+        v8f v;
+        load8(&v, x + i);
+        acc += v;
+    }
     float s = 0.0f;
     for (; i < n; i++) s += x[i];
-    return s + lanes_sum(acc);
+    return s + lanes_sum(&acc);
 }
 
 /* out = x / sqrt(mean(x^2) + eps) * w, as HF: (x * rsqrt(var + eps)) * w.
@@ -131,11 +134,13 @@ static void egm_layernorm_mean(float *restrict x, float mean, const float *restr
     float var = 0.0f;
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8f d = load8(x + i) - mean;
+        v8f d;
+        load8(&d, x + i);
+        d -= mean;
         acc += d * d;
     }
     for (; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
-    var += lanes_sum(acc);
+    var += lanes_sum(&acc);
     float rstd = 1.0f / sqrtf(var / (float)n + eps);
     if (w && b)
         for (i = 0; i < n; i++) x[i] = (x[i] - mean) * rstd * w[i] + b[i];
@@ -281,7 +286,10 @@ void egm_gate_norm(float *restrict z, const float *restrict g, const float *w,
     float s = 0.0f;
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8f v = load8(z + i) * load8(g + i);
+        v8f v, w8;
+        load8(&v, z + i);
+        load8(&w8, g + i);
+        v *= w8;
         memcpy(z + i, &v, sizeof v);
         acc += rms ? v * v : v;
     }
@@ -289,7 +297,7 @@ void egm_gate_norm(float *restrict z, const float *restrict g, const float *w,
         z[i] *= g[i];
         s += rms ? z[i] * z[i] : z[i];
     }
-    s += lanes_sum(acc);
+    s += lanes_sum(&acc);
     if (rms) {
         float scale = 1.0f / sqrtf(s / (float)n + eps);
         for (i = 0; i < n; i++) z[i] = (z[i] * scale) * w[i];
