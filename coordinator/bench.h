@@ -1,5 +1,6 @@
-/* bench.h - `egmla bench`: prefill/decode throughput of one rank against
- * the roofline the same run measures (coordinator/roofline.h). */
+/* bench.h - `egmla bench`: prefill/decode throughput of one rank, or of a
+ * pipeline under mpirun, against the roofline the same run measures
+ * (coordinator/roofline.h). */
 #ifndef EGM_BENCH_H
 #define EGM_BENCH_H
 

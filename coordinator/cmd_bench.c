@@ -17,7 +17,11 @@
  * step; the reported step time is the median. The step's projections are
  * also replayed alone (same weights, same calls) to split the step into
  * projection GEMMs and the rest. Weights are synthetic (egm_model_random)
- * unless --model is given. */
+ * unless --model is given.
+ *
+ * Under mpirun with N >= 2 ranks the same options benchmark a pipeline:
+ * rank 0 drives ranks 1..N-1 (coordinator/bench_mpi.c); what both share
+ * (ceilings, rows, KV report, JSON) is in coordinator/bench_report.c. */
 #include <cblas.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -25,52 +29,23 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <mpi.h>
+
 #include "coordinator/args.h"
 #include "coordinator/bench.h"
+#include "coordinator/bench_mpi.h"
+#include "coordinator/bench_report.h"
 #include "coordinator/commands.h"
+#include "coordinator/pipe_mpi.h"
 #include "coordinator/roofline.h"
+#include "coordinator/workers.h"
 #include "deploy/topology.h"
 #include "kernels/ops.h"
 #include "model/weights.h"
 #include "worker/head.h"
 #include "worker/stage.h"
-
-#define MAX_LIST 16
-
-/* Where the table goes: stdout, or stderr when the JSON goes to stdout. */
-static FILE *tab;
-
-/* Pool allocations this large are verified by a real egm_kv_init: the pool
- * is calloc'd, so untouched pages cost address space, not memory. */
-#define VERIFY_MAX ((size_t)8 << 30)
-
-typedef struct {
-    const char *phase;
-    int batch, context, steps;
-    double secs;          /* prefill: whole prompt; decode: median step */
-    double mean_secs;     /* decode: mean step */
-    double proj_secs;     /* decode: the step's projections replayed alone */
-    double tokens_per_s;
-    egm_step_cost cost;   /* per step (decode) or whole prefill */
-    double sgemm;         /* ceilings used for this row: GFLOP/s at its M, */
-    double bw;            /* and triad GB/s */
-    int sgemm_m;
-} result;
-
-typedef struct {
-    int M;
-    double gflops;
-} ceiling;
-
-typedef struct {
-    const egm_config *c;
-    egm_proj_shape shapes[EGM_MAX_PROJ];
-    int n_shapes, reps, threads, remeasure;
-    size_t bw_bytes;
-    double bw, read_bw;   /* best seen in the run */
-    ceiling ceil[2 * MAX_LIST + 2];
-    int n_ceil;
-} roof;
+#include "worker/wire.h"
+#include "worker/worker_mpi.h"
 
 /* "1,8,32" -> {1, 8, 32}; each in [1, max]. */
 static int parse_list(const char *s, int *out, int max, const char *opt, egm_err *e) {
@@ -79,44 +54,13 @@ static int parse_list(const char *s, int *out, int max, const char *opt, egm_err
     for (;;) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > max || (*end && *end != ',') || n == MAX_LIST)
+        if (end == p || v < 1 || v > max || (*end && *end != ',') || n == EGM_BENCH_MAX_LIST)
             return egm_fail(e, "egmla bench: --%s: expected up to %d comma-separated integers "
-                            "in [1, %d], found \"%s\"", opt, MAX_LIST, max, s);
+                            "in [1, %d], found \"%s\"", opt, EGM_BENCH_MAX_LIST, max, s);
         out[n++] = (int)v;
         if (!*end) return n;
         p = end + 1;
     }
-}
-
-/* sgemm ceiling at M rows: measured once per M, or again on every call
- * when remeasuring; the run's roofline keeps the best. */
-static double sgemm_at(roof *r, int M, int again) {
-    int i = 0;
-    while (i < r->n_ceil && r->ceil[i].M != M) i++;
-    if (i < r->n_ceil && !again) return r->ceil[i].gflops;
-    double g = egm_roofline_sgemm(r->shapes, r->n_shapes, M, r->reps, NULL);
-    if (i < r->n_ceil) {
-        if (g > r->ceil[i].gflops) r->ceil[i].gflops = g;
-    } else if (r->n_ceil < (int)(sizeof r->ceil / sizeof *r->ceil)) {
-        r->ceil[r->n_ceil++] = (ceiling){M, g};
-    }
-    return g;
-}
-
-/* Triad bandwidth, measured now; the run's roofline keeps the best. */
-static double bw_now(roof *r) {
-    double rd = 0, bw = egm_roofline_membw(r->bw_bytes, r->threads, r->reps, &rd);
-    if (bw > r->bw) r->bw = bw;
-    if (rd > r->read_bw) r->read_bw = rd;
-    return bw;
-}
-
-/* The ceilings a result row is divided by. On a machine shared with other
- * work (the default) they are measured again right after the row's run, so
- * the row and its ceilings see about the same load. */
-static void row_ceilings(roof *r, result *x, int M) {
-    x->sgemm = sgemm_at(r, M, r->remeasure);
-    x->bw = r->remeasure ? bw_now(r) : r->bw;
 }
 
 typedef struct {
@@ -241,177 +185,22 @@ static long max_width(const egm_config *c) {
     return w;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double ratio_sgemm(const result *r) {
-    return r->cost.proj_flops / r->secs * 1e-9 / r->sgemm;
-}
-static double stream_gbs(const result *r) {
-    return (r->cost.weight_bytes + r->cost.gate_bytes) / r->secs * 1e-9;
-}
-
-static json_t *result_json(const result *r) {
-    double bw = r->bw;
-    json_t *o = json_object();
-    double kv_gbs = r->cost.kv_bytes / r->secs * 1e-9;
-    /* Ideal time: the slower of computing the projections at the sgemm
-     * ceiling and streaming weights, gate rows and cache at the bandwidth. */
-    double t_flop = r->cost.proj_flops / (r->sgemm * 1e9);
-    double t_mem = (r->cost.weight_bytes + r->cost.gate_bytes + r->cost.kv_bytes) / (bw * 1e9);
-    json_object_set_new(o, "phase", json_string(r->phase));
-    json_object_set_new(o, "batch", json_integer(r->batch));
-    json_object_set_new(o, "context", json_integer(r->context));
-    json_object_set_new(o, "ranks", json_integer(1));
-    json_object_set_new(o, "tokens_per_s", json_real(r->tokens_per_s));
-    json_object_set_new(o, "ratio_to_sgemm", json_real(ratio_sgemm(r)));
-    json_object_set_new(o, "ratio_to_bw", json_real(stream_gbs(r) / bw));
-    json_object_set_new(o, "ratio_to_bw_with_kv", json_real(stream_gbs(r) / bw + kv_gbs / bw));
-    json_object_set_new(o, "ratio_to_roofline",
-                        json_real((t_flop > t_mem ? t_flop : t_mem) / r->secs));
-    if (!strcmp(r->phase, "decode")) {
-        json_object_set_new(o, "steps", json_integer(r->steps));
-        json_object_set_new(o, "ms_per_step", json_real(r->secs * 1e3));
-        json_object_set_new(o, "ms_per_step_mean", json_real(r->mean_secs * 1e3));
-        json_object_set_new(o, "proj_ms", json_real(r->proj_secs * 1e3));
-        json_object_set_new(o, "proj_gemm_ratio_to_sgemm",
-                            json_real(r->cost.proj_flops / r->proj_secs * 1e-9 / r->sgemm));
-    } else {
-        json_object_set_new(o, "ttft_ms", json_real(r->secs * 1e3));
-        json_object_set_new(o, "chunk_rows", json_integer(r->sgemm_m));
-    }
-    json_object_set_new(o, "proj_gflops", json_real(r->cost.proj_flops / r->secs * 1e-9));
-    json_object_set_new(o, "sgemm_gflops", json_real(r->sgemm));
-    json_object_set_new(o, "mem_bw_gbs", json_real(r->bw));
-    json_object_set_new(o, "sgemm_m", json_integer(r->sgemm_m));
-    json_object_set_new(o, "proj_flops", json_real(r->cost.proj_flops));
-    json_object_set_new(o, "weight_bytes", json_real(r->cost.weight_bytes));
-    json_object_set_new(o, "gate_bytes", json_real(r->cost.gate_bytes));
-    json_object_set_new(o, "kv_bytes", json_real(r->cost.kv_bytes));
-    json_object_set_new(o, "stream_gbs", json_real(stream_gbs(r)));
-    return o;
-}
-
-static void print_row(const result *r) {
-    double bw = r->bw;
-    fprintf(tab, "%-8s %5d %7d %10.1f %9.2f %9.1f %7.1f %8.1f %6.1f %7.1f", r->phase, r->batch,
-            r->context, r->tokens_per_s, r->secs * 1e3, r->cost.proj_flops / r->secs * 1e-9,
-            100 * ratio_sgemm(r), stream_gbs(r), 100 * stream_gbs(r) / bw,
-            100 * (stream_gbs(r) + r->cost.kv_bytes / r->secs * 1e-9) / bw);
-    if (r->proj_secs > 0)
-        fprintf(tab, " %8.2f %7.1f", r->proj_secs * 1e3,
-                100 * r->cost.proj_flops / r->proj_secs * 1e-9 / r->sgemm);
-    else
-        fprintf(tab, " %8s %7s", "-", "-");
-    fprintf(tab, " %7.1f %6.1f\n", r->sgemm, r->bw);
-}
-
-/* KV capacity at a budget: computed as the engine allocates, and (when the
- * budget is not absurd) verified by initialising such a pool and reserving
- * sequences until it refuses. Returns the json object. */
-static json_t *kv_fit(const egm_config *c, size_t budget, int context, int block_tokens,
-                      int bf16, int *fits_out) {
-    int L = c->num_layers, E = egm_config_kv_elems(c), ids = c->arch == EGM_EGMLA;
-    int blocks = egm_kv_blocks_for_budget(budget, L, E, ids, bf16, block_tokens);
-    int per_seq = (context + block_tokens - 1) / block_tokens;
-    int fits = blocks / per_seq, verified = -1;
-    if (budget <= VERIFY_MAX) {
-        egm_kv_pool p;
-        if (!egm_kv_init(&p, L, E, ids, block_tokens, bf16, budget)) {
-            egm_kv_seq *s = calloc((size_t)fits + 1, sizeof *s);
-            if (s) {
-                verified = 0;
-                while (verified <= fits && !egm_kv_reserve(&p, &s[verified], context)) verified++;
-                for (int i = 0; i < verified; i++) egm_kv_release(&p, &s[i]);
-                free(s);
-            }
-            egm_kv_free(&p);
-        }
-    }
-    json_t *o = json_object();
-    json_object_set_new(o, "context", json_integer(context));
-    json_object_set_new(o, "sequences", json_integer(fits));
-    json_object_set_new(o, "blocks", json_integer(blocks));
-    json_object_set_new(o, "verified_sequences",
-                        verified < 0 ? json_null() : json_integer(verified));
-    *fits_out = verified < 0 ? fits : verified;
-    return o;
-}
-
-int egm_cmd_bench(int argc, char **argv) {
-    const char *config = NULL, *model = NULL, *batch_s = "1,8,32", *ctx_s = "128,2048";
-    const char *kv_dtype = "fp32", *budget_s = "4GiB", *json_path = NULL;
-    int steps = 16, threads = (int)sysconf(_SC_NPROCESSORS_ONLN), chunk = 512;
-    int block_tokens = 16, reps = 5, bw_mib = 256, no_gate_table = 0, once = 0;
-    uint64_t seed = 1;
-    if (threads < 1) threads = 1;
-    egm_opt opts[] = {
-        {"config", EGM_OPT_STRING, &config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
-        {"model", EGM_OPT_STRING, &model, "a model directory (real weights)", 0, 0, "DIR"},
-        {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
-        {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},
-        {"steps", EGM_OPT_INT, &steps, "timed decode steps per (batch, context)", 1, 1 << 20, "N"},
-        {"threads", EGM_OPT_INT, &threads, "BLAS threads, also the bandwidth test's", 1, 256, "N"},
-        {"kv-dtype", EGM_OPT_STRING, &kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
-        {"kv-budget", EGM_OPT_STRING, &budget_s, "KV budget for the capacity report", 0, 0, "SIZE"},
-        {"block-tokens", EGM_OPT_INT, &block_tokens, "positions per KV block", 1, 65536, "N"},
-        {"chunk", EGM_OPT_INT, &chunk, "prefill rows per micro-batch", 1, 1 << 20, "N"},
-        {"reps", EGM_OPT_INT, &reps, "repetitions of each roofline measurement (best kept)", 1, 1000, "N"},
-        {"bw-mib", EGM_OPT_INT, &bw_mib, "MiB per array of the bandwidth test (3 arrays)", 1, 1 << 16, "N"},
-        {"roofline-once", EGM_OPT_FLAG, &once, "measure the ceilings once, not again before each row", 0, 0, NULL},
-        {"no-gate-table", EGM_OPT_FLAG, &no_gate_table, "EG-MLA: gather eg_embed rows, no precomputed G", 0, 0, NULL},
-        {"seed", EGM_OPT_U64, &seed, "seed of the synthetic weights", 0, 0, "S"},
-        {"json", EGM_OPT_STRING, &json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
-        {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla bench", NULL,
-                   "Measures prefill and decode throughput of one rank, on synthetic weights of a "
-                   "config (--config) or a real model (--model), as ratios to the sgemm GFLOP/s "
-                   "and memory bandwidth the same run measures; and the KV cache's bytes per "
-                   "token and capacity at a budget. See docs/BENCHMARKS.md.",
-                   opts};
+/* One rank: the model in this process, one stage holding every layer. */
+static int bench_one(const egm_bench_opts *o) {
     egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return EGM_EXIT_OK;
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EGM_EXIT_USAGE;
-    }
-    int batches[MAX_LIST], contexts[MAX_LIST], nb, nc;
-    size_t budget;
-    int bf16 = !strcmp(kv_dtype, "bf16");
-    if ((nb = parse_list(batch_s, batches, 1 << 16, "batch", &e)) < 0 ||
-        (nc = parse_list(ctx_s, contexts, 1 << 24, "context", &e)) < 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EGM_EXIT_USAGE;
-    }
-    if (!bf16 && strcmp(kv_dtype, "fp32")) {
-        fprintf(stderr, "egmla bench: --kv-dtype: expected fp32 or bf16, found \"%s\"\n", kv_dtype);
-        return EGM_EXIT_USAGE;
-    }
-    if (egm_parse_size(budget_s, &budget)) {
-        fprintf(stderr, "egmla bench: --kv-budget: expected a size such as 4GiB, found \"%s\"\n",
-                budget_s);
-        return EGM_EXIT_USAGE;
-    }
-    if (!config == !model) {
-        fprintf(stderr, "egmla bench: give exactly one of --config FILE and --model DIR\n");
-        return EGM_EXIT_USAGE;
-    }
+    const char *config = o->config, *model = o->model;
+    int steps = o->steps, chunk = o->chunk, bf16 = o->bf16, nb = o->nb, nc = o->nc;
+    const int *batches = o->batches, *contexts = o->contexts;
+    int threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
 
     /* The model. */
     egm_model m;
-    int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
+    int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
     if (config) {
         egm_config cfg;
         if (egm_config_load(config, &cfg, &e) ||
-            egm_model_random(&cfg, seed, 0, -1, flags, &m, &e)) {
+            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e)) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             return EGM_EXIT_FAIL;
         }
@@ -420,48 +209,41 @@ int egm_cmd_bench(int argc, char **argv) {
         return EGM_EXIT_FAIL;
     }
     const egm_config *c = &m.cfg;
-    tab = json_path && !strcmp(json_path, "-") ? stderr : stdout;
-    int gate_table = c->arch == EGM_EGMLA && !no_gate_table;
-    for (int i = 0; i < nc; i++)
-        if (contexts[i] + steps + 1 > c->max_position_embeddings) {
-            fprintf(stderr, "egmla bench: --context %d with --steps %d needs %d positions; the "
-                    "model has max_position_embeddings %d\n", contexts[i], steps,
-                    contexts[i] + steps + 1, c->max_position_embeddings);
-            egm_model_free(&m);
-            return EGM_EXIT_USAGE;
-        }
-    int max_b = 1;
-    for (int i = 0; i < nb; i++)
-        if (batches[i] > max_b) max_b = batches[i];
+    FILE *tab = egm_bench_table(o);
+    int gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;
+    if (egm_bench_check_context(o, c)) {
+        egm_model_free(&m);
+        return EGM_EXIT_USAGE;
+    }
+    int max_b = o->max_b;
 
     /* The roofline, with the same threads as the engine. */
     openblas_set_num_threads(threads);
-    roof rf = {.c = c, .reps = reps, .threads = threads, .remeasure = !once,
-               .bw_bytes = (size_t)bw_mib << 20};
+    egm_bench_roof rf = {.c = c, .reps = o->reps, .threads = threads, .remeasure = !o->once,
+                         .bw_bytes = (size_t)o->bw_mib << 20};
     rf.n_shapes = egm_proj_shapes(c, rf.shapes);
-    if (bw_now(&rf) <= 0) {
+    if (egm_bench_bw_now(&rf) <= 0) {
         fprintf(stderr, "egmla bench: bandwidth test failed (out of memory for 3 x %d MiB?)\n",
-                bw_mib);
+                o->bw_mib);
         egm_model_free(&m);
         return EGM_EXIT_FAIL;
     }
     const char *src = config ? config : model;
     fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
            src, c->model_type, config ? "yes" : "no", c->num_layers, c->hidden_size,
-           c->vocab_size, threads, kv_dtype, gate_table ? ", gate table G precomputed" : "");
+           c->vocab_size, threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
     fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
-           "shapes:", rf.bw, rf.read_bw, bw_mib);
-    for (int i = 0; i < nb; i++) fprintf(tab, " M=%d %.1f", batches[i], sgemm_at(&rf, batches[i], 0));
+           "shapes:", rf.bw, rf.read_bw, o->bw_mib);
+    for (int i = 0; i < nb; i++)
+        fprintf(tab, " M=%d %.1f", batches[i], egm_bench_sgemm_at(&rf, batches[i], 0));
     fprintf(tab, " GFLOP/s\n");
     fflush(tab);
 
     /* Runs. */
-    result *res = calloc((size_t)nc * (nb + 1), sizeof *res);
+    egm_bench_row *res = calloc((size_t)nc * (nb + 1), sizeof *res);
     int nres = 0, failed = 0;
     int *next = malloc(sizeof(int) * (size_t)max_b);
-    int max_c = 0;
-    for (int i = 0; i < nc; i++)
-        if (contexts[i] > max_c) max_c = contexts[i];
+    int max_c = o->max_c;
     int *prompt = malloc(sizeof(int) * (size_t)max_c);
     double *times = malloc(sizeof(double) * (size_t)steps);
     float *px = malloc(sizeof(float) * (size_t)max_b * (size_t)max_width(c));
@@ -472,16 +254,13 @@ int egm_cmd_bench(int argc, char **argv) {
         fprintf(stderr, "egmla bench: out of memory\n");
         failed = 1;
     }
-    /* A fixed pseudo-random prompt, avoiding ids 0-2 (often special). */
-    for (int i = 0; !failed && i < max_c; i++)
-        prompt[i] = 3 + (int)(((unsigned)i * 2654435761u >> 7) % (unsigned)(c->vocab_size - 3));
-    fprintf(tab, "\n%-8s %5s %7s %10s %9s %9s %7s %8s %6s %7s %8s %7s %7s %6s\n", "phase",
-            "batch", "context", "tokens/s", "ms", "proj GF/s", "%sgemm", "GB/s", "%bw", "%bw+kv",
-            "proj ms", "%sgemm", "sgemm", "bw");
+    if (!failed) egm_bench_prompt(prompt, max_c, c->vocab_size);
+    egm_bench_print_head(tab);
+    fputc('\n', tab);
     for (int ci = 0; !failed && ci < nc; ci++) {
         int ctx = contexts[ci], rows = chunk > max_b ? chunk : max_b;
         rig g;
-        if (rig_init(&g, &m, max_b, ctx + steps + 1, rows, block_tokens, bf16, &e)) {
+        if (rig_init(&g, &m, max_b, ctx + steps + 1, rows, o->block_tokens, bf16, &e)) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             rig_free(&g);
             failed = 1;
@@ -501,17 +280,14 @@ int egm_cmd_bench(int argc, char **argv) {
         double t0 = egm_now();
         int first = prefill(&g, prompt, ctx, chunk, &positions);
         double t = egm_now() - t0;
-        result *r = &res[nres++];
+        egm_bench_row *r = &res[nres++];
         int cm = ctx < chunk ? ctx : chunk;
-        *r = (result){.phase = "prefill", .batch = 1, .context = ctx, .secs = t,
-                      .tokens_per_s = ctx / t, .sgemm_m = cm};
-        row_ceilings(&rf, r, cm);
-        egm_step_cost_of(c, ctx, 1, positions, gate_table, bf16, &r->cost);
-        /* Every chunk re-reads the weights. */
-        int n_chunks = (ctx + chunk - 1) / chunk;
-        r->cost.weight_bytes = r->cost.weight_bytes * n_chunks -
-                               (n_chunks - 1) * 4.0 * c->vocab_size * c->hidden_size;
-        print_row(r);
+        *r = (egm_bench_row){.phase = "prefill", .batch = 1, .context = ctx, .secs = t,
+                             .tokens_per_s = ctx / t, .sgemm_m = cm, .first_token = first};
+        egm_bench_row_ceilings(&rf, r, cm);
+        egm_bench_prefill_cost(c, ctx, chunk, positions, gate_table, bf16, &r->cost);
+        egm_bench_print_row(tab, r);
+        fputc('\n', tab);
         fflush(tab);
 
         for (int bi = 0; bi < nb; bi++) {
@@ -527,94 +303,130 @@ int egm_cmd_bench(int argc, char **argv) {
                 total += times[k];
             }
             /* The median step: robust to the other loads of a shared machine. */
-            t = median(times, steps);
+            t = egm_bench_median(times, steps);
             double pt[3];
             for (int k = 0; k < 3; k++) pt[k] = replay_proj(&m, b, px, py);
             r = &res[nres++];
-            *r = (result){.phase = "decode", .batch = b, .context = ctx, .steps = steps,
-                          .secs = t, .mean_secs = total / steps, .proj_secs = median(pt, 3),
-                          .tokens_per_s = b / t, .sgemm_m = b};
-            row_ceilings(&rf, r, b);
-            /* Timed step k attends ctx + 2 + k positions; take the mean. */
-            long pos_mean2 = 2L * ctx + 4 + (steps - 1); /* 2 x mean, to stay integral */
-            egm_step_cost_of(c, b, b, (long)b * pos_mean2, gate_table, bf16, &r->cost);
-            r->cost.gate_bytes /= 2, r->cost.kv_bytes /= 2;
-            print_row(r);
+            *r = (egm_bench_row){.phase = "decode", .batch = b, .context = ctx, .steps = steps,
+                                 .secs = t, .mean_secs = total / steps,
+                                 .proj_secs = egm_bench_median(pt, 3), .tokens_per_s = b / t,
+                                 .sgemm_m = b};
+            egm_bench_row_ceilings(&rf, r, b);
+            egm_bench_decode_cost(c, b, ctx, steps, gate_table, bf16, &r->cost);
+            egm_bench_print_row(tab, r);
+            fputc('\n', tab);
             fflush(tab);
         }
         rig_free(&g);
     }
 
     /* KV capacity. */
-    size_t per_tok = egm_kv_bytes_per_token(c->num_layers, egm_config_kv_elems(c),
-                                            c->arch == EGM_EGMLA, bf16);
-    json_t *kv = json_object();
-    json_t *fits_a = json_array();
-    json_object_set_new(kv, "dtype", json_string(kv_dtype));
-    json_object_set_new(kv, "elems_per_token", json_integer((json_int_t)egm_config_kv_elems(c) *
-                                                            c->num_layers));
-    json_object_set_new(kv, "bytes_per_token", json_integer((json_int_t)per_tok));
-    json_object_set_new(kv, "budget_bytes", json_integer((json_int_t)budget));
-    json_object_set_new(kv, "block_tokens", json_integer(block_tokens));
-    fprintf(tab, "\nkv cache (%s): %zu bytes per token (%d elements x %d layers%s)\n", kv_dtype,
-           per_tok, egm_config_kv_elems(c), c->num_layers,
-           c->arch == EGM_EGMLA ? " + a token id" : "");
-    for (int ci = 0; ci < nc; ci++) {
-        int fits;
-        json_t *o = kv_fit(c, budget, contexts[ci], block_tokens, bf16, &fits);
-        json_t *v = json_object_get(o, "verified_sequences");
-        fprintf(tab, "  %s: %d sequences of %d tokens (%s)\n", budget_s,
-               (int)json_integer_value(json_object_get(o, "sequences")), contexts[ci],
-               json_is_null(v) ? "computed"
-               : json_integer_value(v) == json_integer_value(json_object_get(o, "sequences"))
-                   ? "computed, and reserved in a real pool"
-                   : "MISMATCH with a real pool");
-        if (!json_is_null(v) &&
-            json_integer_value(v) != json_integer_value(json_object_get(o, "sequences")))
+    json_t *kv = egm_bench_kv(c, o, tab, &failed);
+    if (o->json_path && !failed) {
+        json_t *ra = json_array();
+        for (int i = 0; i < nres; i++) json_array_append_new(ra, egm_bench_row_json(&res[i], 1));
+        if (egm_bench_write_json(o, c, egm_bench_roof_json(&rf, max_b), ra, kv, NULL))
             failed = 1;
-        json_array_append_new(fits_a, o);
+    } else {
+        json_decref(kv);
     }
-    json_object_set_new(kv, "fits", fits_a);
-
-    if (json_path && !failed) {
-        json_t *root = json_object(), *rl = json_object(), *ra = json_array(), *sg = json_object();
-        double top = sgemm_at(&rf, max_b, 0);
-        json_object_set_new(rl, "sgemm_gflops", json_real(top));
-        json_object_set_new(rl, "sgemm_m", json_integer(max_b));
-        for (int i = 0; i < rf.n_ceil; i++) {
-            char k[16];
-            snprintf(k, sizeof k, "%d", rf.ceil[i].M);
-            json_object_set_new(sg, k, json_real(rf.ceil[i].gflops));
-        }
-        json_object_set_new(rl, "sgemm_gflops_by_m", sg);
-        json_object_set_new(rl, "mem_bw_gbs", json_real(rf.bw));
-        json_object_set_new(rl, "mem_read_gbs", json_real(rf.read_bw));
-        json_object_set_new(rl, "remeasured_per_row", json_boolean(rf.remeasure));
-        json_object_set_new(rl, "threads", json_integer(threads));
-        json_t *sh = json_array();
-        for (int i = 0; i < rf.n_shapes; i++)
-            json_array_append_new(sh, json_pack("{s:s, s:i, s:i, s:i}", "name", rf.shapes[i].name,
-                                                "N", rf.shapes[i].N, "K", rf.shapes[i].K,
-                                                "count", rf.shapes[i].count));
-        json_object_set_new(rl, "shapes", sh);
-        for (int i = 0; i < nres; i++) json_array_append_new(ra, result_json(&res[i]));
-        json_object_set_new(root, "model", json_string(src));
-        json_object_set_new(root, "model_type", json_string(c->model_type));
-        json_object_set_new(root, "synthetic", json_boolean(config != NULL));
-        json_object_set_new(root, "roofline", rl);
-        json_object_set_new(root, "results", ra);
-        json_object_set_new(root, "kv", json_incref(kv));
-        int bad = !strcmp(json_path, "-") ? json_dumpf(root, stdout, JSON_INDENT(2)) ||
-                                                    fputc('\n', stdout) == EOF
-                                          : json_dump_file(root, json_path, JSON_INDENT(2));
-        if (bad) {
-            fprintf(stderr, "egmla bench: --json %s: cannot write the report\n", json_path);
-            failed = 1;
-        }
-        json_decref(root);
-    }
-    json_decref(kv);
     free(res), free(next), free(prompt), free(times), free(px), free(py);
     egm_model_free(&m);
     return failed ? EGM_EXIT_FAIL : EGM_EXIT_OK;
+}
+
+/* Under mpirun: rank 0 benchmarks the pipeline of ranks 1..N-1 (with one
+ * rank, the same as without mpirun). */
+static int bench_under_mpi(const egm_bench_opts *o) {
+    int provided, rank = 0, world = 1;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "egmla bench: MPI_Init failed\n");
+        return EGM_EXIT_FAIL;
+    }
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    int rc = world == 1  ? bench_one(o)
+             : rank == 0 ? egm_bench_mpi(o, world)
+                         : egm_worker_main(rank, world);
+    MPI_Finalize();
+    return rc;
+}
+
+/* Bad command lines exit 2 on every rank, but only rank 0 says why. */
+static int usage_error(const char *fmt, const char *a) {
+    if (!egm_run_is_worker()) {
+        fprintf(stderr, fmt, a);
+        fputc('\n', stderr);
+    }
+    return EGM_EXIT_USAGE;
+}
+
+int egm_cmd_bench(int argc, char **argv) {
+    egm_bench_opts o = {.kv_dtype = "fp32", .budget_s = "4GiB",
+                        .steps = 16, .chunk = 512, .block_tokens = 16, .reps = 5, .bw_mib = 256,
+                        .seed = 1, .rank_timeout = EGM_RANK_TIMEOUT_DEFAULT};
+    const char *batch_s = "1,8,32", *ctx_s = "128,2048";
+    float rank_timeout = EGM_RANK_TIMEOUT_DEFAULT;
+    egm_opt opts[] = {
+        {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
+        {"model", EGM_OPT_STRING, &o.model, "a model directory (real weights)", 0, 0, "DIR"},
+        {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
+        {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},
+        {"steps", EGM_OPT_INT, &o.steps, "timed decode steps per (batch, context)", 1, 1 << 20, "N"},
+        {"threads", EGM_OPT_INT, &o.threads, "BLAS threads, also the bandwidth test's (0: one per "
+         "CPU; under mpirun: each stage's, 0 = the topology's, 1 without one)", 0, 256, "N"},
+        {"kv-dtype", EGM_OPT_STRING, &o.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
+        {"kv-budget", EGM_OPT_STRING, &o.budget_s, "KV budget for the capacity report", 0, 0, "SIZE"},
+        {"block-tokens", EGM_OPT_INT, &o.block_tokens, "positions per KV block", 1, 65536, "N"},
+        {"chunk", EGM_OPT_INT, &o.chunk, "prefill rows per micro-batch", 1, 1 << 20, "N"},
+        {"reps", EGM_OPT_INT, &o.reps, "repetitions of each roofline measurement (best kept)", 1, 1000, "N"},
+        {"bw-mib", EGM_OPT_INT, &o.bw_mib, "MiB per array of the bandwidth test (3 arrays)", 1, 1 << 16, "N"},
+        {"roofline-once", EGM_OPT_FLAG, &o.once, "measure the ceilings once, not again before each row", 0, 0, NULL},
+        {"no-gate-table", EGM_OPT_FLAG, &o.no_gate_table, "EG-MLA: gather eg_embed rows, no precomputed G", 0, 0, NULL},
+        {"seed", EGM_OPT_U64, &o.seed, "seed of the synthetic weights", 0, 0, "S"},
+        {"json", EGM_OPT_STRING, &o.json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
+        {"topology", EGM_OPT_STRING, &o.topology, "under mpirun: the stages' layers, threads and "
+         "wire dtype from a topology YAML (default: equal split, 1 thread each, bf16)", 0, 0, "FILE"},
+        {"wire-dtype", EGM_OPT_STRING, &o.wire_dtype, "under mpirun: activations between stages, "
+         "bf16, fp32 or int8 (default: the topology's)", 0, 0, "T"},
+        {"micro-batches", EGM_OPT_INT, &o.micro_batches, "under mpirun: decode micro-batches in "
+         "flight (0: one per stage)", 0, 32, "N"},
+        {"rank-timeout", EGM_OPT_FLOAT, &rank_timeout, "under mpirun: seconds without news "
+         "from the pipeline before rank 0 looks for a dead or hung rank", 0.1, 1e6, "S"},
+        {NULL, 0, NULL, NULL, 0, 0, NULL}};
+    egm_cmd cmd = {"egmla bench", NULL,
+                   "Measures prefill and decode throughput on synthetic weights of a config "
+                   "(--config) or a real model (--model), as ratios to the sgemm GFLOP/s and "
+                   "memory bandwidth the same run measures; and the KV cache's bytes per token "
+                   "and capacity at a budget. One rank, or under mpirun rank 0 drives a pipeline "
+                   "of ranks 1..N-1. See docs/BENCHMARKS.md.",
+                   opts};
+    egm_err e;
+    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
+    if (rc == 1) return EGM_EXIT_OK;
+    if (rc < 0) return usage_error("%s", e.msg);
+    o.rank_timeout = rank_timeout;
+    o.bf16 = !strcmp(o.kv_dtype, "bf16");
+    if ((o.nb = parse_list(batch_s, o.batches, 1 << 16, "batch", &e)) < 0 ||
+        (o.nc = parse_list(ctx_s, o.contexts, 1 << 24, "context", &e)) < 0)
+        return usage_error("%s", e.msg);
+    if (!o.bf16 && strcmp(o.kv_dtype, "fp32"))
+        return usage_error("egmla bench: --kv-dtype: expected fp32 or bf16, found \"%s\"",
+                           o.kv_dtype);
+    if (egm_parse_size(o.budget_s, &o.budget))
+        return usage_error("egmla bench: --kv-budget: expected a size such as 4GiB, found \"%s\"",
+                           o.budget_s);
+    egm_wire_dtype wd;
+    if (o.wire_dtype && egm_wire_dtype_parse(o.wire_dtype, &wd))
+        return usage_error("egmla bench: --wire-dtype: expected bf16, fp32 or int8, found \"%s\"",
+                           o.wire_dtype);
+    if (!o.config == !o.model)
+        return usage_error("%s", "egmla bench: give exactly one of --config FILE and --model DIR");
+    o.max_b = o.max_c = 1;
+    for (int i = 0; i < o.nb; i++)
+        if (o.batches[i] > o.max_b) o.max_b = o.batches[i];
+    for (int i = 0; i < o.nc; i++)
+        if (o.contexts[i] > o.max_c) o.max_c = o.contexts[i];
+    return egm_under_mpi() ? bench_under_mpi(&o) : bench_one(&o);
 }

@@ -22,6 +22,8 @@ typedef struct {
     egm_wire_dtype wd;
     ring_slot ring[RING];
     unsigned long long n_submit, n_collect;
+    unsigned long long n_ring;              /* messages sent through the ring */
+    unsigned long long n_marks, n_marks_read;
     egm_bytes in;
     egm_head_out *outs;
     int outs_cap;
@@ -98,6 +100,25 @@ static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
     }
 }
 
+/* Sends a control message to rank 1 without blocking, from the ring: a
+ * buffer RING messages old has long been received. */
+static int ring_send(mpi_pipe *mp, const Egmla__Envelope *env, egm_err *e) {
+    ring_slot *r = &mp->ring[mp->n_ring % RING];
+    if (wait_send(mp, &r->req, 1, e)) return -1;
+    size_t n = egmla__envelope__get_packed_size(env);
+    unsigned char *buf = egm_bytes_need(&r->buf, n);
+    if (!buf) return egm_fail(e, "out of memory");
+    egmla__envelope__pack(env, buf);
+    int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
+    if (rc != MPI_SUCCESS) {
+        egm_mpi_fail(e, rc, "send");
+        egm_wrap(e, "sending to rank 1 (%.60s)", mp->hosts[1]);
+        return rank_fault(mp, e);
+    }
+    mp->n_ring++;
+    return 0;
+}
+
 static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     mpi_pipe *mp = (mpi_pipe *)p;
     if (mp->n_submit - mp->n_collect >= RING)
@@ -152,23 +173,11 @@ static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
     env.msg_case = EGMLA__ENVELOPE__MSG_BATCH;
     env.batch = &mb;
-    ring_slot *r = &mp->ring[mp->n_submit % RING];
-    /* a buffer RING submissions old: its batch came back long ago */
-    int bad = wait_send(mp, &r->req, 1, e);
-    size_t n = egmla__envelope__get_packed_size(&env);
-    unsigned char *buf = bad ? NULL : egm_bytes_need(&r->buf, n);
-    if (buf) egmla__envelope__pack(&env, buf);
+    int bad = ring_send(mp, &env, e);
     free(ad);
     free(adp);
     free(sp);
     if (bad) return -1;
-    if (!buf) return egm_fail(e, "out of memory");
-    int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
-    if (rc != MPI_SUCCESS) {
-        egm_mpi_fail(e, rc, "send");
-        egm_wrap(e, "sending to rank 1 (%.60s)", mp->hosts[1]);
-        return rank_fault(mp, e);
-    }
     mp->n_submit++;
     return 0;
 }
@@ -309,6 +318,76 @@ int egm_pipe_mpi_open(const egm_pipe_mpi_opts *o, egm_pipe **out, egm_err *e) {
 
 int egm_pipe_mpi_faulted(const egm_pipe *p) { return ((const mpi_pipe *)p)->faulted; }
 
+int egm_pipe_mpi_mark(egm_pipe *p, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    Egmla__StatsRequest q = EGMLA__STATS_REQUEST__INIT;
+    q.id = mp->n_marks;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_STATS_REQUEST;
+    env.stats_request = &q;
+    if (ring_send(mp, &env, e)) return -1;
+    mp->n_marks++;
+    return 0;
+}
+
+int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    if (mp->n_marks_read == mp->n_marks) return egm_fail(e, "no statistics were requested");
+    /* then the only control message that can come is an Error */
+    if (mp->n_collect != mp->n_submit)
+        return egm_fail(e, "statistics read with micro-batches in flight");
+    for (int r = 1; r < mp->world; r++) {
+        int src[2] = {r, MPI_ANY_SOURCE}, tag[2] = {EGM_TAG_STATS, EGM_TAG_CTRL};
+        MPI_Status st;
+        size_t len;
+        int which = egm_mpi_wait_for(2, src, tag, mp->timeout, &st, e);
+        if (which < 0) {
+            if (which == EGM_MPI_TIMEOUT)
+                egm_fail(e, "no statistics from rank %d (%.60s) for %.0f s (--rank-timeout)", r,
+                         mp->hosts[r], mp->timeout);
+            else
+                egm_wrap(e, "waiting for statistics from rank %d", r);
+            return rank_fault(mp, e);
+        }
+        if (egm_mpi_recv_probed(&st, &mp->in, &len, e)) {
+            egm_wrap(e, "receiving from rank %d (%.60s)", st.MPI_SOURCE, mp->hosts[st.MPI_SOURCE]);
+            return rank_fault(mp, e);
+        }
+        Egmla__Envelope *m = egmla__envelope__unpack(NULL, len, mp->in.p);
+        if (!m)
+            return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)",
+                            st.MPI_SOURCE, len);
+        int rc = 0;
+        if (which == 1 || m->msg_case != EGMLA__ENVELOPE__MSG_STATS) {
+            rc = bad_message(m, st.MPI_SOURCE, e);
+        } else if (m->stats->request != mp->n_marks_read) {
+            rc = egm_fail(e, "rank %d answered statistics request %llu, expected %llu", r,
+                          (unsigned long long)m->stats->request, mp->n_marks_read);
+        } else {
+            const Egmla__Stats *s = m->stats;
+            egm_stage_stats *o = &out[r - 1];
+            memset(o, 0, sizeof *o);
+            o->rank = s->rank;
+            o->layer_lo = s->layer_lo;
+            o->layer_hi = s->layer_hi;
+            snprintf(o->host, sizeof o->host, "%s", s->host);
+            o->clock_s = s->clock_s;
+            o->busy_s = s->busy_s;
+            o->wait_s = s->wait_s;
+            o->bubble_s = s->bubble_s;
+            o->bytes_in = s->bytes_in;
+            o->bytes_out = s->bytes_out;
+            o->header_bytes_out = s->header_bytes_out;
+            o->rows = s->rows;
+            o->batches = s->batches;
+        }
+        egmla__envelope__free_unpacked(m, NULL);
+        if (rc) return -1;
+    }
+    mp->n_marks_read++;
+    return 0;
+}
+
 int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {
     mpi_pipe *mp = (mpi_pipe *)p;
     for (int i = 0; i < RING; i++)
@@ -351,9 +430,9 @@ int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {
         const Egmla__Stats *s = stats[i];
         double rows = s->rows ? (double)s->rows : 1;
         fprintf(stderr, "egmla: stage %d (rank %d on %s, layers %d-%d): busy %.3f s, wait %.3f s, "
-                "%llu micro-batches, %llu tokens",
+                "bubble %.3f s, %llu micro-batches, %llu tokens",
                 i + 1, s->rank, s->host, s->layer_lo, s->layer_hi - 1, s->busy_s, s->wait_s,
-                (unsigned long long)s->batches, (unsigned long long)s->rows);
+                s->bubble_s, (unsigned long long)s->batches, (unsigned long long)s->rows);
         if (i < S - 1)
             fprintf(stderr, ", %.1f B/token/hop out (%s) + %.1f B header", s->bytes_out / rows,
                     wname, s->header_bytes_out / rows);

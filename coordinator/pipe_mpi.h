@@ -33,6 +33,27 @@ int egm_pipe_mpi_open(const egm_pipe_mpi_opts *o, egm_pipe **out, egm_err *e);
 /* 1 when a rank died or hung: only MPI_Abort can end the run now. */
 int egm_pipe_mpi_faulted(const egm_pipe *p);
 
+/* One stage's counters (proto/egmla.proto, Stats), cumulative since it
+ * started: the difference of two marks covers what happened between them. */
+typedef struct {
+    int rank, layer_lo, layer_hi;
+    char host[64];
+    double clock_s;           /* the worker's clock when it answered */
+    double busy_s;            /* computing */
+    double wait_s;            /* holding a micro-batch, waiting on the wire */
+    double bubble_s;          /* idle: no micro-batch to work on */
+    unsigned long long bytes_in, bytes_out, header_bytes_out, rows, batches;
+} egm_stage_stats;
+
+/* Sends a statistics request down the pipeline behind every micro-batch
+ * submitted so far; each stage answers when it gets there, so two marks
+ * bracket exactly the micro-batches submitted between them, on every stage. */
+int egm_pipe_mpi_mark(egm_pipe *p, egm_err *e);
+
+/* The answers to the oldest mark not read yet: out[world - 1], in stage
+ * order. Only once every submitted micro-batch has been collected. */
+int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e);
+
 /* Ends the run: Shutdown travels down the pipeline, every worker reports
  * its Stats, printed one line per stage on stderr. */
 int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e);

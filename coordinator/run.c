@@ -22,82 +22,12 @@
 
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
+#include "coordinator/workers.h"
 #include "deploy/topology.h"
 #include "model/source.h"
 #include "model/config.h"
 #include "worker/wire.h"
 #include "worker/worker_mpi.h"
-
-static int under_mpi(void) {
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
-}
-
-/* Sends every worker the layers it runs; collects their Hellos and checks
- * that they all run this build on the same model. */
-static int start_workers(const egm_run_opts *r, const egm_run_io *io, const egm_topology *t,
-                         egm_wire_dtype wd, int world, const char *cfg_fp,
-                         egm_pipe_caps *caps, char (*hosts)[256], egm_err *e) {
-    int S = world > 1 ? world - 1 : 1;
-    char host0[256];
-    egm_mpi_hostname(host0, sizeof host0);
-    snprintf(hosts[0], sizeof hosts[0], "%s", host0);
-    for (int i = 0; i < S; i++) {
-        const egm_topo_stage *ts = &t->stages[i];
-        Egmla__Assign a = EGMLA__ASSIGN__INIT;
-        a.stage = i;
-        a.n_stages = S;
-        a.layer_lo = ts->layer_lo;
-        a.layer_hi = ts->layer_hi;
-        a.model = (char *)r->model;
-        a.kv_budget = ts->kv_budget ? ts->kv_budget : io->kv_budget;
-        a.block_tokens = r->block_tokens;
-        a.kv_bf16 = !strcmp(r->kv_dtype, "bf16");
-        a.n_slots = r->max_batch;
-        a.wire_dtype = wd;
-        a.gate_table = r->gate_table != 0;
-        a.threads = r->threads ? r->threads : r->topology ? ts->threads : 0;
-        a.build = (char *)egm_build_fingerprint();
-        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
-        env.msg_case = EGMLA__ENVELOPE__MSG_ASSIGN;
-        env.assign = &a;
-        if (egm_mpi_send_env(&env, i + 1, e)) return -1;
-    }
-    /* every Hello is read before judging, so no worker is left talking */
-    Egmla__Envelope **h = calloc((size_t)S, sizeof *h);
-    if (!h) return egm_fail(e, "out of memory");
-    int rc = 0;
-    for (int i = 0; i < S && !rc; i++) {
-        int from;
-        if (egm_mpi_recv_env(i + 1, &h[i], &from, e)) rc = -1;
-        else if (h[i]->msg_case != EGMLA__ENVELOPE__MSG_HELLO)
-            rc = egm_fail(e, "rank %d: expected its hello, got message case %d", i + 1, h[i]->msg_case);
-    }
-    caps->kv_blocks = 0;
-    for (int i = 0; i < S && !rc; i++) {
-        const Egmla__Hello *w = h[i]->hello;
-        const char *w_model_fp = w->model;
-        snprintf(hosts[i + 1], sizeof hosts[i + 1], "%s", w->host);
-        if (*w->error)
-            rc = egm_fail(e, "rank %d (%s): %s", w->rank, w->host, w->error);
-        else if (strcmp(w->build, egm_build_fingerprint()))
-            rc = egm_fail(e, "rank %d (%s) runs build %s, rank 0 (%s) runs %s", w->rank,
-                          w->host, w->build, host0, egm_build_fingerprint());
-        else if (strncmp(w_model_fp, cfg_fp, 16))
-            rc = egm_fail(e, "rank %d (%s) sees a different %s/config.json than rank 0 (%s)",
-                          w->rank, w->host, r->model, host0);
-        else if (i > 0 && strcmp(w_model_fp, h[0]->hello->model))
-            rc = egm_fail(e, "rank %d (%s) sees different weights in %s than rank 1 (%s)",
-                          w->rank, w->host, r->model, h[0]->hello->host);
-        else if (i == 0 || w->kv_blocks < caps->kv_blocks)
-            caps->kv_blocks = w->kv_blocks;
-    }
-    for (int i = 0; i < S; i++)
-        if (h[i]) egmla__envelope__free_unpacked(h[i], NULL);
-    free(h);
-    caps->block_tokens = r->block_tokens;
-    caps->n_slots = r->max_batch;
-    return rc;
-}
 
 /* Seconds without news from the pipeline before rank 0 looks for a dead or
  * hung rank (--rank-timeout). */
@@ -139,11 +69,12 @@ static int coordinate(const egm_run_opts *r, int world) {
     egm_tokenizer *tok = NULL;
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
-    int assigned = 0, rc = EGM_EXIT_FAIL;
-    char (*hosts)[256] = NULL, **host_ptrs = NULL;
+    egm_workers wk = {.world = world}; /* enough to abandon them */
+    int rc = EGM_EXIT_FAIL;
     memset(&t, 0, sizeof t);
     char cfg_fp[40];
     if (egm_run_prepare(r, &io, &e)) goto fail;
+    if (egm_workers_init(&wk, world, &e)) goto fail;
     if (r->topology ? egm_topology_load(r->topology, &t, &e) : egm_topology_auto(world - 1, &t)) {
         if (!r->topology) egm_fail(&e, "out of memory for a %d-stage topology", world - 1);
         goto fail;
@@ -161,17 +92,13 @@ static int coordinate(const egm_run_opts *r, int world) {
     }
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
     if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
-    assigned = 1;
-    egm_pipe_mpi_opts po = {world, {0}, wd, cfg.vocab_size, rank_timeout(r), NULL};
-    hosts = calloc((size_t)world, sizeof *hosts);
-    host_ptrs = calloc((size_t)world, sizeof *host_ptrs);
-    if (!hosts || !host_ptrs) {
-        egm_fail(&e, "out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < world; i++) host_ptrs[i] = hosts[i];
-    po.hosts = (const char *const *)host_ptrs;
-    if (start_workers(r, &io, &t, wd, world, cfg_fp, &po.caps, hosts, &e)) goto fail;
+    egm_assign_opts ao = {.model = r->model, .cfg_fp = cfg_fp, .t = &t, .kv_budget = io.kv_budget,
+                          .block_tokens = r->block_tokens, .kv_bf16 = !strcmp(r->kv_dtype, "bf16"),
+                          .n_slots = r->max_batch, .gate_table = r->gate_table,
+                          .threads = r->threads, .topo_threads = r->topology != NULL, .wd = wd};
+    if (egm_workers_start(&wk, &ao, &e)) goto fail;
+    egm_pipe_mpi_opts po = {world, wk.caps, wd, cfg.vocab_size, rank_timeout(r),
+                            (const char *const *)wk.host_ptrs};
     /* from here a dead rank is news worth a line; before, rank 0 reports */
     signal(SIGTERM, on_sigterm);
     if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
@@ -206,22 +133,10 @@ fail:
     signal(SIGTERM, SIG_DFL);
     fprintf(stderr, "egmla: %s\n", e.msg);
     egm_run_io_close(&io);
-    if (assigned) {
-        egm_mpi_stop_workers(world);
-    } else {
-        /* no worker has been assigned yet: they wait for an Assign */
-        Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
-        sd.failed = 1;
-        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
-        env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
-        env.shutdown = &sd;
-        egm_err ignore;
-        for (int i = 1; i < world; i++) egm_mpi_send_env(&env, i, &ignore);
-    }
+    egm_workers_abandon(&wk);
 out:
     if (pipe) pipe->close(pipe);
-    free(hosts);
-    free(host_ptrs);
+    egm_workers_free(&wk);
     egm_tok_free(tok);
     egm_topology_free(&t);
     return rc;
@@ -245,7 +160,7 @@ static int single_with_topology(const egm_run_opts *r) {
 }
 
 int egm_run(const egm_run_opts *r) {
-    if (!under_mpi()) return r->topology ? single_with_topology(r) : egm_run_local(r);
+    if (!egm_under_mpi()) return r->topology ? single_with_topology(r) : egm_run_local(r);
     int provided, rank = 0, world = 1;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "egmla: MPI_Init failed\n");

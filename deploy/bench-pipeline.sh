@@ -2,7 +2,7 @@
 # Pipeline throughput on this machine: the same batched-decode job run by
 # one rank with 2 BLAS threads, and by a 2-stage pipeline (coordinator +
 # 2 workers, 1 thread each), alternating A B A B so both see the same load.
-# Prints tokens/s of each run, the per-stage busy/wait lines, and the ratio.
+# Prints tokens/s of each run, the per-stage busy/wait/bubble lines, and the ratio.
 #
 #   bash deploy/bench-pipeline.sh [CONFIG.json] [ROUNDS]
 # Needs /usr/bin/python3 with torch (to write a random checkpoint once).

@@ -7,7 +7,9 @@
  * activations on to the next rank or, on the last stage, the Result back to
  * rank 0. Sends are non-blocking and double-buffered: the buffers of batch k
  * are reused only once the sends of batch k-2 completed, so computing a
- * batch overlaps shipping the previous one. */
+ * batch overlaps shipping the previous one. A StatsRequest among the
+ * batches is passed on and answered with the counters (busy, wait, bubble
+ * seconds; bytes), which is how `egmla bench` times each stage. */
 #include "worker/worker_mpi.h"
 
 #include <cblas.h>
@@ -118,6 +120,11 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_e
     }
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
     return 0;
+}
+
+void egm_synthetic_fingerprint(const char *json, size_t len, uint64_t seed, char out[40]) {
+    uint64_t hc = fnv(FNV0, json, len), hw = fnv(FNV0, &seed, sizeof seed);
+    snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
 }
 
 /* ---- MPI plumbing ------------------------------------------------------ */
@@ -241,15 +248,19 @@ int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len, egm_e
     return 0;
 }
 
-int egm_mpi_send_env(const Egmla__Envelope *env, int dest, egm_err *e) {
+static int send_env_tag(const Egmla__Envelope *env, int dest, int tag, egm_err *e) {
     size_t n = egmla__envelope__get_packed_size(env);
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) return egm_fail(e, "out of memory");
     egmla__envelope__pack(env, buf);
-    int rc = MPI_Send(buf, (int)n, MPI_BYTE, dest, EGM_TAG_CTRL, MPI_COMM_WORLD);
+    int rc = MPI_Send(buf, (int)n, MPI_BYTE, dest, tag, MPI_COMM_WORLD);
     free(buf);
     if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "send");
     return 0;
+}
+
+int egm_mpi_send_env(const Egmla__Envelope *env, int dest, egm_err *e) {
+    return send_env_tag(env, dest, EGM_TAG_CTRL, e);
 }
 
 int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
@@ -290,8 +301,8 @@ typedef struct {
     int outs_cap;
     send_slot slots[2];
     unsigned long long n_batches;
-    /* statistics */
-    double busy, wait;
+    /* statistics (Stats in proto/egmla.proto says what each counts) */
+    double busy, wait, bubble;
     unsigned long long bytes_in, bytes_out, hdr_out, rows;
 } worker;
 
@@ -349,6 +360,23 @@ static int isend(const void *p, size_t n, int dest, int tag, MPI_Request *r, egm
     return 0;
 }
 
+/* The assigned layers: mapped from the model's files, or (bench --config)
+ * generated from the config text rank 0 sent, by the same deterministic
+ * generator one process uses, so any split runs the very same weights. */
+static int load_layers(const Egmla__Assign *a, int flags, egm_model *m, char fp[40], egm_err *e) {
+    if (!a->config_json || !*a->config_json) {
+        if (egm_model_load(a->model, a->layer_lo, a->layer_hi, flags, m, e)) return -1;
+        return egm_model_fingerprint(a->model, 1, fp, e);
+    }
+    egm_config c;
+    size_t len = strlen(a->config_json);
+    if (egm_config_parse(a->config_json, len, a->model, &c, e) ||
+        egm_model_random(&c, a->seed, a->layer_lo, a->layer_hi, flags, m, e))
+        return -1;
+    egm_synthetic_fingerprint(a->config_json, len, a->seed, fp);
+    return 0;
+}
+
 /* Loads the assigned layers and replies Hello. Returns 0 when the stage is
  * ready, -1 when it is not (the Hello carried the reason). */
 static int start(worker *w, const Egmla__Assign *a, egm_err *e) {
@@ -371,8 +399,7 @@ static int start(worker *w, const Egmla__Assign *a, egm_err *e) {
     }
     int flags = (w->first ? EGM_LOAD_EMBED : 0) | (w->last ? EGM_LOAD_HEAD : 0) |
                 (a->gate_table ? EGM_LOAD_GATE_TABLE : 0);
-    if (egm_model_load(a->model, a->layer_lo, a->layer_hi, flags, &w->m, e)) goto reply;
-    if (egm_model_fingerprint(a->model, 1, fp, e)) goto reply;
+    if (load_layers(a, flags, &w->m, fp, e)) goto reply;
     if (egm_stage_init(&w->st, &w->m, a->n_slots, (size_t)a->kv_budget, a->block_tokens,
                        a->kv_bf16, e)) {
         egm_wrap(e, "layers %d-%d", a->layer_lo, a->layer_hi - 1);
@@ -491,16 +518,20 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     egm_mbatch b = {n, mb->slot, mb->pos, mb->token};
     if (n) egm_stage_forward(&w->st, &b, x);
 
-    /* ship it: reuse the buffers of two batches ago once they have left */
+    /* ship it: reuse the buffers of two batches ago once they have left
+     * (time spent waiting for that is the next rank's, not ours: wait) */
     send_slot *s = &w->slots[w->n_batches++ % 2];
+    double ts = now_s();
     if (wait_slot(s, e)) return -1;
+    double tw = now_s() - ts;
+    w->wait += tw;
     if (!w->last) {
         size_t nb = egm_wire_bytes(w->wd, n, D);
         if (!egm_bytes_need(&s->hdr, hdr_len) || !egm_bytes_need(&s->act, nb))
             return egm_fail(e, "out of memory");
         memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
         egm_wire_encode(w->wd, x, n, D, s->act.p);
-        w->busy += now_s() - t1;
+        w->busy += now_s() - t1 - tw;
         if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
             isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
             return -1;
@@ -552,13 +583,48 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
         free(ov);
         free(op);
         if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
-        w->busy += now_s() - t1;
+        w->busy += now_s() - t1 - tw;
         if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
         if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
         w->hdr_out += hl;
     }
     w->rows += (unsigned long long)n;
     return 0;
+}
+
+static void fill_stats(const worker *w, Egmla__Stats *s) {
+    s->rank = w->rank;
+    s->host = (char *)w->host;
+    s->layer_lo = w->m.lo;
+    s->layer_hi = w->m.hi;
+    s->busy_s = w->busy;
+    s->wait_s = w->wait;
+    s->bubble_s = w->bubble;
+    s->clock_s = now_s();
+    s->bytes_in = w->bytes_in;
+    s->bytes_out = w->bytes_out;
+    s->header_bytes_out = w->hdr_out;
+    s->rows = w->rows;
+    s->batches = w->n_batches;
+}
+
+/* A StatsRequest: pass it on behind the batches already sent (same tag,
+ * so MPI keeps the order), then answer rank 0 on the stats tag. */
+static int answer_stats(worker *w, uint64_t id, egm_err *e) {
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    if (!w->last) {
+        Egmla__StatsRequest q = EGMLA__STATS_REQUEST__INIT;
+        q.id = id;
+        env.msg_case = EGMLA__ENVELOPE__MSG_STATS_REQUEST;
+        env.stats_request = &q;
+        if (egm_mpi_send_env(&env, w->next, e)) return -1;
+    }
+    Egmla__Stats s = EGMLA__STATS__INIT;
+    fill_stats(w, &s);
+    s.request = id;
+    env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
+    env.stats = &s;
+    return send_env_tag(&env, 0, EGM_TAG_STATS, e);
 }
 
 /* Shutdown: let the last sends leave, pass it on, report statistics. */
@@ -573,17 +639,7 @@ static int finish(worker *w, egm_err *e) {
         if (egm_mpi_send_env(&env, w->next, e)) return -1;
     }
     Egmla__Stats s = EGMLA__STATS__INIT;
-    s.rank = w->rank;
-    s.host = w->host;
-    s.layer_lo = w->m.lo;
-    s.layer_hi = w->m.hi;
-    s.busy_s = w->busy;
-    s.wait_s = w->wait;
-    s.bytes_in = w->bytes_in;
-    s.bytes_out = w->bytes_out;
-    s.header_bytes_out = w->hdr_out;
-    s.rows = w->rows;
-    s.batches = w->n_batches;
+    fill_stats(w, &s);
     env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
     env.stats = &s;
     return egm_mpi_send_env(&env, 0, e);
@@ -632,7 +688,7 @@ int egm_worker_main(int rank, int world) {
         int src[2] = {w.prev, 0}, tag[2] = {EGM_TAG_CTRL, EGM_TAG_STOP};
         double t0 = now_s();
         int which = egm_mpi_wait(2, src, tag, &st, &e);
-        w.wait += now_s() - t0;
+        w.bubble += now_s() - t0;  /* nothing to work on until a header comes */
         if (which < 0) goto fatal;
         if (which == 1) {
             int v;
@@ -654,6 +710,12 @@ int egm_worker_main(int rank, int world) {
             if (finish(&w, &e)) goto fatal;
             rc = 0;
             break;
+        }
+        if (env->msg_case == EGMLA__ENVELOPE__MSG_STATS_REQUEST) {
+            uint64_t id = env->stats_request->id;
+            egmla__envelope__free_unpacked(env, NULL);
+            if (answer_stats(&w, id, &e)) goto fatal;
+            continue;
         }
         if (env->msg_case != EGMLA__ENVELOPE__MSG_BATCH) {
             egm_fail(&e, "unexpected message (case %d) from rank %d", env->msg_case, w.prev);

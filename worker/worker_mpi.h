@@ -2,7 +2,8 @@
  * coordinator (coordinator/pipe_mpi.c, coordinator/run.c) shares with it.
  *
  * Messages: every control message is one protobuf Envelope (proto/egmla.proto)
- * on EGM_TAG_CTRL. A micro-batch header is followed, from the same sender, by
+ * on EGM_TAG_CTRL, except the Stats answering a StatsRequest, which go to
+ * rank 0 on EGM_TAG_STATS (so they never mix with its Results). A micro-batch header is followed, from the same sender, by
  * its activations on EGM_TAG_ACT (not into the first stage, which embeds); a
  * Result asking for logits by them on EGM_TAG_LOGITS. EGM_TAG_STOP from rank
  * 0 abandons the run: every rank then exits non-zero without a word (rank 0
@@ -25,7 +26,7 @@
 #include "model/err.h"
 
 enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4,
-       EGM_TAG_PING = 5 };
+       EGM_TAG_PING = 5, EGM_TAG_STATS = 6 };
 
 /* EGM_VERSION + EGM_GITREV of this binary. */
 const char *egm_build_fingerprint(void);
@@ -36,6 +37,10 @@ const char *egm_build_fingerprint(void);
  * coordinator needs no weights) and the second half is zeros. */
 int egm_model_fingerprint(const char *dir, int with_weights, char out[40],
                           egm_err *e);
+
+/* The same shape for synthetic weights (Assign.config_json): a hash of the
+ * config text, then one of the seed. */
+void egm_synthetic_fingerprint(const char *json, size_t len, uint64_t seed, char out[40]);
 
 /* Growable byte buffer for messages. */
 typedef struct {
