@@ -7,10 +7,12 @@
 #
 # MODEL_DIR defaults to models/egmla-tiny; without it, the EG-MLA test fixture
 # with a 300-token tokenizer trained on the spot (numbers are then those of a
-# random model: the check is that both paths agree). Not part of `make test`.
+# random model: the check is that both paths agree). `make test` runs it
+# through tests/e2e_lmeval.sh, which provides lm-eval in a venv.
 set -eu
 cd "$(dirname "$0")/../.."
-PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
+# PY: a python with lm-eval (tests/e2e_lmeval.sh makes a venv for it)
+if [ -z "${PY:-}" ]; then PY=python3; [ -x /usr/bin/python3 ] && PY=/usr/bin/python3; fi
 export OMP_WAIT_POLICY=passive
 BIN=${BIN:-bin/egmla}
 case $BIN in /*) ;; *) BIN=$(pwd)/$BIN ;; esac
