@@ -438,7 +438,8 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
                           .kv_budget = (size_t)o->max_b * blocks * o->block_tokens * per_tok,
                           .block_tokens = o->block_tokens, .kv_bf16 = o->bf16,
                           .n_slots = o->max_b, .gate_table = !o->no_gate_table,
-                          .threads = o->threads, .topo_threads = 1, .wd = B.wd};
+                          .threads = o->threads, .topo_threads = 1, .wd = B.wd,
+                          .hello_timeout_s = 10 * o->rank_timeout};
     if (egm_workers_start(&wk, &ao, &e)) goto fail;
     if (wk.caps.kv_blocks < (long)o->max_b * (long)blocks) {
         egm_fail(&e, "a stage's KV pool holds %d blocks, %ld needed", wk.caps.kv_blocks,

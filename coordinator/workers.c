@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "worker/worker_mpi.h"
 
@@ -66,9 +67,21 @@ int egm_workers_start(egm_workers *w, const egm_assign_opts *o, egm_err *e) {
     Egmla__Envelope **h = calloc((size_t)S, sizeof *h);
     if (!h) return egm_fail(e, "out of memory");
     int rc = 0;
+    double t0 = MPI_Wtime();
     for (int i = 0; i < S && !rc; i++) {
-        int from;
-        if (egm_mpi_recv_env(i + 1, &h[i], &from, e)) rc = -1;
+        int from, src = i + 1, tag = EGM_TAG_CTRL;
+        MPI_Status st;
+        double left = o->hello_timeout_s - (MPI_Wtime() - t0);
+        int got = o->hello_timeout_s > 0 ? egm_mpi_wait_for(1, &src, &tag, left > 0.001 ? left : 0.001, &st, e)
+                                         : 0;
+        if (got == EGM_MPI_TIMEOUT) {
+            w->hung = 1;
+            rc = egm_fail(e, "rank %d has not answered its assignment (layers %d-%d of %s) within "
+                          "%.0f s: still loading, or hung (the wait is 10 x --rank-timeout: raise "
+                          "it for a model that takes longer to load)", src,
+                          o->t->stages[i].layer_lo, o->t->stages[i].layer_hi - 1, o->model,
+                          o->hello_timeout_s);
+        } else if (got < 0 || egm_mpi_recv_env(src, &h[i], &from, e)) rc = -1;
         else if (h[i]->msg_case != EGMLA__ENVELOPE__MSG_HELLO)
             rc = egm_fail(e, "rank %d: expected its hello, got message case %d", i + 1, h[i]->msg_case);
     }
@@ -104,6 +117,11 @@ int egm_workers_start(egm_workers *w, const egm_assign_opts *o, egm_err *e) {
 }
 
 void egm_workers_abandon(const egm_workers *w) {
+    if (w->hung) {
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, EGM_EXIT_FAIL);
+    }
     if (w->assigned) {
         egm_mpi_stop_workers(w->world);
         return;

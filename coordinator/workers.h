@@ -33,6 +33,8 @@ typedef struct {
     int threads;               /* BLAS threads per stage; 0: see topo_threads */
     int topo_threads;          /* 1: the topology's threads; 0: OpenBLAS default */
     egm_wire_dtype wd;
+    double hello_timeout_s;    /* > 0: a worker silent this long after its
+                                  Assign is taken for hung (0: wait forever) */
 } egm_assign_opts;
 
 typedef struct {
@@ -41,6 +43,7 @@ typedef struct {
     const char **host_ptrs;    /* [world] into hosts, for egm_pipe_mpi_opts */
     egm_pipe_caps caps;        /* smallest KV pool of any stage, slots, block */
     int assigned;              /* Assigns went out: stopping needs EGM_TAG_STOP */
+    int hung;                  /* a worker never said hello: only MPI_Abort stops it */
 } egm_workers;
 
 /* Allocates w for `world` ranks (before anything can fail, so that
@@ -51,7 +54,8 @@ int egm_workers_init(egm_workers *w, int world, egm_err *e);
 int egm_workers_start(egm_workers *w, const egm_assign_opts *o, egm_err *e);
 
 /* The run failed before or after the Assigns (the caller has printed why):
- * every worker exits non-zero, quietly. */
+ * every worker exits non-zero, quietly; after a startup timeout, through
+ * MPI_Abort (a hung worker reads no message), which does not return. */
 void egm_workers_abandon(const egm_workers *w);
 
 void egm_workers_free(egm_workers *w);

@@ -9,7 +9,10 @@
 #     rank and host, keeps what it wrote, exits non-zero; no process left.
 #  3. After each, the same command with --resume finishes the job, and the
 #     union of the outputs equals the uninterrupted run (seeded sampling).
-#  4. A KV budget that holds 2 sequences: 10 requests all complete (they
+#  4. A worker that hangs while loading its layers (it blocks opening a
+#     FIFO): rank 0 gives up after 10 x --rank-timeout, names the rank,
+#     exits non-zero through MPI_Abort; no process left.
+#  5. A KV budget that holds 2 sequences: 10 requests all complete (they
 #     wait for room), in one process and over 3 ranks; a budget below one
 #     sequence refuses each request with a message instead.
 set -u
@@ -132,6 +135,25 @@ if grep -q "^egmla: rank 1 (.*) does not answer" "$tmp/stop.log"; then
   ok "stop: rank 0 named the hung rank and its host"
 else
   bad "stop: the hung rank was not named by rank 0"; cat "$tmp/stop.log"
+fi
+
+# --- a worker hung while loading: rank 0 stops waiting for its hello ---------
+# model.safetensors is a FIFO nobody writes: the workers block opening it,
+# while rank 0 (config and tokenizer only) goes on. With --rank-timeout 0.2
+# the startup wait is 2 s.
+mkdir "$tmp/hang"
+cp "$M/config.json" "$tmp/hang/"
+mkfifo "$tmp/hang/model.safetensors"
+start=$(date +%s)
+"${MPIRUN[@]}" 3 "$BIN" score --model "$tmp/hang" --input "$tmp/in.jsonl" --out "$tmp/hang.out" \
+  --rank-timeout 0.2 >"$tmp/hang.log" 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "^egmla: rank 1 has not answered its assignment" "$tmp/hang.log" \
+   && [ "$(grep -c '^egmla:' "$tmp/hang.log")" -eq 1 ] && ! pgrep -f "egmla score.*$tmp/hang" >/dev/null; then
+  ok "hung while loading: exit $rc after ${took}s, no rank left: $(grep '^egmla:' "$tmp/hang.log" | head -c 120)"
+else
+  bad "hung while loading: exit $rc after ${took}s"; cat "$tmp/hang.log"; pkill -9 -f "egmla score.*$tmp/hang"
 fi
 
 # --- KV budget: requests wait for room ---------------------------------------
