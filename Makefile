@@ -53,6 +53,8 @@ $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto
 ifneq ($(SAN),1)
 $(BUILD)/kernels/%.o: CFLAGS += -O3
 endif
+# fused multiply-adds in the few-rows GEMM, as OpenBLAS has in its own
+$(BUILD)/kernels/gemm_small.o: CFLAGS += -ffp-contract=fast
 
 $(BUILD)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)

@@ -1,6 +1,7 @@
 /* ops.c - the math of a transformer block on fp32 rows: matmuls (OpenBLAS),
  * norms, RoPE, softmax, activations and the bf16/f16 conversions. */
 #include "kernels/ops.h"
+#include "kernels/gemm_small.h"
 
 #include <cblas.h>
 #ifdef _OPENMP
@@ -28,6 +29,15 @@ static void gemm_blas(int transA, int transB, int M, int N, int K, float alpha,
 void egm_gemm(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc) {
+    /* a few rows times weights: no packing (kernels/gemm_small.c) */
+    if (!transA && transB && M >= 2 && M <= EGM_GEMM_SMALL_MAX_M && N > 0 && K > 0 &&
+        alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+        int threads = 1;
+        if ((long)M * N * K >= EGM_GEMM_THREADED_MIN && !omp_in_parallel())
+            threads = openblas_get_num_threads();
+        egm_gemm_small_nt(M, N, K, A, lda, B, ldb, beta == 1.0f, C, ldc, threads);
+        return;
+    }
     int nt = 1;
     if (M > 0 && N > 0 && K > 0 && (long)M * N * K < EGM_GEMM_THREADED_MIN &&
         !omp_in_parallel() && (nt = openblas_get_num_threads()) > 1)

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm_small.h"
 #include "kernels/ops.h"
 
 /* Deterministic uniform floats in [-1, 1). */
@@ -53,10 +54,37 @@ static void check_linear(int M, int N, int K) {
 
 static void test_linear_shapes(void **st) {
     (void)st;
+    /* 2..8 rows go through kernels/gemm_small.c: tails of 4 columns and of
+     * a vector of K, and every row count of its tiles */
     int shapes[][3] = {{1, 7, 13}, {1, 64, 64}, {1, 1, 1}, {3, 5, 7}, {17, 33, 29},
-                       {8, 16, 1}, {2, 100, 257}, {1, 300, 33}};
+                       {8, 16, 1}, {2, 100, 257}, {1, 300, 33}, {5, 37, 35},
+                       {8, 64, 768}, {4, 9, 16}, {7, 3, 100}, {6, 130, 48}};
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
         check_linear(shapes[i][0], shapes[i][1], shapes[i][2]);
+}
+
+/* The few-rows kernel with padded row strides: the padding is left alone,
+ * and splitting the columns over threads gives the same bits. */
+static void test_gemm_small(void **st) {
+    (void)st;
+    enum { M = 6, N = 45, K = 70, LDX = 75, LDW = 73, LDY = 50 };
+    float *x = rand_vec(M * LDX, 1), *W = rand_vec(N * LDW, 1);
+    float *y1 = rand_vec(M * LDY, 1), *y2 = malloc(sizeof(float) * M * LDY);
+    memcpy(y2, y1, sizeof(float) * M * LDY);
+    float *y0 = malloc(sizeof(float) * M * LDY);
+    memcpy(y0, y1, sizeof(float) * M * LDY);
+    egm_gemm_small_nt(M, N, K, x, LDX, W, LDW, 1, y1, LDY, 1);
+    egm_gemm_small_nt(M, N, K, x, LDX, W, LDW, 1, y2, LDY, 2);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < LDY; n++) {
+            float a = y1[m * LDY + n];
+            assert_int_equal(bits(a), bits(y2[m * LDY + n]));
+            if (n >= N) { assert_int_equal(bits(a), bits(y0[m * LDY + n])); continue; }
+            double s = y0[m * LDY + n];
+            for (int k = 0; k < K; k++) s += (double)x[m * LDX + k] * W[n * LDW + k];
+            assert_true(fabs(a - s) < 1e-5 * (K + 1));
+        }
+    free(x); free(W); free(y0); free(y1); free(y2);
 }
 
 /* egm_gemm with every transpose, padded leading dimensions, alpha and beta;
@@ -442,6 +470,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_shapes),
         cmocka_unit_test(test_gemm_trans_ld),
+        cmocka_unit_test(test_gemm_small),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gate_norm),
