@@ -1,6 +1,8 @@
 /* args.c - table-driven "--name value" parsing with strict numbers. */
 #include "args.h"
 
+#include "coordinator/commands.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <float.h>
@@ -182,4 +184,15 @@ int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
     }
     if (n_pos) *n_pos = npos;
     return 0;
+}
+
+int egm_args_main(const egm_cmd *cmd, int argc, char **argv) {
+    egm_err e;
+    int rc = egm_args_parse(cmd, argc, argv, NULL, &e);
+    if (rc == 1) return EGM_EXIT_OK;
+    if (rc < 0) {
+        fprintf(stderr, "%s\n", e.msg);
+        return EGM_EXIT_USAGE;
+    }
+    return -1;
 }

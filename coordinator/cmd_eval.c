@@ -248,13 +248,13 @@ int egm_cmd_eval(int argc, char **argv) {
                    "each choice's log-likelihood given the context, acc_norm the argmax of the log-likelihood "
                    "divided by the choice's length in characters; standard errors of the means.",
                    opts};
-    egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return 0;
-    if (rc < 0 || !task) {
-        fprintf(stderr, "%s\n", rc < 0 ? e.msg : "egmla eval: --task is required");
+    int rc = egm_args_main(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+    if (!task) {
+        fprintf(stderr, "egmla eval: --task is required\n");
         return EGM_EXIT_USAGE;
     }
+    egm_err e;
     egm_ll_job ll;
     example_t *ex = NULL;
     int n_ex = 0, cap_ex = 0;
@@ -448,13 +448,13 @@ int egm_cmd_perplexity(int argc, char **argv) {
                    "windows of the model's context, the first conditioned on the bos token. Reports word "
                    "and byte perplexity and bits per byte as lm-eval's wikitext task, and token perplexity.",
                    opts};
-    egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return 0;
-    if (rc < 0 || !text) {
-        fprintf(stderr, "%s\n", rc < 0 ? e.msg : "egmla perplexity: --text is required");
+    int rc = egm_args_main(&cmd, argc, argv);
+    if (rc >= 0) return rc;
+    if (!text) {
+        fprintf(stderr, "egmla perplexity: --text is required\n");
         return EGM_EXIT_USAGE;
     }
+    egm_err e;
     if (window) j.max_length = window;
     egm_ll_job ll;
     egm_ll_init(&ll, 0, -1);
@@ -618,13 +618,9 @@ int egm_cmd_loglikelihood(int argc, char **argv) {
                    "lm-eval's token boundary, or loglikelihood_rolling(text). What the lm-eval backend "
                    "(deploy/lm_eval) runs.",
                    opts};
+    int rc = egm_args_main(&cmd, argc, argv);
+    if (rc >= 0) return rc;
     egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return 0;
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EGM_EXIT_USAGE;
-    }
     egm_ll_job ll;
     egm_ll_init(&ll, 0, -1);
     char **ids = NULL;

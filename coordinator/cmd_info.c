@@ -32,13 +32,9 @@ int egm_cmd_info(int argc, char **argv) {
                    "Prints a model's parameters by part, its KV cache bytes per token, and how many "
                    "sequences of a given context fit a KV budget.",
                    opts};
+    int rc = egm_args_main(&cmd, argc, argv);
+    if (rc >= 0) return rc;
     egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return 0;
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EGM_EXIT_USAGE;
-    }
     size_t budget;
     if (egm_parse_size(budget_s, &budget)) {
         fprintf(stderr, "egmla info: --kv-budget: expected a size such as 4GiB, found \"%s\"\n", budget_s);

@@ -109,13 +109,8 @@ static int run(int mode, int argc, char **argv) {
                        : "Generates a continuation for each input line {\"id\", \"prompt\"|\"tokens\"} and "
                          "writes {\"id\", \"tokens\", \"text\", \"finish_reason\"}.",
                    gen_opts};
-    egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
-    if (rc == 1) return 0;
-    if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
-        return EGM_EXIT_USAGE;
-    }
+    int rc = egm_args_main(&cmd, argc, argv);
+    if (rc >= 0) return rc;
     r.defaults.ignore_eos = ignore_eos;
     for (int i = 0; i < argc; i++)
         if (!strncmp(argv[i], "--micro-batches", 15)) r.micro_batches_set = 1;
