@@ -10,7 +10,6 @@
 
 typedef struct {
     int active, group, blocks;
-    int held;              /* finished, KV kept as a prefix source */
     int score_from;        /* prefix sharing: first lp index needed (0: none) */
     egm_request req;
     int *toks, n_prompt;   /* prompt (or scored sequence) */
@@ -209,12 +208,12 @@ static void release_held(sched_t *s) {
     seq_t *h = &s->seqs[s->held_slot];
     s->releases[s->n_releases++] = s->held_slot;
     s->free_blocks += h->blocks;
-    free(h->toks);
-    memset(h, 0, sizeof *h);
+    seq_clear(h);
     s->held_slot = -1;
 }
 
-/* Keeps a finished sequence's tokens and cache as a prefix source. */
+/* Keeps a finished sequence's tokens and cache as the prefix source
+ * (s->held_slot: at most one). */
 static void hold(sched_t *s, int slot) {
     seq_t *q = &s->seqs[slot];
     int *toks = q->toks, n_prompt = q->n_prompt, n_fed = q->n_fed, blocks = q->blocks,
@@ -226,8 +225,14 @@ static void hold(sched_t *s, int slot) {
     q->n_fed = n_fed;
     q->blocks = blocks;
     q->score_from = sf;
-    q->held = 1;
     s->held_slot = slot;
+}
+
+/* A slot neither in flight nor held (the caller knows one exists). */
+static int free_slot(const sched_t *s) {
+    int slot = 0;
+    while (s->seqs[slot].active || slot == s->held_slot) slot++;
+    return slot;
 }
 
 /* Finds the sequence (in flight or held) sharing the longest usable prefix
@@ -239,7 +244,7 @@ static int prefix_source(const sched_t *s, int *n) {
     if (q->score_from <= 0) return -1;
     for (int i = 0; i < s->o->max_seqs; i++) {
         const seq_t *c = &s->seqs[i];
-        if (!(c->active || c->held) || c->score_from <= 0) continue;
+        if (!(c->active || i == s->held_slot) || c->score_from <= 0) continue;
         int lim = q->score_from < c->n_prompt ? q->score_from : c->n_prompt, k = 0;
         while (k < lim && c->toks[k] == q->toks[k]) k++;
         if (k > best_n || (k == best_n && k > 0 && c->n_fed >= k && s->seqs[best].n_fed < k)) {
@@ -291,8 +296,7 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
 /* Moves s->next into a free slot of group g; fork_n > 0 starts it from the
  * first fork_n cached positions of slot `from`. */
 static void admit(sched_t *s, int g, int from, int fork_n) {
-    int slot = 0;
-    while (s->seqs[slot].active || s->seqs[slot].held) slot++;
+    int slot = free_slot(s);
     seq_t *q = &s->seqs[slot];
     *q = s->next;
     memset(&s->next, 0, sizeof s->next);
@@ -360,8 +364,7 @@ static int build(sched_t *s, int g, egm_err *e) {
         if (!room(s)) break;
         if (s->o->mode == EGM_MODE_GENERATE && s->next.max_new == 0) {
             /* nothing to generate: answer without touching the pipeline */
-            int slot = 0;
-            while (s->seqs[slot].active || s->seqs[slot].held) slot++;
+            int slot = free_slot(s);
             s->group_n[g]++;
             s->free_blocks -= s->next.blocks;
             s->seqs[slot] = s->next;
