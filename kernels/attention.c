@@ -38,29 +38,6 @@ void egm_latent_query(float *qlat, const float *q, int ldq, int n,
     }
 }
 
-long egm_attn_latent_scratch(int T, int P, int H) { return (long)H * T * P; }
-
-void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
-                       int T, int pos0, const float *Z, int ldz,
-                       const float *kpe, int ldk, int H, int dn, int dr,
-                       int du, float scale, float *S) {
-    int P = pos0 + T, R = H * T, dq = dn + dr;
-    /* S[(t,h), P] = scale * (qlat Z^T + q_pe kpe^T); q_pe of row (t,h) sits
-     * at q + t*ldq + h*dq + dn: a matrix with row stride dq when ldq = H*dq */
-    egm_gemm(0, 1, R, P, du, scale, qlat, du, Z, ldz, 0.0f, S, P);
-    if (ldq == H * dq) {
-        egm_gemm(0, 1, R, P, dr, scale, q + dn, dq, kpe, ldk, 1.0f, S, P);
-    } else {
-        for (int t = 0; t < T; t++)
-            egm_gemm(0, 1, H, P, dr, scale, q + (long)t * ldq + dn, dq, kpe, ldk, 1.0f,
-                     S + (long)t * H * P, P);
-    }
-    for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) causal_softmax(S + ((long)t * H + h) * P, P, pos0 + t);
-    /* olat = S Z: the attention-weighted latent of every (row, head) */
-    egm_gemm(0, 0, R, du, P, 1.0f, S, P, Z, ldz, 0.0f, olat, du);
-}
-
 long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr) {
     /* scores, [qlat | q_pe] rows, running max, padding, running sum (double) */
     return (long)H * T * (block + du + dr + 3) + 2;

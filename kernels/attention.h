@@ -23,7 +23,7 @@ long egm_attn_mha_scratch(int T, int P);
  * sequence's own latents are per sequence:
  *
  *   1. egm_latent_query: qlat[r, h] = W_UK_h^T q_nope[r, h]      (all rows)
- *   2. egm_latent_attend: per sequence segment, with its latents Z and rope
+ *   2. egm_latent_attend_blocked: per sequence segment, with its latents Z and rope
  *      keys, olat[r, h] = sum_j softmax_j(scale * (qlat.z_j + q_pe.kpe_j)) z_j
  *   3. egm_latent_output: out[r, h] = W_UV_h olat[r, h]            (all rows)
  *
@@ -35,20 +35,10 @@ long egm_attn_mha_scratch(int T, int P);
 void egm_latent_query(float *qlat, const float *q, int ldq, int n,
                       const float *kv_b, int H, int dn, int dr, int dv, int du);
 
-/* One segment: T rows at positions pos0.., qlat/olat pointing at its first
- * row, in one pass over materialised latents. The engine runs the blocked
- * form below; this one is its plain statement (tests/test_attention.c
- * checks one against the other). */
-/* T rows at positions pos0.., qlat/olat pointing at its first
- * row; Z [P, du] (row stride ldz) and kpe (row stride ldk) for positions
- * 0..P-1, P = pos0 + T. scratch: egm_attn_latent_scratch(T, P, H) floats. */
-void egm_latent_attend(float *olat, const float *qlat, const float *q, int ldq,
-                       int T, int pos0, const float *Z, int ldz,
-                       const float *kpe, int ldk, int H, int dn, int dr,
-                       int du, float scale, float *scratch);
-long egm_attn_latent_scratch(int T, int P, int H);
-/* The same step 2 over blocks of `block` positions with an online softmax,
- * for latents that are built rather than read (EG-MLA's z): a block is
+/* Step 2 for one segment: T rows at positions pos0.., qlat/olat pointing
+ * at its first row, attending to positions 0..pos0+T-1 in blocks of
+ * `block` with an online softmax. The latents come from a callback, a block
+ * at a time, because EG-MLA's are built rather than read: a block is
  * produced, used by every row and head while it is still in cache, and
  * dropped, so Z [P, du] is never materialised. rows(ctx, j0, j1, ...) points
  * *z (row stride *ldz) and *kpe (row stride *ldk) at positions [j0, j1);
