@@ -128,12 +128,18 @@ static float sum_f(const float *x, int n) {
     return s + lanes_sum(&acc);
 }
 
+/* RMSNorm of x into out, the sum of its squares known. */
+static void rmsnorm_sum(float *out, const float *x, float sum_squares, const float *w, int n,
+                        float eps) {
+    float scale = 1.0f / sqrtf(sum_squares / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+}
+
 /* out = x / sqrt(mean(x^2) + eps) * w, as HF: (x * rsqrt(var + eps)) * w.
  * out may alias x. */
 void egm_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     if (n <= 0) return;
-    float scale = 1.0f / sqrtf(sum_sq(x, n) / (float)n + eps);
-    for (int i = 0; i < n; i++) out[i] = (x[i] * scale) * w[i];
+    rmsnorm_sum(out, x, sum_sq(x, n), w, n, eps);
 }
 
 /* LayerNorm of x in place, its mean known. The last loop is split by which
@@ -308,12 +314,8 @@ void egm_gate_norm(float *restrict z, const float *restrict g, const float *w,
         s += rms ? z[i] * z[i] : z[i];
     }
     s += lanes_sum(&acc);
-    if (rms) {
-        float scale = 1.0f / sqrtf(s / (float)n + eps);
-        for (i = 0; i < n; i++) z[i] = (z[i] * scale) * w[i];
-        return;
-    }
-    egm_layernorm_mean(z, s / (float)n, w, b, n, eps);
+    if (rms) rmsnorm_sum(z, z, s, w, n, eps);
+    else egm_layernorm_mean(z, s / (float)n, w, b, n, eps);
 }
 
 void egm_add(float *x, const float *y, int n) {
