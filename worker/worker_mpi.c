@@ -592,57 +592,56 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     return 0;
 }
 
-static void fill_stats(const worker *w, Egmla__Stats *s) {
-    s->rank = w->rank;
-    s->host = (char *)w->host;
-    s->layer_lo = w->m.lo;
-    s->layer_hi = w->m.hi;
-    s->busy_s = w->busy;
-    s->wait_s = w->wait;
-    s->bubble_s = w->bubble;
-    s->clock_s = now_s();
-    s->bytes_in = w->bytes_in;
-    s->bytes_out = w->bytes_out;
-    s->header_bytes_out = w->hdr_out;
-    s->rows = w->rows;
-    s->batches = w->n_batches;
+/* This stage's statistics so far to rank 0 on `tag`, answering `request`
+ * (0: the report at shutdown). */
+static int send_stats(const worker *w, uint64_t request, int tag, egm_err *e) {
+    Egmla__Stats s = EGMLA__STATS__INIT;
+    s.rank = w->rank;
+    s.host = (char *)w->host;
+    s.layer_lo = w->m.lo;
+    s.layer_hi = w->m.hi;
+    s.busy_s = w->busy;
+    s.wait_s = w->wait;
+    s.bubble_s = w->bubble;
+    s.clock_s = now_s();
+    s.bytes_in = w->bytes_in;
+    s.bytes_out = w->bytes_out;
+    s.header_bytes_out = w->hdr_out;
+    s.rows = w->rows;
+    s.batches = w->n_batches;
+    s.request = request;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
+    env.stats = &s;
+    return send_env_tag(&env, 0, tag, e);
 }
 
 /* A StatsRequest: pass it on behind the batches already sent (same tag,
  * so MPI keeps the order), then answer rank 0 on the stats tag. */
 static int answer_stats(worker *w, uint64_t id, egm_err *e) {
-    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
     if (!w->last) {
+        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
         Egmla__StatsRequest q = EGMLA__STATS_REQUEST__INIT;
         q.id = id;
         env.msg_case = EGMLA__ENVELOPE__MSG_STATS_REQUEST;
         env.stats_request = &q;
         if (egm_mpi_send_env(&env, w->next, e)) return -1;
     }
-    Egmla__Stats s = EGMLA__STATS__INIT;
-    fill_stats(w, &s);
-    s.request = id;
-    env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
-    env.stats = &s;
-    return send_env_tag(&env, 0, EGM_TAG_STATS, e);
+    return send_stats(w, id, EGM_TAG_STATS, e);
 }
 
 /* Shutdown: let the last sends leave, pass it on, report statistics. */
 static int finish(worker *w, egm_err *e) {
     for (int k = 0; k < 2; k++)
         if (wait_slot(&w->slots[k], e)) return -1;
-    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
-    Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
     if (!w->last) {
+        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+        Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
         env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
         env.shutdown = &sd;
         if (egm_mpi_send_env(&env, w->next, e)) return -1;
     }
-    Egmla__Stats s = EGMLA__STATS__INIT;
-    fill_stats(w, &s);
-    env.msg_case = EGMLA__ENVELOPE__MSG_STATS;
-    env.stats = &s;
-    return egm_mpi_send_env(&env, 0, e);
+    return send_stats(w, 0, EGM_TAG_CTRL, e);
 }
 
 static void worker_free(worker *w) {
