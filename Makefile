@@ -5,7 +5,7 @@
 #   make test            every test (unit, golden, end-to-end)
 #   make SAN=1 test      the same under ASan + UBSan, in build-san/
 #
-# Sources are found by folder: every .c under kernels/ model/ worker/
+# Sources are found by folder: every .c under base/ kernels/ model/ worker/
 # coordinator/ deploy/ goes into build/libegmla.a; coordinator/main.c is the
 # binary's entry; tests/test_*.c are one cmocka binary each.
 
@@ -31,7 +31,7 @@ BIN      := $(if $(filter 1,$(SAN)),$(BUILD)/egmla,bin/egmla)
 PROTO    := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO))
 PROTO_H  := $(PROTO_C:.c=.h)
-LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard kernels/*.c model/*.c worker/*.c coordinator/*.c deploy/*.c))
+LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard base/*.c kernels/*.c model/*.c worker/*.c coordinator/*.c deploy/*.c))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))

@@ -19,7 +19,7 @@
 
 #include <stdio.h>
 
-#include "model/err.h"
+#include "base/err.h"
 
 typedef enum {
     EGM_OPT_FLAG,    /* int *: set to 1; takes no value */

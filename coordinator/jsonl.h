@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "model/err.h"
+#include "base/err.h"
 
 /* ---- reader ---- */
 

@@ -19,7 +19,7 @@
 #include <stddef.h>
 
 #include "kernels/sampling.h"
-#include "model/err.h"
+#include "base/err.h"
 
 typedef struct {
     char *id_json;        /* the "id" value re-serialised compactly, copied verbatim to outputs */

@@ -10,7 +10,7 @@
 #ifndef EGM_RESUME_H
 #define EGM_RESUME_H
 
-#include "model/err.h"
+#include "base/err.h"
 
 typedef struct egm_idset egm_idset;
 

@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/err.h"
+#include "base/err.h"
 
 typedef enum {
     EGM_TRANSPORT_AUTO = 0,   /* let Open MPI choose */

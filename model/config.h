@@ -6,7 +6,7 @@
 #ifndef EGM_CONFIG_H
 #define EGM_CONFIG_H
 
-#include "err.h"
+#include "base/err.h"
 
 typedef enum { EGM_LLAMA = 0, EGM_MLA = 1, EGM_EGMLA = 2 } egm_arch;
 

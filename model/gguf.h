@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "err.h"
+#include "base/err.h"
 
 /* Metadata value types (the file's numbering). */
 enum {

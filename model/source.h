@@ -5,7 +5,7 @@
 #define EGM_SOURCE_H
 
 #include "config.h"
-#include "err.h"
+#include "base/err.h"
 #include "tokenizer.h"
 
 /* 1 if path is a GGUF file rather than a directory. */

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "err.h"
+#include "base/err.h"
 #include "gguf.h"
 
 typedef struct egm_tokenizer egm_tokenizer;

@@ -23,7 +23,7 @@
 #include <mpi.h>
 
 #include "egmla.pb-c.h"
-#include "model/err.h"
+#include "base/err.h"
 
 enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4,
        EGM_TAG_PING = 5, EGM_TAG_STATS = 6 };
