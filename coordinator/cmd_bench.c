@@ -31,7 +31,7 @@
 
 #include <mpi.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "coordinator/bench.h"
 #include "coordinator/bench_mpi.h"
 #include "coordinator/bench_report.h"

@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "coordinator/commands.h"
 #include "model/source.h"
 #include "coordinator/eval.h"

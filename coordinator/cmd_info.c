@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "coordinator/commands.h"
 #include "deploy/topology.h"
 #include "model/config.h"

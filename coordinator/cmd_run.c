@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "coordinator/commands.h"
 #include "coordinator/sched.h"
 #include "deploy/topology.h"

@@ -5,24 +5,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/exit.h"
 #include "coordinator/jsonl.h"
 #include "coordinator/request.h"
 #include "coordinator/sched.h"
 #include "model/tokenizer.h"
 
-/* Exit statuses (docs/ERRORS.md). */
-enum {
-    EGM_EXIT_OK = 0,
-    EGM_EXIT_FAIL = 1,         /* the job could not run or stopped: bad file, dead rank... */
-    EGM_EXIT_USAGE = 2,        /* bad command line */
-    EGM_EXIT_SOME_FAILED = 3,  /* the job ran; some input lines were refused (error records written) */
-};
-
 int egm_cmd_info(int argc, char **argv);
 int egm_cmd_generate(int argc, char **argv);
 int egm_cmd_score(int argc, char **argv);
-int egm_cmd_launch(int argc, char **argv);   /* deploy/launch.c */
-int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
 int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
 int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */

@@ -10,6 +10,7 @@
 
 #include "coordinator/bench.h"
 #include "coordinator/commands.h"
+#include "deploy/launch.h"
 
 #ifndef EGM_VERSION
 #define EGM_VERSION "0.0.0"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/commands.h"
+#include "base/exit.h"
 #include "coordinator/pipe_mpi.h"
 #include "worker/worker_mpi.h"
 

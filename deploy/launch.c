@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "model/config.h"
 
 enum { EXIT_RUN = 1, EXIT_USAGE = 2 };

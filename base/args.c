@@ -1,7 +1,7 @@
 /* args.c - table-driven "--name value" parsing with strict numbers. */
 #include "args.h"
 
-#include "coordinator/commands.h"
+#include "base/exit.h"
 
 #include <ctype.h>
 #include <errno.h>
