@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/args.h"
+#include "base/size.h"
 #include "coordinator/commands.h"
 #include "deploy/topology.h"
 #include "model/config.h"

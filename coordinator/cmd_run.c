@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/args.h"
+#include "base/size.h"
 #include "coordinator/commands.h"
 #include "coordinator/sched.h"
 #include "deploy/topology.h"

@@ -34,6 +34,8 @@
 #include <stdint.h>
 
 #include "base/err.h"
+#include "base/size.h"
+#include "base/wire_dtype.h"
 
 typedef enum {
     EGM_TRANSPORT_AUTO = 0,   /* let Open MPI choose */
@@ -41,12 +43,6 @@ typedef enum {
     EGM_TRANSPORT_TCP,        /* ob1 + tcp */
     EGM_TRANSPORT_UCX,        /* pml ucx, any transport/device (no IB needed) */
 } egm_transport;
-
-typedef enum {
-    EGM_WIRE_BF16 = 0,
-    EGM_WIRE_FP32,
-    EGM_WIRE_INT8,
-} egm_wire_dtype;
 
 typedef enum { EGM_BIND_NONE = 0, EGM_BIND_CORE } egm_bind;
 
@@ -121,13 +117,6 @@ int egm_topology_check_world(const egm_topology *t, int world_size,
                              egm_err *e);
 
 const char *egm_transport_name(egm_transport x);
-const char *egm_wire_dtype_name(egm_wire_dtype x);
 const char *egm_bind_name(egm_bind x);
-
-/* Parses a byte size: "1048576", "512K", "1.5GiB", "2 GB", "64MiB".
- * K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of
- * 1000; a trailing "B" alone means bytes. Returns -1 on anything else
- * (no message: callers say where the text came from). */
-int egm_parse_size(const char *s, size_t *out);
 
 #endif

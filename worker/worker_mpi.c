@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "deploy/topology.h"
 #include "model/gguf.h"
 #include "worker/head.h"
 #include "worker/stage.h"
