@@ -30,6 +30,7 @@
  * last result is back; each stage answers with its cumulative busy, wait
  * and bubble seconds and bytes sent, so the difference covers exactly the
  * row's micro-batches on every stage, on that stage's own clock. */
+#include "base/clock.h"
 #include "coordinator/bench_mpi.h"
 
 #include <cblas.h>

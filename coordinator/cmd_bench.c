@@ -32,6 +32,7 @@
 #include <mpi.h>
 
 #include "base/args.h"
+#include "base/clock.h"
 #include "base/size.h"
 #include "coordinator/bench.h"
 #include "coordinator/bench_mpi.h"

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "coordinator/pipe.h"
 
 #define MAX_INFLIGHT 64

@@ -1,4 +1,5 @@
 /* pipe_mpi.c - rank 0's end of the MPI pipeline (see pipe_mpi.h). */
+#include "base/clock.h"
 #include "coordinator/pipe_mpi.h"
 
 #include <stdio.h>
@@ -12,7 +13,7 @@
 #define RING 64
 
 typedef struct {
-    egm_bytes buf;
+    egm_buf buf;
     MPI_Request req;
 } ring_slot;
 
@@ -24,7 +25,7 @@ typedef struct {
     unsigned long long n_submit, n_collect;
     unsigned long long n_ring;              /* messages sent through the ring */
     unsigned long long n_marks, n_marks_read;
-    egm_bytes in;
+    egm_buf in;
     egm_head_out *outs;
     int outs_cap;
     float *logits;
@@ -33,12 +34,6 @@ typedef struct {
     char (*hosts)[256];
     int faulted;
 } mpi_pipe;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* Something is wrong with a rank; e says what rank 0 saw. Pings every
  * rank and names those that do not answer, so the user learns which
@@ -81,7 +76,7 @@ static int wait_msg(mpi_pipe *mp, int src, int tag, MPI_Status *st, const char *
 
 /* Waits for a send to complete, bounded the same way. */
 static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
-    double t0 = now_s();
+    double t0 = egm_now();
     for (;;) {
         int done = 0, rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) {
@@ -90,7 +85,7 @@ static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
             return rank_fault(mp, e);
         }
         if (done) return 0;
-        if (mp->timeout > 0 && now_s() - t0 > mp->timeout) {
+        if (mp->timeout > 0 && egm_now() - t0 > mp->timeout) {
             egm_fail(e, "a send to rank %d (%.60s) has not completed for %.0f s (--rank-timeout)",
                      dest, mp->hosts[dest], mp->timeout);
             return rank_fault(mp, e);
@@ -106,7 +101,7 @@ static int ring_send(mpi_pipe *mp, const Egmla__Envelope *env, egm_err *e) {
     ring_slot *r = &mp->ring[mp->n_ring % RING];
     if (wait_send(mp, &r->req, 1, e)) return -1;
     size_t n = egmla__envelope__get_packed_size(env);
-    unsigned char *buf = egm_bytes_need(&r->buf, n);
+    unsigned char *buf = egm_buf_grow(&r->buf, n);
     if (!buf) return egm_fail(e, "out of memory");
     egmla__envelope__pack(env, buf);
     int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);

@@ -1,5 +1,6 @@
 /* roofline.c - the machine's two ceilings (sgemm on the model's shapes,
  * STREAM-triad bandwidth) and the analytic cost of a model's step. */
+#include "base/clock.h"
 #include "coordinator/roofline.h"
 
 #include <math.h>
@@ -11,12 +12,6 @@
 
 #include "kernels/ops.h"
 #include "worker/kvcache.h"
-
-double egm_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ model cost */
 

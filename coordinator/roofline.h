@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 
+#include "base/clock.h"
 #include "model/config.h"
 
 /* One per-token linear layer y = x W^T, W [N, K], applied `count` times per
@@ -76,8 +77,5 @@ double egm_stream_sum(const float *x, size_t n, int threads);
  * write-allocate read is not counted). read_gbs (optional) gets the best
  * read-only pass over one array. Returns GB/s (1e9 bytes), -1 on OOM. */
 double egm_roofline_membw(size_t bytes, int threads, int reps, double *read_gbs);
-
-/* Monotonic seconds. */
-double egm_now(void);
 
 #endif

@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+
 typedef struct {
     int active, group, blocks;
     int score_from;        /* prefix sharing: first lp index needed (0: none) */
@@ -52,12 +54,6 @@ typedef struct {
     int dirty;             /* lines written since the last sync */
 } sched_t;
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static void seq_clear(seq_t *q) {
     egm_request_free(&q->req);
     free(q->toks);
@@ -99,7 +95,7 @@ static int skipped(sched_t *s, seq_t *q) {
 static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_err *e) {
     seq_t *q = &s->next;
     memset(q, 0, sizeof *q);
-    q->t_read = now_s();
+    q->t_read = egm_now();
     egm_err le;
     const char *origin = egm_jsonl_origin(s->in);
     if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
@@ -267,7 +263,7 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
-                            (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
+                            (egm_now() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
         line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
                                    text ? strlen(text) : 0, reason,
                                    s->o->stats ? &gs : NULL);
@@ -303,7 +299,7 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     s->have_next = 0;
     q->active = 1;
     q->group = g;
-    q->t0 = now_s();
+    q->t0 = egm_now();
     s->group_n[g]++;
     s->free_blocks -= q->blocks;
     if (s->o->mode == EGM_MODE_SCORE) {
@@ -369,7 +365,7 @@ static int build(sched_t *s, int g, egm_err *e) {
             s->free_blocks -= s->next.blocks;
             s->seqs[slot] = s->next;
             s->seqs[slot].group = g;
-            s->seqs[slot].t0 = s->seqs[slot].t_first = now_s();
+            s->seqs[slot].t0 = s->seqs[slot].t_first = egm_now();
             memset(&s->next, 0, sizeof s->next);
             s->have_next = 0;
             if (finish(s, slot, "length", e)) return -1;
@@ -426,7 +422,7 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
             if (o->pos == q->n_feed - 1 && finish(s, o->slot, NULL, e)) return -1;
             continue;
         }
-        if (q->n_gen == 0) q->t_first = now_s();
+        if (q->n_gen == 0) q->t_first = egm_now();
         q->gen[q->n_gen++] = o->token;
         const char *reason = NULL;
         if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
@@ -439,7 +435,7 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
 /* On a terminal: done/total, tokens/s (generated, or scored in score mode)
  * and the ETA from this run's pace; skipped (--resume) lines count as done. */
 static void progress(sched_t *s, int last) {
-    double t = now_s();
+    double t = egm_now();
     if (!s->o->progress || (!last && t - s->t_progress < 0.5)) return;
     s->t_progress = t;
     const egm_sched_stats *st = s->st;
@@ -483,7 +479,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         egm_fail(e, "out of memory for %d sequences", S);
         goto done;
     }
-    s.t_start = s.t_sync = s.t_progress = now_s();
+    s.t_start = s.t_sync = s.t_progress = egm_now();
     int f_head = 0, f_len = 0;
     for (;;) {
         for (int g = 0; g < M; g++) {
@@ -516,7 +512,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         if (process(&s, &r, e)) goto done;
         /* checked after every micro-batch (milliseconds apart), whether
          * or not a request finished in it */
-        double t = now_s();
+        double t = egm_now();
         if (t - s.t_sync > 2.0) {
             if (s.dirty && egm_out_sync(out, e)) goto done;
             s.dirty = 0;
@@ -533,7 +529,7 @@ done:
             rc = -1;
         }
     }
-    st->seconds = now_s() - s.t_start;
+    st->seconds = egm_now() - s.t_start;
     progress(&s, 1);
     if (s.seqs)
         for (int i = 0; i < S; i++) seq_clear(&s.seqs[i]);

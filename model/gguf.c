@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/hash.h"
+
 struct egm_gguf {
     char *path;
     int version;
@@ -604,20 +606,14 @@ void egm_gguf_to_f32(const egm_gguf_tensor *t, float *dst) {
 
 /* ---- fingerprint ------------------------------------------------------- */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 int egm_gguf_fingerprint(const char *path, int with_weights, char out[40], egm_err *e) {
     egm_gguf *g;
     if (egm_gguf_open(path, &g, e)) return -1;
-    uint64_t hc = fnv(0xcbf29ce484222325ULL, g->map, g->meta_end), hw = 0;
+    uint64_t hc = egm_fnv1a(EGM_FNV_OFFSET, g->map, g->meta_end), hw = 0;
     if (with_weights) {
         uint64_t size = g->size;
-        hw = fnv(0xcbf29ce484222325ULL, &size, sizeof size);
-        hw = fnv(hw, g->map + g->meta_end, g->info_end - g->meta_end);
+        hw = egm_fnv1a(EGM_FNV_OFFSET, &size, sizeof size);
+        hw = egm_fnv1a(hw, g->map + g->meta_end, g->info_end - g->meta_end);
     }
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
     egm_gguf_close(g);

@@ -163,7 +163,7 @@ static int bpe_word(enc *x, const u8 *w, size_t n);
 /* BPE over one pre-tokenized piece (raw bytes), through the cache. */
 static int bpe(enc *x, const u8 *w, size_t n) {
     if (n > CACHE_MAX_WORD) return bpe_word(x, w, n);
-    uint64_t h = fnv1a(w, n);
+    uint64_t h = egm_fnv1a(EGM_FNV_OFFSET, w, n);
     if (x->capce) {
         const struct cache_ent *c = cache_slot(x, w, n, h);
         if (c->len) {

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
+
 typedef unsigned char u8;
 
 #define MAX_ID (1 << 24) /* ids index arrays: refuse absurd ones */
@@ -43,13 +45,6 @@ static inline int grow(void *pp, size_t *cap, size_t need, size_t elem) {
     return 1;
 }
 #define RESERVE(arr, cap, need) grow(&(arr), &(cap), (need), sizeof *(arr))
-
-static inline uint64_t fnv1a(const void *p, size_t n) {
-    const u8 *s = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-    return h;
-}
 
 /* UTF-8: classify the sequence at p. Returns 1 for a complete valid
  * character, 0 for a valid but truncated prefix (needs more bytes), -1 for an
@@ -107,7 +102,7 @@ typedef struct { char *s; size_t len; int id; } str_ent;
 typedef struct { str_ent *e; size_t cap, n; } strmap;
 
 static inline str_ent *strmap_slot(const strmap *m, const char *s, size_t len) {
-    size_t i = fnv1a(s, len) & (m->cap - 1);
+    size_t i = egm_fnv1a(EGM_FNV_OFFSET, s, len) & (m->cap - 1);
     for (;;) {
         str_ent *e = &m->e[i];
         if (!e->s || (e->len == len && memcmp(e->s, s, len) == 0)) return e;

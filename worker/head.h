@@ -7,6 +7,7 @@
 #ifndef EGM_HEAD_H
 #define EGM_HEAD_H
 
+#include "base/buf.h"
 #include "kernels/sampling.h"
 #include "worker/stage.h"
 

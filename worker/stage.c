@@ -21,16 +21,6 @@
  * for EG-MLA's d_u = 256) stay in L2 from their build to their last use. */
 #define EGM_ZBLOCK 128
 
-float *egm_buf_need(egm_buf *b, long n) {
-    if (n > b->cap) {
-        free(b->p);
-        b->cap = n + n / 4 + 64;
-        b->p = malloc(sizeof(float) * (size_t)b->cap);
-        if (!b->p) abort(); /* scratch is bounded by batch and context; OOM is fatal */
-    }
-    return b->p;
-}
-
 int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
                    size_t kv_budget, int block_tokens, int kv_bf16,
                    egm_err *e) {

@@ -10,6 +10,8 @@
  * batch overlaps shipping the previous one. A StatsRequest among the
  * batches is passed on and answered with the counters (busy, wait, bubble
  * seconds; bytes), which is how `egmla bench` times each stage. */
+#include "base/clock.h"
+#include "base/hash.h"
 #include "worker/worker_mpi.h"
 
 #include <cblas.h>
@@ -37,12 +39,6 @@ const char *egm_build_fingerprint(void) { return EGM_VERSION "+" EGM_GITREV; }
 
 /* ---- fingerprints ------------------------------------------------------ */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-#define FNV0 0xcbf29ce484222325ULL
 
 static int hash_file(const char *path, size_t limit, uint64_t *h, egm_err *e) {
     FILE *f = fopen(path, "rb");
@@ -50,7 +46,7 @@ static int hash_file(const char *path, size_t limit, uint64_t *h, egm_err *e) {
     unsigned char buf[65536];
     size_t n, total = 0;
     while (total < limit && (n = fread(buf, 1, sizeof buf < limit - total ? sizeof buf : limit - total, f)) > 0) {
-        *h = fnv(*h, buf, n);
+        *h = egm_fnv1a(*h, buf, n);
         total += n;
     }
     int bad = ferror(f);
@@ -98,8 +94,8 @@ static int hash_shards(const char *dir, uint64_t *h, egm_err *e) {
         uint64_t hl = 0;
         for (int k = 7; k >= 0; k--) hl = hl << 8 | len8[k];
         if (hl > (uint64_t)size) hl = (uint64_t)size;
-        *h = fnv(*h, names[i], strlen(names[i]) + 1);
-        *h = fnv(*h, &size, sizeof size);
+        *h = egm_fnv1a(*h, names[i], strlen(names[i]) + 1);
+        *h = egm_fnv1a(*h, &size, sizeof size);
         rc = hash_file(path, 8 + (size_t)hl, h, e);
     }
     for (int i = 0; i < n; i++) free(names[i]);
@@ -111,10 +107,10 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_e
     if (egm_gguf_is_file(dir)) return egm_gguf_fingerprint(dir, with_weights, out, e);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    uint64_t hc = FNV0, hw = 0;
+    uint64_t hc = EGM_FNV_OFFSET, hw = 0;
     if (hash_file(path, (size_t)-1, &hc, e)) return -1;
     if (with_weights) {
-        hw = FNV0;
+        hw = EGM_FNV_OFFSET;
         if (hash_shards(dir, &hw, e)) return -1;
     }
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
@@ -122,22 +118,11 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_e
 }
 
 void egm_synthetic_fingerprint(const char *json, size_t len, uint64_t seed, char out[40]) {
-    uint64_t hc = fnv(FNV0, json, len), hw = fnv(FNV0, &seed, sizeof seed);
+    uint64_t hc = egm_fnv1a(EGM_FNV_OFFSET, json, len), hw = egm_fnv1a(EGM_FNV_OFFSET, &seed, sizeof seed);
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
 }
 
 /* ---- MPI plumbing ------------------------------------------------------ */
-
-unsigned char *egm_bytes_need(egm_bytes *b, size_t n) {
-    if (n > b->cap || !b->p) {
-        size_t cap = n + n / 4 + 256;
-        unsigned char *p = realloc(b->p, cap);
-        if (!p) return NULL;
-        b->p = p;
-        b->cap = cap;
-    }
-    return b->p;
-}
 
 int egm_mpi_fail(egm_err *e, int code, const char *what) {
     char s[MPI_MAX_ERROR_STRING];
@@ -149,12 +134,6 @@ int egm_mpi_fail(egm_err *e, int code, const char *what) {
 void egm_mpi_hostname(char *buf, size_t n) {
     if (gethostname(buf, n)) snprintf(buf, n, "?");
     buf[n - 1] = 0;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* Spin briefly (a reply is often microseconds away), then back off to
@@ -185,7 +164,7 @@ static int serve_ping(egm_err *e) {
 int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
                      MPI_Status *st, egm_err *e) {
     long ns = 0;
-    double t0 = timeout_s > 0 ? now_s() : 0;
+    double t0 = timeout_s > 0 ? egm_now() : 0;
     for (int spins = 0;;) {
         for (int i = 0; i < n; i++) {
             int flag = 0, rc = MPI_Iprobe(src[i], tag[i], MPI_COMM_WORLD, &flag, st);
@@ -193,7 +172,7 @@ int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
             if (flag) return i;
         }
         if (serve_ping(e)) return -1;
-        if (timeout_s > 0 && spins >= 100 && now_s() - t0 > timeout_s) return EGM_MPI_TIMEOUT;
+        if (timeout_s > 0 && spins >= 100 && egm_now() - t0 > timeout_s) return EGM_MPI_TIMEOUT;
         backoff(&spins, &ns);
     }
 }
@@ -212,9 +191,9 @@ int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive, egm_err *e
         /* a dead peer may fail the send: it just stays "not alive" */
         if (MPI_Isend(&v, 1, MPI_INT, r, EGM_TAG_PING, MPI_COMM_WORLD, &req[r]) != MPI_SUCCESS)
             req[r] = MPI_REQUEST_NULL;
-    double t0 = now_s();
+    double t0 = egm_now();
     long ns = 0;
-    for (int spins = 0; missing > 0 && now_s() - t0 < grace_s;) {
+    for (int spins = 0; missing > 0 && egm_now() - t0 < grace_s;) {
         MPI_Status st;
         int flag = 0, got, rc = MPI_Iprobe(MPI_ANY_SOURCE, EGM_TAG_PING, MPI_COMM_WORLD, &flag, &st);
         if (rc != MPI_SUCCESS) break;
@@ -237,10 +216,10 @@ int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive, egm_err *e
     return missing;
 }
 
-int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len, egm_err *e) {
+int egm_mpi_recv_probed(const MPI_Status *st, egm_buf *buf, size_t *len, egm_err *e) {
     int count = 0, rc = MPI_Get_count(st, MPI_BYTE, &count);
     if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "message size");
-    if (!egm_bytes_need(buf, (size_t)count + 1)) return egm_fail(e, "out of memory for a %d-byte message", count);
+    if (!egm_buf_grow(buf, (size_t)count + 1)) return egm_fail(e, "out of memory for a %d-byte message", count);
     rc = MPI_Recv(buf->p, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "receive");
     *len = (size_t)count;
@@ -266,7 +245,7 @@ int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
     MPI_Status st;
     int tag = EGM_TAG_CTRL;
     if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
-    egm_bytes b = {0};
+    egm_buf b = {0};
     size_t len;
     if (egm_mpi_recv_probed(&st, &b, &len, e)) {
         free(b.p);
@@ -282,7 +261,7 @@ int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
 /* ---- the stage --------------------------------------------------------- */
 
 typedef struct {
-    egm_bytes hdr, act;        /* header bytes and activations (or logits) */
+    egm_buf hdr, act;        /* header bytes and activations (or logits) */
     MPI_Request req[2];
 } send_slot;
 
@@ -295,7 +274,7 @@ typedef struct {
     int have_head;
     egm_wire_dtype wd;
     egm_buf x;
-    egm_bytes in_hdr, in_act;
+    egm_buf in_hdr, in_act;
     egm_head_out *outs;
     int outs_cap;
     send_slot slots[2];
@@ -444,7 +423,7 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
         return egm_fail(e, "micro-batch %llu: wire dtype %d, assigned %d",
                         (unsigned long long)mb->seq, mb->wire_dtype, (int)w->wd);
     float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
-    double t0 = now_s();
+    double t0 = egm_now();
     if (!w->first) {
         size_t want = egm_wire_bytes(w->wd, n, D), got;
         MPI_Status st;
@@ -456,7 +435,7 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
                             (unsigned long long)mb->seq, got, want);
         w->bytes_in += got;
     }
-    double t1 = now_s();
+    double t1 = egm_now();
     w->wait += t1 - t0;
     for (size_t i = 0; i < mb->n_releases; i++) {
         int slot = mb->releases[i];
@@ -520,17 +499,17 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     /* ship it: reuse the buffers of two batches ago once they have left
      * (time spent waiting for that is the next rank's, not ours: wait) */
     send_slot *s = &w->slots[w->n_batches++ % 2];
-    double ts = now_s();
+    double ts = egm_now();
     if (wait_slot(s, e)) return -1;
-    double tw = now_s() - ts;
+    double tw = egm_now() - ts;
     w->wait += tw;
     if (!w->last) {
         size_t nb = egm_wire_bytes(w->wd, n, D);
-        if (!egm_bytes_need(&s->hdr, hdr_len) || !egm_bytes_need(&s->act, nb))
+        if (!egm_buf_grow(&s->hdr, hdr_len) || !egm_buf_grow(&s->act, nb))
             return egm_fail(e, "out of memory");
         memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
         egm_wire_encode(w->wd, x, n, D, s->act.p);
-        w->busy += now_s() - t1 - tw;
+        w->busy += egm_now() - t1 - tw;
         if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
             isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
             return -1;
@@ -573,7 +552,7 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
         env.result = &res;
         size_t hl = egmla__envelope__get_packed_size(&env);
         size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
-        if (!egm_bytes_need(&s->hdr, hl) || (lb && !egm_bytes_need(&s->act, lb))) {
+        if (!egm_buf_grow(&s->hdr, hl) || (lb && !egm_buf_grow(&s->act, lb))) {
             free(ov);
             free(op);
             return egm_fail(e, "out of memory");
@@ -582,7 +561,7 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
         free(ov);
         free(op);
         if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
-        w->busy += now_s() - t1 - tw;
+        w->busy += egm_now() - t1 - tw;
         if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
         if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
         w->hdr_out += hl;
@@ -602,7 +581,7 @@ static int send_stats(const worker *w, uint64_t request, int tag, egm_err *e) {
     s.busy_s = w->busy;
     s.wait_s = w->wait;
     s.bubble_s = w->bubble;
-    s.clock_s = now_s();
+    s.clock_s = egm_now();
     s.bytes_in = w->bytes_in;
     s.bytes_out = w->bytes_out;
     s.header_bytes_out = w->hdr_out;
@@ -684,9 +663,9 @@ int egm_worker_main(int rank, int world) {
     for (;;) {
         MPI_Status st;
         int src[2] = {w.prev, 0}, tag[2] = {EGM_TAG_CTRL, EGM_TAG_STOP};
-        double t0 = now_s();
+        double t0 = egm_now();
         int which = egm_mpi_wait(2, src, tag, &st, &e);
-        w.bubble += now_s() - t0;  /* nothing to work on until a header comes */
+        w.bubble += egm_now() - t0;  /* nothing to work on until a header comes */
         if (which < 0) goto fatal;
         if (which == 1) {
             int v;
