@@ -20,7 +20,9 @@
 
 #include <mpi.h>
 
-#include "coordinator/commands.h"
+#include "coordinator/run.h"
+
+#include "base/exit.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
 #include "deploy/topology.h"
