@@ -68,7 +68,6 @@ int egm_idset_add(egm_idset *s, const char *id) {
     return 1;
 }
 
-long egm_idset_count(const egm_idset *s) { return (long)s->n; }
 
 int egm_resume_load(const char *path, egm_idset *s, egm_err *e) {
     FILE *f = fopen(path, "rb");

@@ -425,11 +425,6 @@ int egm_topology_resolve(egm_topology *t, int n_layers,
 static const char *const k_transports[] = {"auto", "shm", "tcp", "ucx"};
 static const char *const k_binds[] = {"none", "core"};
 
-const char *egm_transport_name(egm_transport x) {
-    return (unsigned)x < 4 ? k_transports[x] : "?";
-}
-const char *egm_bind_name(egm_bind x) { return (unsigned)x < 2 ? k_binds[x] : "?"; }
-
 
 static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
     if (seq->type != YAML_SEQUENCE_NODE)

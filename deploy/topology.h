@@ -116,7 +116,4 @@ int egm_topology_rank_threads(const egm_topology *t, int rank);
 int egm_topology_check_world(const egm_topology *t, int world_size,
                              egm_err *e);
 
-const char *egm_transport_name(egm_transport x);
-const char *egm_bind_name(egm_bind x);
-
 #endif

@@ -59,11 +59,6 @@ static const ggml_info *ggml_info_of(int type) {
     return NULL;
 }
 
-const char *egm_ggml_type_name(int type) {
-    const ggml_info *g = ggml_info_of(type);
-    return g ? g->name : "?";
-}
-
 int egm_ggml_type_supported(int type) {
     const ggml_info *g = ggml_info_of(type);
     return g && g->size > 0;

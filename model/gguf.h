@@ -97,7 +97,6 @@ const egm_gguf_tensor *egm_gguf_tensor_at(const egm_gguf *g, int i);
 const egm_gguf_tensor *egm_gguf_tensor_get(const egm_gguf *g, const char *name);
 size_t egm_gguf_tensor_elems(const egm_gguf_tensor *t);
 
-const char *egm_ggml_type_name(int type); /* "Q4_1", ..., "?" */
 /* 1 if egm_gguf_to_f32 handles the type. */
 int egm_ggml_type_supported(int type);
 

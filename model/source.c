@@ -7,7 +7,6 @@
 
 #include "gguf.h"
 
-int egm_model_is_gguf(const char *path) { return egm_gguf_is_file(path); }
 
 int egm_model_config(const char *path, egm_config *c, egm_err *e) {
     struct stat st;
