@@ -133,6 +133,11 @@ static const char *expected_of(const egm_opt *o) {
 
 int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
                    egm_err *e) {
+    return egm_args_parse_given(cmd, argc, argv, n_pos, NULL, e);
+}
+
+int egm_args_parse_given(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
+                         unsigned char *given, egm_err *e) {
     int npos = 0, only_pos = 0;
     for (int i = 0; i < argc; i++) {
         char *a = argv[i];
@@ -160,6 +165,7 @@ int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
         if (!o || !o->name)
             return egm_fail(e, "%s: unknown option --%.*s (see %s --help)",
                             cmd->name, (int)nlen, name, cmd->name);
+        if (given) given[o - cmd->opts] = 1;
 
         if (o->kind == EGM_OPT_FLAG) {
             if (eq)
@@ -187,8 +193,12 @@ int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
 }
 
 int egm_args_main(const egm_cmd *cmd, int argc, char **argv) {
+    return egm_args_main_given(cmd, argc, argv, NULL);
+}
+
+int egm_args_main_given(const egm_cmd *cmd, int argc, char **argv, unsigned char *given) {
     egm_err e;
-    int rc = egm_args_parse(cmd, argc, argv, NULL, &e);
+    int rc = egm_args_parse_given(cmd, argc, argv, NULL, given, &e);
     if (rc == 1) return EGM_EXIT_OK;
     if (rc < 0) {
         fprintf(stderr, "%s\n", e.msg);

@@ -16,45 +16,53 @@
 
 #include "base/args.h"
 #include "coordinator/commands.h"
-#include "model/source.h"
+#include "coordinator/engine.h"
 #include "coordinator/eval.h"
 #include "model/config.h"
+#include "model/source.h"
 
 /* ---- what the three commands share ---- */
 
 typedef struct {
     egm_run_opts r;
-    int max_length, stride, no_gate_table;
-    const char *topology;
+    egm_engine_opts eo;
+    int max_length, stride;
     egm_config cfg;
     egm_tokenizer *tok;
 } job_t;
 
-#define ENGINE_OPTS(j)                                                                                        \
-    {"model", EGM_OPT_STRING, &(j)->r.model, "model directory (default: the embedded EG-MLA model)", 0, 0, "DIR"}, \
-    {"max-length", EGM_OPT_INT, &(j)->max_length, "tokens the model sees at most (0 = its context)", 0, 1 << 30, "N"}, \
-    {"kv-budget", EGM_OPT_STRING, &(j)->r.kv_budget, "KV cache bytes per stage (e.g. 512MiB)", 0, 0, "SIZE"},  \
-    {"kv-dtype", EGM_OPT_STRING, &(j)->r.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},             \
-    {"max-batch", EGM_OPT_INT, &(j)->r.max_batch, "sequences in flight at most", 1, 65536, "N"},             \
-    {"micro-batches", EGM_OPT_INT, &(j)->r.micro_batches, "micro-batches in flight", 1, 1024, "N"},          \
-    {"chunk", EGM_OPT_INT, &(j)->r.chunk, "rows per micro-batch at most", 1, 1 << 20, "N"},                  \
-    {"block-tokens", EGM_OPT_INT, &(j)->r.block_tokens, "positions per KV block", 1, 65536, "N"},            \
-    {"threads", EGM_OPT_INT, &(j)->r.threads, "BLAS threads per rank (0 = OpenBLAS default)", 0, 1024, "N"}, \
-    {"no-gate-table", EGM_OPT_FLAG, &(j)->no_gate_table, "EG-MLA: no precomputed gate table", 0, 0, NULL},  \
-    {"topology", EGM_OPT_STRING, &(j)->topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},     \
-    {"wire-dtype", EGM_OPT_STRING, &(j)->r.wire_dtype, "activations between stages: bf16, fp32 or int8", 0, 0, "T"}
+/* Options of the three commands besides the engine's. */
+#define JOB_OPTS(j) \
+    {"max-length", EGM_OPT_INT, &(j)->max_length, "tokens the model sees at most (0 = its context)", 0, 1 << 30, "N"}
+
+/* Parses the command's own options and the engine's (engine.h). Returns -1
+ * when the command goes on, else the exit status to return at once. */
+static int job_args(job_t *j, const char *name, const char *about, const egm_opt *own,
+                    int argc, char **argv) {
+    egm_opt tab[16 + EGM_ENGINE_N_OPTS];
+    unsigned char given[sizeof tab / sizeof *tab] = {0};
+    int first = egm_engine_table(own, &j->eo, tab, (int)(sizeof tab / sizeof *tab));
+    egm_cmd cmd = {name, NULL, about, tab};
+    int rc = egm_args_main_given(&cmd, argc, argv, given);
+    if (rc >= 0) return rc;
+    egm_err e;
+    if (egm_engine_resolve(&j->eo, given + first, &e)) {
+        fprintf(stderr, "%s: %s\n", name, e.msg);
+        return EGM_EXIT_USAGE;
+    }
+    egm_engine_to_run(&j->eo, &j->r);
+    return -1;
+}
 
 static void job_init(job_t *j) {
     memset(j, 0, sizeof *j);
     egm_run_opts_default(&j->r);
+    egm_engine_defaults(&j->eo);
     j->r.mode = EGM_MODE_SCORE;
 }
 
 /* After the options: config (context length, prefix token), tokenizer. */
 static int job_load(job_t *j, int need_tok, egm_err *e) {
-    if (!j->r.model) j->r.model = egm_default_model();
-    j->r.gate_table = !j->no_gate_table;
-    j->r.topology = j->topology;
     if (egm_model_config(j->r.model, &j->cfg, e)) return -1; /* a directory or a .gguf */
     if (j->max_length > j->cfg.max_position_embeddings)
         return egm_fail(e, "--max-length %d: the model's context is %d", j->max_length,
@@ -241,14 +249,13 @@ int egm_cmd_eval(int argc, char **argv) {
         {"task", EGM_OPT_STRING, &task, "multiple-choice task, JSONL {\"id\", \"context\", \"choices\", \"gold\"}", 0, 0, "TASK.jsonl"},
         {"out", EGM_OPT_STRING, &out, "JSON report (- = stdout, the table then goes to stderr)", 0, 0, "REPORT.json"},
         {"per-example", EGM_OPT_STRING, &per_example, "one line per example: log-likelihoods, is_greedy, predictions", 0, 0, "OUT.jsonl"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla eval", NULL,
-                   "Multiple-choice evaluation with lm-evaluation-harness semantics: acc is the argmax of "
-                   "each choice's log-likelihood given the context, acc_norm the argmax of the log-likelihood "
-                   "divided by the choice's length in characters; standard errors of the means.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla eval",
+                      "Multiple-choice evaluation with lm-evaluation-harness semantics: acc is the argmax of "
+                      "each choice's log-likelihood given the context, acc_norm the argmax of the log-likelihood "
+                      "divided by the choice's length in characters; standard errors of the means.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     if (!task) {
         fprintf(stderr, "egmla eval: --task is required\n");
@@ -441,14 +448,13 @@ int egm_cmd_perplexity(int argc, char **argv) {
         {"out", EGM_OPT_STRING, &out, "JSON report (- = stdout, the table then goes to stderr)", 0, 0, "REPORT.json"},
         {"window", EGM_OPT_INT, &window, "tokens per window (0 = the model's context)", 0, 1 << 30, "N"},
         {"stride", EGM_OPT_INT, &stride, "tokens predicted per window after the first (0 = window: disjoint, as lm-eval)", 0, 1 << 30, "N"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla perplexity", NULL,
-                   "Perplexity of a text with lm-evaluation-harness's loglikelihood_rolling: disjoint "
-                   "windows of the model's context, the first conditioned on the bos token. Reports word "
-                   "and byte perplexity and bits per byte as lm-eval's wikitext task, and token perplexity.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla perplexity",
+                      "Perplexity of a text with lm-evaluation-harness's loglikelihood_rolling: disjoint "
+                      "windows of the model's context, the first conditioned on the bos token. Reports word "
+                      "and byte perplexity and bits per byte as lm-eval's wikitext task, and token perplexity.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     if (!text) {
         fprintf(stderr, "egmla perplexity: --text is required\n");
@@ -611,14 +617,13 @@ int egm_cmd_loglikelihood(int argc, char **argv) {
     egm_opt opts[] = {
         {"input", EGM_OPT_STRING, &input, "requests: {\"id\", \"context\", \"continuation\"} | {\"id\", \"tokens\", \"n_context\"} | {\"id\", \"text\"} (rolling)", 0, 0, "IN.jsonl"},
         {"out", EGM_OPT_STRING, &out, "results {\"id\", \"logprob\", \"is_greedy\", \"n_tokens\"}, in input order (- = stdout)", 0, 0, "OUT.jsonl"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla loglikelihood", NULL,
-                   "lm-evaluation-harness requests in batch: loglikelihood(context, continuation) with "
-                   "lm-eval's token boundary, or loglikelihood_rolling(text). What the lm-eval backend "
-                   "(deploy/lm_eval) runs.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla loglikelihood",
+                      "lm-evaluation-harness requests in batch: loglikelihood(context, continuation) with "
+                      "lm-eval's token boundary, or loglikelihood_rolling(text). What the lm-eval backend "
+                      "(deploy/lm_eval) runs.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     egm_err e;
     egm_ll_job ll;

@@ -3,6 +3,7 @@
 #define EGM_COMMANDS_H
 
 #include "base/exit.h"
+#include "coordinator/engine.h"
 #include "coordinator/job.h"
 #include "coordinator/run.h"
 

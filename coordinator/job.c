@@ -15,53 +15,22 @@
 
 #include "base/exit.h"
 #include "base/size.h"
+#include "coordinator/engine.h"
 #include "coordinator/pipe.h"
 #include "model/source.h"
 #include "model/weights.h"
 
-/* Fills defaults for every run option. */
+/* Fills defaults for every run option: the engine's (engine.c) and the
+ * requests' (request.c, sampling.c). */
 void egm_run_opts_default(egm_run_opts *r) {
     memset(r, 0, sizeof *r);
-    r->model = NULL;
+    egm_engine_opts eo;
+    egm_engine_defaults(&eo);
+    egm_engine_to_run(&eo, r);
+    r->model = NULL;          /* resolved when the command has its options */
     r->input = "-";
     r->out = "-";
-    r->kv_budget = "1GiB";
-    r->kv_dtype = "fp32";
-    r->wire_dtype = NULL;
-    r->max_batch = 64;
-    r->micro_batches = 4;
-    r->chunk = 512;
-    r->block_tokens = 16;
-    r->threads = 0;
     egm_request_defaults(&r->defaults);
-    r->temperature = 1.0f;
-    r->top_k = 0;
-    r->top_p = 1.0f;
-    r->min_p = 0.0f;
-    r->repetition_penalty = 1.0f;
-    r->seed = 0;
-    r->rank_timeout = 60;
-}
-
-/* The model used when --model is not given: $EGMLA_MODEL, else the embedded
- * default next to the binary (bin/../models/egmla-tiny), else ./models/. */
-const char *egm_default_model(void) {
-    static char path[4096];
-    const char *env = getenv("EGMLA_MODEL");
-    if (env && *env) return env;
-    char exe[4000];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(path, sizeof path, "%s/../models/egmla-tiny", exe);
-            struct stat st;
-            if (stat(path, &st) == 0) return path;
-        }
-    }
-    return "models/egmla-tiny";
 }
 
 /* Checks options that need no model, then opens input and output before

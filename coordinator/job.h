@@ -25,10 +25,7 @@ typedef struct {
     int micro_batches_set;    /* given on the command line (else raised to the stage count) */
     int stats, add_bos, gate_table;
     double rank_timeout;      /* seconds without news before looking for a dead rank */
-    egm_request defaults;
-    float temperature, top_p, min_p, repetition_penalty;
-    int top_k;
-    uint64_t seed;
+    egm_request defaults;     /* max_new_tokens, ignore_eos, sampling */
     int resume;               /* generate: skip ids already in --out, append */
     /* internal score jobs (eval, perplexity, loglikelihood): requests come
      * from in_file (origin in_name) and results go to on_score, not to --out */
@@ -50,7 +47,6 @@ typedef struct {
 } egm_run_io;
 
 void egm_run_opts_default(egm_run_opts *r);
-const char *egm_default_model(void);
 /* Single process: the coordinator drives an in-process stage. */
 int egm_run_local(const egm_run_opts *r);
 int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e);
