@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "model/gguf.h"
+#include "worker/admit.h"
 #include "worker/head.h"
 #include "worker/stage.h"
 #include "worker/wire.h"
@@ -275,6 +276,7 @@ typedef struct {
     egm_wire_dtype wd;
     egm_buf x;
     egm_buf in_hdr, in_act;
+    egm_buf admits;            /* egm_admit[]: the batch's, decoded */
     egm_head_out *outs;
     int outs_cap;
     send_slot slots[2];
@@ -411,10 +413,34 @@ reply:
     return rc;
 }
 
-/* One micro-batch: its header is in w->in_hdr (len bytes), unpacked as mb. */
-static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err *e) {
-    const egm_config *c = &w->m.cfg;
-    int n = mb->n, D = c->hidden_size;
+/* The micro-batch's releases and admissions, decoded and applied. */
+static int apply_admits(worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = (int)mb->n_admits;
+    egm_admit *ad = egm_buf_grow(&w->admits, sizeof *ad * (size_t)(n ? n : 1));
+    if (!ad) return egm_fail(e, "out of memory for %d admissions", n);
+    for (int i = 0; i < n; i++) {
+        const Egmla__Admit *a = mb->admits[i];
+        egm_admit *d = &ad[i];
+        *d = (egm_admit){.slot = a->slot, .mode = a->mode, .n_reserve = a->n_reserve,
+                         .fork_slot = a->fork_slot, .fork_n = a->fork_n,
+                         .tokens = a->tokens, .n_tokens = (int)a->n_tokens};
+        egm_sampling_default(&d->sp);
+        if (a->sampling) {
+            d->sp.temperature = a->sampling->temperature;
+            d->sp.top_k = a->sampling->top_k;
+            d->sp.top_p = a->sampling->top_p;
+            d->sp.min_p = a->sampling->min_p;
+            d->sp.repetition_penalty = a->sampling->repetition_penalty;
+            d->sp.seed = a->sampling->seed;
+        }
+    }
+    return egm_stage_apply(&w->st, w->have_head ? &w->head : NULL, mb->releases,
+                           (int)mb->n_releases, ad, n, e);
+}
+
+/* A micro-batch's header against the worker's assignment. */
+static int check_header(const worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = mb->n;
     if (n < 0 || (int)mb->n_slot != n || (int)mb->n_pos != n || (int)mb->n_token != n ||
         (int)mb->want.len != n)
         return egm_fail(e, "micro-batch %llu: inconsistent header (%d rows)",
@@ -422,61 +448,28 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     if (mb->wire_dtype != (int)w->wd)
         return egm_fail(e, "micro-batch %llu: wire dtype %d, assigned %d",
                         (unsigned long long)mb->seq, mb->wire_dtype, (int)w->wd);
-    float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
-    double t0 = egm_now();
-    if (!w->first) {
-        size_t want = egm_wire_bytes(w->wd, n, D), got;
-        MPI_Status st;
-        int src = w->prev, tag = EGM_TAG_ACT;
-        if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
-        if (egm_mpi_recv_probed(&st, &w->in_act, &got, e)) return -1;
-        if (got != want)
-            return egm_fail(e, "micro-batch %llu: %zu bytes of activations, expected %zu",
-                            (unsigned long long)mb->seq, got, want);
-        w->bytes_in += got;
-    }
-    double t1 = egm_now();
-    w->wait += t1 - t0;
-    for (size_t i = 0; i < mb->n_releases; i++) {
-        int slot = mb->releases[i];
-        if (slot < 0 || slot >= w->st.n_slots) return egm_fail(e, "release of slot %d", slot);
-        egm_stage_release(&w->st, slot);
-        if (w->have_head) egm_head_close(&w->head, slot);
-    }
-    for (size_t i = 0; i < mb->n_admits; i++) {
-        const Egmla__Admit *a = mb->admits[i];
-        if (a->slot < 0 || a->slot >= w->st.n_slots) return egm_fail(e, "admission to slot %d", a->slot);
-        if (a->n_reserve < 0 || (a->mode != EGM_MODE_GENERATE && a->mode != EGM_MODE_SCORE))
-            return egm_fail(e, "admission to slot %d: mode %d, %d positions", a->slot, a->mode,
-                            a->n_reserve);
-        for (size_t k = 0; k < a->n_tokens; k++)
-            if (a->tokens[k] < 0 || a->tokens[k] >= c->vocab_size)
-                return egm_fail(e, "admission to slot %d: token %d outside the vocabulary",
-                                a->slot, a->tokens[k]);
-        if (egm_stage_reserve(&w->st, a->slot, a->n_reserve))
-            return egm_fail(e, "layers %d-%d: KV cache cannot hold %d more positions for slot %d",
-                            w->m.lo, w->m.hi - 1, a->n_reserve, a->slot);
-        /* egm_stage_fork checks the source slot and that both hold fork_n */
-        if (a->fork_n > 0 && egm_stage_fork(&w->st, a->slot, a->fork_slot, a->fork_n))
-            return egm_fail(e, "admission to slot %d: cannot start from %d positions of slot %d",
-                            a->slot, a->fork_n, a->fork_slot);
-        if (w->have_head) {
-            egm_sampling sp;
-            egm_sampling_default(&sp);
-            if (a->sampling) {
-                sp.temperature = a->sampling->temperature;
-                sp.top_k = a->sampling->top_k;
-                sp.top_p = a->sampling->top_p;
-                sp.min_p = a->sampling->min_p;
-                sp.repetition_penalty = a->sampling->repetition_penalty;
-                sp.seed = a->sampling->seed;
-            }
-            const char *bad = egm_sampling_check(&sp);
-            if (bad) return egm_fail(e, "admission to slot %d: %s", a->slot, bad);
-            if (egm_head_open(&w->head, a->slot, a->mode, &sp, a->tokens, (int)a->n_tokens))
-                return egm_fail(e, "out of memory opening slot %d", a->slot);
-        }
-    }
+    return 0;
+}
+
+/* The previous rank's activations for mb, into w->in_act. */
+static int recv_act(worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = mb->n, D = w->m.cfg.hidden_size;
+    size_t want = egm_wire_bytes(w->wd, n, D), got;
+    MPI_Status st;
+    int src = w->prev, tag = EGM_TAG_ACT;
+    if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
+    if (egm_mpi_recv_probed(&st, &w->in_act, &got, e)) return -1;
+    if (got != want)
+        return egm_fail(e, "micro-batch %llu: %zu bytes of activations, expected %zu",
+                        (unsigned long long)mb->seq, got, want);
+    w->bytes_in += got;
+    return 0;
+}
+
+/* Every row's slot, token and position, once the admissions are in. */
+static int check_rows(const worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    const egm_config *c = &w->m.cfg;
+    int n = mb->n;
     for (int r = 0; r < n; r++)
         if (mb->slot[r] < 0 || mb->slot[r] >= w->st.n_slots || mb->token[r] < 0 ||
             mb->token[r] >= c->vocab_size)
@@ -492,6 +485,96 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
                             "%d reserved positions or out of order", (unsigned long long)mb->seq,
                             r, mb->pos[r], mb->slot[r], q->n_blocks * w->st.kv.block_tokens);
     }
+    return 0;
+}
+
+/* Not the last stage: the header, unchanged, and x encoded to the next rank.
+ * busy_from: when this rank's own work on the batch started. */
+static int send_next(worker *w, send_slot *s, const float *x, int n, size_t hdr_len,
+                     double busy_from, egm_err *e) {
+    int D = w->m.cfg.hidden_size;
+    size_t nb = egm_wire_bytes(w->wd, n, D);
+    if (!egm_buf_grow(&s->hdr, hdr_len) || !egm_buf_grow(&s->act, nb))
+        return egm_fail(e, "out of memory");
+    memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
+    egm_wire_encode(w->wd, x, n, D, s->act.p);
+    w->busy += egm_now() - busy_from;
+    if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
+        isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
+        return -1;
+    w->bytes_out += nb;
+    w->hdr_out += hdr_len;
+    return 0;
+}
+
+/* The last stage: sample or score the wanted rows, send the results (and
+ * logits when asked) to rank 0. */
+static int send_result(worker *w, send_slot *s, const Egmla__MicroBatch *mb,
+                       const egm_mbatch *b, const float *x, double busy_from, egm_err *e) {
+    const egm_config *c = &w->m.cfg;
+    int n = mb->n;
+    if (w->outs_cap < n) {
+        free(w->outs);
+        w->outs_cap = n;
+        w->outs = malloc(sizeof *w->outs * (size_t)n);
+        if (!w->outs) return egm_fail(e, "out of memory");
+    }
+    const unsigned char *want = mb->want.data;
+    int k = n ? egm_head_run(&w->head, &w->st, b, want, x, w->outs) : 0;
+    Egmla__Output *ov = calloc((size_t)(k ? k : 1), sizeof *ov);
+    Egmla__Output **op = calloc((size_t)(k ? k : 1), sizeof *op);
+    if (!ov || !op) {
+        free(ov);
+        free(op);
+        return egm_fail(e, "out of memory");
+    }
+    for (int i = 0; i < k; i++) {
+        Egmla__Output o = EGMLA__OUTPUT__INIT;
+        o.slot = w->outs[i].slot;
+        o.pos = w->outs[i].pos;
+        o.token = w->outs[i].token;
+        o.logprob = w->outs[i].logprob;
+        o.greedy = w->outs[i].greedy != 0;
+        o.has_target = w->outs[i].has_target != 0;
+        ov[i] = o;
+        op[i] = &ov[i];
+    }
+    Egmla__Result res = EGMLA__RESULT__INIT;
+    res.seq = mb->seq;
+    res.n_outs = (size_t)k;
+    res.outs = op;
+    res.has_logits = mb->keep_logits && k > 0;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_RESULT;
+    env.result = &res;
+    size_t hl = egmla__envelope__get_packed_size(&env);
+    size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
+    if (!egm_buf_grow(&s->hdr, hl) || (lb && !egm_buf_grow(&s->act, lb))) {
+        free(ov);
+        free(op);
+        return egm_fail(e, "out of memory");
+    }
+    egmla__envelope__pack(&env, s->hdr.p);
+    free(ov);
+    free(op);
+    if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
+    w->busy += egm_now() - busy_from;
+    if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
+    if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
+    w->hdr_out += hl;
+    return 0;
+}
+
+/* One micro-batch: its header is in w->in_hdr (len bytes), unpacked as mb. */
+static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err *e) {
+    int n = mb->n, D = w->m.cfg.hidden_size;
+    if (check_header(w, mb, e)) return -1;
+    float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
+    double t0 = egm_now();
+    if (!w->first && recv_act(w, mb, e)) return -1;
+    double t1 = egm_now();
+    w->wait += t1 - t0;
+    if (apply_admits(w, mb, e) || check_rows(w, mb, e)) return -1;
     if (!w->first) egm_wire_decode(w->wd, w->in_act.p, n, D, x);
     egm_mbatch b = {n, mb->slot, mb->pos, mb->token};
     if (n) egm_stage_forward(&w->st, &b, x);
@@ -503,69 +586,9 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     if (wait_slot(s, e)) return -1;
     double tw = egm_now() - ts;
     w->wait += tw;
-    if (!w->last) {
-        size_t nb = egm_wire_bytes(w->wd, n, D);
-        if (!egm_buf_grow(&s->hdr, hdr_len) || !egm_buf_grow(&s->act, nb))
-            return egm_fail(e, "out of memory");
-        memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
-        egm_wire_encode(w->wd, x, n, D, s->act.p);
-        w->busy += egm_now() - t1 - tw;
-        if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
-            isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
-            return -1;
-        w->bytes_out += nb;
-        w->hdr_out += hdr_len;
-    } else {
-        if (w->outs_cap < n) {
-            free(w->outs);
-            w->outs_cap = n;
-            w->outs = malloc(sizeof *w->outs * (size_t)n);
-            if (!w->outs) return egm_fail(e, "out of memory");
-        }
-        const unsigned char *want = mb->want.data;
-        int k = n ? egm_head_run(&w->head, &w->st, &b, want, x, w->outs) : 0;
-        Egmla__Output *ov = calloc((size_t)(k ? k : 1), sizeof *ov);
-        Egmla__Output **op = calloc((size_t)(k ? k : 1), sizeof *op);
-        if (!ov || !op) {
-            free(ov);
-            free(op);
-            return egm_fail(e, "out of memory");
-        }
-        for (int i = 0; i < k; i++) {
-            Egmla__Output o = EGMLA__OUTPUT__INIT;
-            o.slot = w->outs[i].slot;
-            o.pos = w->outs[i].pos;
-            o.token = w->outs[i].token;
-            o.logprob = w->outs[i].logprob;
-            o.greedy = w->outs[i].greedy != 0;
-            o.has_target = w->outs[i].has_target != 0;
-            ov[i] = o;
-            op[i] = &ov[i];
-        }
-        Egmla__Result res = EGMLA__RESULT__INIT;
-        res.seq = mb->seq;
-        res.n_outs = (size_t)k;
-        res.outs = op;
-        res.has_logits = mb->keep_logits && k > 0;
-        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
-        env.msg_case = EGMLA__ENVELOPE__MSG_RESULT;
-        env.result = &res;
-        size_t hl = egmla__envelope__get_packed_size(&env);
-        size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
-        if (!egm_buf_grow(&s->hdr, hl) || (lb && !egm_buf_grow(&s->act, lb))) {
-            free(ov);
-            free(op);
-            return egm_fail(e, "out of memory");
-        }
-        egmla__envelope__pack(&env, s->hdr.p);
-        free(ov);
-        free(op);
-        if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
-        w->busy += egm_now() - t1 - tw;
-        if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
-        if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
-        w->hdr_out += hl;
-    }
+    if (w->last ? send_result(w, s, mb, &b, x, t1 + tw, e)
+                : send_next(w, s, x, n, hdr_len, t1 + tw, e))
+        return -1;
     w->rows += (unsigned long long)n;
     return 0;
 }
@@ -629,6 +652,7 @@ static void worker_free(worker *w) {
     free(w->x.p);
     free(w->in_hdr.p);
     free(w->in_act.p);
+    free(w->admits.p);
     free(w->outs);
     for (int k = 0; k < 2; k++) {
         free(w->slots[k].hdr.p);
