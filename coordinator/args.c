@@ -191,7 +191,8 @@ int egm_args_main(const egm_cmd *cmd, int argc, char **argv) {
     int rc = egm_args_parse(cmd, argc, argv, NULL, &e);
     if (rc == 1) return EGM_EXIT_OK;
     if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
+        /* under mpirun every rank parses the same line: rank 0 says why */
+        if (!egm_run_is_worker()) fprintf(stderr, "%s\n", e.msg);
         return EGM_EXIT_USAGE;
     }
     return -1;
