@@ -129,6 +129,7 @@ void egm_workers_abandon(const egm_workers *w) {
     /* no worker has been assigned yet: they wait for an Assign */
     Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
     sd.failed = 1;
+    sd.exit_status = w->exit_status;
     Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
     env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
     env.shutdown = &sd;

@@ -44,6 +44,8 @@ typedef struct {
     egm_pipe_caps caps;        /* smallest KV pool of any stage, slots, block */
     int assigned;              /* Assigns went out: stopping needs EGM_TAG_STOP */
     int hung;                  /* a worker never said hello: only MPI_Abort stops it */
+    int exit_status;           /* abandoned before the Assigns: every worker exits
+                                  with this (rank 0's) status; 0 means 1 */
 } egm_workers;
 
 /* Allocates w for `world` ranks (before anything can fail, so that

@@ -184,6 +184,15 @@ if [ $rc -eq 1 ] && [ "$(grep -c '^egmla bench:' "$tmp/w.log")" -eq 1 ] && grep 
 else
   bad "topology for 3 ranks under 4: exit $rc"; cat "$tmp/w.log"
 fi
+# a bad topology file exits 2 under mpirun as under launch, on every rank
+printf 'nodes: [{name: a, slots: 3}]\nstages:\n  - {node: a, layers: auto, thread: 2}\n' >"$tmp/key.yaml"
+"${MPIRUN[@]}" 3 "$BIN" bench --config "$CFG" --topology "$tmp/key.yaml" --context 8 --json "$tmp/x.json" >"$tmp/k.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^egmla bench:' "$tmp/k.log")" -eq 1 ] && grep -q "unknown key 'thread'" "$tmp/k.log"; then
+  ok "bad topology file under mpirun: exit 2, one message"
+else
+  bad "bad topology file under mpirun: exit $rc"; cat "$tmp/k.log"
+fi
 "${MPIRUN[@]}" 3 "$BIN" bench --config "$CFG" --batch 1,x --json "$tmp/x.json" >"$tmp/u.log" 2>&1
 rc=$?
 if [ $rc -eq 2 ] && [ "$(grep -c '^egmla bench:' "$tmp/u.log")" -eq 1 ] && grep -q -- "--batch" "$tmp/u.log"; then

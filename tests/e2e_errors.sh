@@ -112,6 +112,9 @@ expect "ranges beyond the model"    2 'many.yaml line [0-9]+: 3 stages but the m
 expect "bad size"                   2 'size.yaml line 1: .*kv_budget' -- launch size.yaml
 expect "slots exceeded"             2 'slots.yaml line [0-9]+: .*slot' -- launch slots.yaml
 expect "topology file missing"      2 'nothere.yaml' -- launch nothere.yaml
+# the same files given to a command with --topology: the same status 2
+expect "--topology file missing"    2 'nothere.yaml' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --topology $T/nothere.yaml
+expect "--topology YAML syntax"     2 'syntax.yaml line [0-9]+: YAML syntax error' -- "$BIN" score --model $M --input $T/one.jsonl --out $T/o.jsonl --topology $T/syntax.yaml
 
 echo "-- bad command line: exit 2"
 expect "bad sampling option"        2 'top-p' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --top-p 7
