@@ -36,7 +36,8 @@ void egm_args_usage(const egm_cmd *cmd, FILE *f) {
         if (strlen(head) > 22) fprintf(f, "  %s\n  %-22s  ", head, "");
         else fprintf(f, "  %-22s  ", head);
         fprintf(f, "%s", o->help ? o->help : "");
-        switch (o->kind) {
+        /* a help text that states its own default gets no second one */
+        switch (o->help && strstr(o->help, "(default") ? EGM_OPT_FLAG : o->kind) {
         case EGM_OPT_INT: fprintf(f, " (default: %d)", *(int *)o->ptr); break;
         case EGM_OPT_FLOAT: fprintf(f, " (default: %g)", *(float *)o->ptr); break;
         case EGM_OPT_U64:

@@ -64,6 +64,17 @@ const char *egm_default_model(void) {
     return "models/egmla-tiny";
 }
 
+/* Removes the named options from a table (ended by a NULL name). */
+static void drop_opts(egm_opt *t, const char *const *names) {
+    egm_opt *w = t;
+    for (egm_opt *o = t; o->name; o++) {
+        int drop = 0;
+        for (const char *const *n = names; *n && !drop; n++) drop = !strcmp(o->name, *n);
+        if (!drop) *w++ = *o;
+    }
+    w->name = NULL;
+}
+
 static int run(int mode, int argc, char **argv) {
     const char *name = mode == EGM_MODE_SCORE ? "egmla score" : "egmla generate";
     egm_run_opts r;
@@ -99,9 +110,12 @@ static int run(int mode, int argc, char **argv) {
         {"wire-dtype", EGM_OPT_STRING, &r.wire_dtype, "activations between stages: bf16, fp32 or int8", 0, 0, "T"},
         {"dump-logits", EGM_OPT_STRING, &dump, "score: write every position's logits (float32 LE)", 0, 0, "FILE"},
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    if (mode != EGM_MODE_SCORE) /* --dump-logits is score's alone: it ends generate's table */
-        for (egm_opt *o = gen_opts; o->name; o++)
-            if (!strcmp(o->name, "dump-logits")) o->name = NULL;
+    /* --dump-logits is score's alone; sampling is generate's alone */
+    static const char *const score_only[] = {"dump-logits", NULL};
+    static const char *const generate_only[] = {"max-new-tokens", "temperature", "top-k", "top-p",
+                                                "min-p", "repetition-penalty", "seed",
+                                                "ignore-eos", NULL};
+    drop_opts(gen_opts, mode == EGM_MODE_SCORE ? generate_only : score_only);
     egm_cmd cmd = {name, NULL,
                    mode == EGM_MODE_SCORE
                        ? "Scores token sequences: for each input line {\"id\", \"tokens\"|\"prompt\"} writes "

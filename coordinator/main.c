@@ -24,9 +24,12 @@
 /* OpenBLAS 0.3.21 does not know recent CPUs and falls back to its generic
  * (Prescott, SSE3) kernels: 3-4x slower sgemm. It reads OPENBLAS_CORETYPE
  * when the library loads, before main, so pick the kernel set the CPU
- * supports and re-execute once. The user's own setting always wins. */
+ * supports and re-execute once. The same goes for OpenMP's waiting policy:
+ * by default idle OpenMP threads spin, which on a busy machine steals the
+ * cores the working threads need (4-8x slower), so ask for passive waits.
+ * The user's own settings always win. */
 static void pick_blas_kernels(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("EGMLA_NO_REEXEC")) return;
+    if (getenv("EGMLA_NO_REEXEC")) return;
     const char *core = NULL;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -34,8 +37,10 @@ static void pick_blas_kernels(char **argv) {
         core = "SkylakeX";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         core = "Haswell";
-    if (!core) return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
+    int set_core = core && !getenv("OPENBLAS_CORETYPE"), set_wait = !getenv("OMP_WAIT_POLICY");
+    if (!set_core && !set_wait) return;
+    if (set_core) setenv("OPENBLAS_CORETYPE", core, 1);
+    if (set_wait) setenv("OMP_WAIT_POLICY", "passive", 1);
     setenv("EGMLA_NO_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the generic kernels */

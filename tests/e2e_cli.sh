@@ -116,6 +116,22 @@ for c in generate score info launch slurm bench; do
   $BIN $c --help > $T/help 2>&1
   check "$c --help" test $? -eq 0 -a -s $T/help
 done
+$BIN score --help > $T/help
+check "score --help lists no sampling flags" bash -c "! grep -qE -- '--(temperature|top-k|top-p|min-p|seed|max-new-tokens|ignore-eos)' $T/help && grep -q -- --dump-logits $T/help"
+$BIN generate --help > $T/help
+check "generate --help lists sampling flags, not --dump-logits" bash -c "grep -q -- --temperature $T/help && ! grep -q -- --dump-logits $T/help"
+for c in generate score eval perplexity loglikelihood info launch slurm bench; do $BIN $c --help; done > $T/help 2>&1
+check "every --help: at most one default per line" bash -c "! grep -E '\(default.*\(default' $T/help"
+# the binary sets its own OpenMP waiting policy (idle threads that spin slow a
+# busy machine 4-8x): read from the running process once it waits for input
+mkfifo $T/fifo
+env -u OMP_WAIT_POLICY $BIN score --model $FX/llama_gqa_tied --input $T/fifo --out $T/fifo_out.jsonl 2>/dev/null &
+pid=$!
+exec 3>$T/fifo   # returns once egmla has opened its input: after any re-exec
+tr '\0' '\n' < /proc/$pid/environ > $T/environ
+exec 3>&-
+wait $pid
+check "OMP_WAIT_POLICY=passive unless the user set it" grep -qx OMP_WAIT_POLICY=passive $T/environ
 check "--version" bash -c "$BIN --version | grep -q '^egmla '"
 $BIN info --model $FX/egmla_ln --kv-budget 1MiB --context 100 > $T/info
 check "info prints KV bytes per token" grep -q 'bytes per token, all layers' $T/info
