@@ -132,6 +132,21 @@ tr '\0' '\n' < /proc/$pid/environ > $T/environ
 exec 3>&-
 wait $pid
 check "OMP_WAIT_POLICY=passive unless the user set it" grep -qx OMP_WAIT_POLICY=passive $T/environ
+# launch runs mpirun and removes its hostfile/rankfile folder afterwards,
+# passing mpirun's exit status on (a stand-in mpirun checks the files exist)
+mkdir -p $T/launchtmp
+printf 'nodes: [{name: a, host: localhost, slots: 3}]\nstages: [{node: a}, {node: a}]\n' > $T/topo.yaml
+cat > $T/fake-mpirun <<'SH'
+#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --hostfile ] && test -s "$2" && echo "hostfile ok"; shift; done
+exit 7
+SH
+chmod +x $T/fake-mpirun
+TMPDIR=$T/launchtmp $BIN launch --mpirun $T/fake-mpirun $T/topo.yaml -- generate --model $FX/mla > $T/launch.out 2>&1; rc=$?
+check "launch: mpirun's status, its files seen, then removed" \
+  bash -c "test $rc -eq 7 && grep -q 'hostfile ok' $T/launch.out && test -z \"\$(ls -A $T/launchtmp)\""
+TMPDIR=$T/launchtmp $BIN launch --dry-run $T/topo.yaml -- generate --model $FX/mla > $T/launch.out 2>&1; rc=$?
+check "launch --dry-run leaves no folder behind" bash -c "test $rc -eq 0 && test -z \"\$(ls -A $T/launchtmp)\""
 check "--version" bash -c "$BIN --version | grep -q '^egmla '"
 $BIN info --model $FX/egmla_ln --kv-budget 1MiB --context 100 > $T/info
 check "info prints KV bytes per token" grep -q 'bytes per token, all layers' $T/info
