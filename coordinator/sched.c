@@ -524,6 +524,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         }
         progress(&s, 0);
     }
+    if (out && egm_out_commit(out, e)) goto done;
     rc = 0;
 done:
     if (s.dirty && out) {

@@ -109,6 +109,25 @@ $BIN generate --model $FX/mla --input $T/text.jsonl --out $T/text_out.jsonl 2>$T
 check "text prompt without tokenizer.json: error record naming the problem" \
   test $rc -eq 3 -a -n "$(grep tokenizer $T/text_out.jsonl)"
 
+# --- nothing lost: an existing output survives a failure before the first
+# result; report paths are checked before any work
+echo precious > $T/keep.jsonl
+$BIN generate --model $T/no-such-model --input $T/one.jsonl --out $T/keep.jsonl 2>$T/err; rc=$?
+check "mistyped --model: exit 1, the old --out untouched" test $rc -eq 1 -a "$(cat $T/keep.jsonl)" = precious
+$BIN score --model $T/no-such-model --input $T/one.jsonl --out $T/fresh.jsonl 2>$T/err
+check "a failed run leaves no new empty output behind" test ! -e $T/fresh.jsonl
+printf '' > $T/empty.jsonl
+$BIN score --model $FX/mla --input $T/empty.jsonl --out $T/keep.jsonl 2>$T/err; rc=$?
+check "a successful run with no input lines empties the old output" test $rc -eq 0 -a ! -s $T/keep.jsonl
+printf '{"id":"a","context":"x","choices":["y","z"],"gold":0}\n' > $T/task.jsonl
+for o in "eval --task $T/task.jsonl --out" "eval --task $T/task.jsonl --per-example" \
+         "perplexity --text $T/one.jsonl --out" "bench --context 8 --batch 1 --json"; do
+  set -- $o
+  $BIN "$@" $T/no/such/dir/r.json --model $FX/mla >$T/out 2>$T/err; rc=$?
+  check "$1 ${*: -1} into a missing directory: exit 1 at once, naming it" \
+    test $rc -eq 1 -a -n "$(grep no/such/dir $T/err)" -a ! -s $T/out
+done
+
 # --- stdin/stdout, --help, --version, info
 printf '{"id":"p","tokens":[1,2]}\n' | $BIN score --model $FX/llama_gqa_tied --input - --out - 2>/dev/null > $T/stdout.jsonl
 check "score reads stdin and writes stdout" grep -q '"id":"p","logprobs":\[' $T/stdout.jsonl
