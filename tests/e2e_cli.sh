@@ -128,6 +128,15 @@ for o in "eval --task $T/task.jsonl --out" "eval --task $T/task.jsonl --per-exam
     test $rc -eq 1 -a -n "$(grep no/such/dir $T/err)" -a ! -s $T/out
 done
 
+# --- make install PREFIX=...: the installed binary finds its default model
+# from anywhere (not only from the source tree)
+make -s --no-print-directory install PREFIX=$T/prefix INSTALL_FROM=$BIN >$T/install.log 2>&1
+check "make install: binary, model and docs in PREFIX" \
+  test -x $T/prefix/bin/egmla -a -s $T/prefix/share/egmla/models/egmla-tiny/model.safetensors \
+       -a -s $T/prefix/share/doc/egmla/README.md -a -s $T/prefix/share/doc/egmla/ERRORS.md
+(cd / && env -u EGMLA_MODEL $T/prefix/bin/egmla info) > $T/info_installed 2>&1
+check "the installed binary finds its default model" grep -q "$T/prefix/bin/../share/egmla/models/egmla-tiny" $T/info_installed
+
 # --- stdin/stdout, --help, --version, info
 printf '{"id":"p","tokens":[1,2]}\n' | $BIN score --model $FX/llama_gqa_tied --input - --out - 2>/dev/null > $T/stdout.jsonl
 check "score reads stdin and writes stdout" grep -q '"id":"p","logprobs":\[' $T/stdout.jsonl
