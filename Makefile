@@ -103,7 +103,11 @@ install: $(if $(INSTALL_FROM),,$(BIN))
 # in tests/fuzz/ for FUZZ_SECONDS. Valgrind memcheck of the single-rank path
 # (its own AVX2 build in build-vg/: valgrind does not know AVX-512).
 FUZZ_SECONDS ?= 30
-.PHONY: fuzz valgrind
+.PHONY: fuzz valgrind check-transformers
+# checkpoints saved by transformers' save_pretrained, against its forward
+# pass (installs torch + transformers into build/venv-tf once: ~4 GB)
+check-transformers: $(BIN)
+	BIN=$(BIN) bash tests/check_transformers.sh
 fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 valgrind:
