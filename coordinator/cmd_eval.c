@@ -261,7 +261,7 @@ int egm_cmd_eval(int argc, char **argv) {
     int rc = egm_args_main(&cmd, argc, argv);
     if (rc >= 0) return rc;
     if (!task) {
-        fprintf(stderr, "egmla eval: --task is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla eval: --task is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;
@@ -463,7 +463,7 @@ int egm_cmd_perplexity(int argc, char **argv) {
     int rc = egm_args_main(&cmd, argc, argv);
     if (rc >= 0) return rc;
     if (!text) {
-        fprintf(stderr, "egmla perplexity: --text is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla perplexity: --text is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;

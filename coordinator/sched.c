@@ -24,6 +24,8 @@ typedef struct {
     double t0, t_first;    /* admitted; first token back */
 } seq_t;
 
+#define JUNK_MAX 8 /* lines in a row, from the start, that are not JSON */
+
 typedef struct {
     const egm_sched_opts *o;
     const egm_config *c;
@@ -56,10 +58,8 @@ typedef struct {
      * stops with one message instead of an error record per line */
     int looked_json;
     int n_junk;
-    char *junk[8];
+    char *junk[JUNK_MAX];
 } sched_t;
-
-#define JUNK_MAX 8
 
 static double now_s(void) {
     struct timespec t;
