@@ -83,13 +83,31 @@ test: $(TEST_BIN) $(BIN)
 clean:
 	rm -rf build build-san bin
 
+# make install PREFIX=DIR: the binary, its default model (found from
+# PREFIX/bin through ../share/egmla/models) and the docs. INSTALL_FROM
+# installs another build of the binary (tests use it for build-san/egmla).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+.PHONY: install
+install: $(if $(INSTALL_FROM),,$(BIN))
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/egmla/models/egmla-tiny \
+	  $(DESTDIR)$(PREFIX)/share/doc/egmla
+	install -m 755 $(or $(INSTALL_FROM),$(BIN)) $(DESTDIR)$(PREFIX)/bin/egmla
+	install -m 644 models/egmla-tiny/config.json models/egmla-tiny/model.safetensors \
+	  models/egmla-tiny/tokenizer.json $(DESTDIR)$(PREFIX)/share/egmla/models/egmla-tiny
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/egmla
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang libFuzzer + ASan + UBSan, into build-fuzz/): each harness
 # in tests/fuzz/ for FUZZ_SECONDS. Valgrind memcheck of the single-rank path
 # (its own AVX2 build in build-vg/: valgrind does not know AVX-512).
 FUZZ_SECONDS ?= 30
-.PHONY: fuzz valgrind
+.PHONY: fuzz valgrind check-transformers
+# checkpoints saved by transformers' save_pretrained, against its forward
+# pass (installs torch + transformers into build/venv-tf once: ~4 GB)
+check-transformers: $(BIN)
+	BIN=$(BIN) bash tests/check_transformers.sh
 fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 valgrind:

@@ -2,6 +2,7 @@
 #include "args.h"
 
 #include "base/exit.h"
+#include "base/rank.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -36,7 +37,8 @@ void egm_args_usage(const egm_cmd *cmd, FILE *f) {
         if (strlen(head) > 22) fprintf(f, "  %s\n  %-22s  ", head, "");
         else fprintf(f, "  %-22s  ", head);
         fprintf(f, "%s", o->help ? o->help : "");
-        switch (o->kind) {
+        /* a help text that states its own default gets no second one */
+        switch (o->help && strstr(o->help, "(default") ? EGM_OPT_FLAG : o->kind) {
         case EGM_OPT_INT: fprintf(f, " (default: %d)", *(int *)o->ptr); break;
         case EGM_OPT_FLOAT: fprintf(f, " (default: %g)", *(float *)o->ptr); break;
         case EGM_OPT_U64:
@@ -201,7 +203,8 @@ int egm_args_main_given(const egm_cmd *cmd, int argc, char **argv, unsigned char
     int rc = egm_args_parse_given(cmd, argc, argv, NULL, given, &e);
     if (rc == 1) return EGM_EXIT_OK;
     if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
+        /* under mpirun every rank parses the same line: rank 0 says why */
+        if (!egm_run_is_worker()) fprintf(stderr, "%s\n", e.msg);
         return EGM_EXIT_USAGE;
     }
     return -1;

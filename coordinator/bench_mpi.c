@@ -403,7 +403,7 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
         goto fail;
     }
     if (egm_bench_check_context(o, &cfg)) {
-        rc = EGM_EXIT_USAGE;
+        wk.exit_status = rc = EGM_EXIT_USAGE;
         egm_workers_abandon(&wk);
         goto out;
     }
@@ -411,11 +411,15 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
     /* the stages: a topology's, or `auto` (equal layer counts, 1 thread) */
     if (o->topology ? egm_topology_load(o->topology, &t, &e) : egm_topology_auto(B.S, &t)) {
         if (!o->topology) egm_fail(&e, "out of memory for a %d-stage topology", B.S);
+        else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
         goto fail;
     }
-    if (egm_topology_check_world(&t, world, &e) ||
-        egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+    if (egm_topology_check_world(&t, world, &e)) {
         egm_wrap(&e, "MPI world size %d", world);
+        goto fail;
+    }
+    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+        rc = EGM_EXIT_USAGE;
         goto fail;
     }
     B.wd = t.wire_dtype;
@@ -511,6 +515,7 @@ fail:
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, EGM_EXIT_FAIL);
     }
+    wk.exit_status = rc;
     egm_workers_abandon(&wk);
 out:
     if (pipe) pipe->close(pipe);

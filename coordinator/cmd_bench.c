@@ -427,6 +427,10 @@ int egm_cmd_bench(int argc, char **argv) {
         return usage_error("egmla bench: --micro-batches: at most 32 here, found %d", o.micro_batches);
     if (!o.config == !o.model)
         return usage_error("%s", "egmla bench: give exactly one of --config FILE and --model DIR");
+    if (egm_out_check(o.json_path, "--json", &e)) { /* before the run, not after */
+        usage_error("egmla bench: %s", e.msg);
+        return EGM_EXIT_FAIL;
+    }
     o.max_b = o.max_c = 1;
     for (int i = 0; i < o.nb; i++)
         if (o.batches[i] > o.max_b) o.max_b = o.batches[i];

@@ -102,6 +102,16 @@ static int job_run(job_t *j, egm_ll_job *ll, const char *name) {
 
 static void job_free(job_t *j) { egm_tok_free(j->tok); }
 
+/* Checks the report paths before any work (the results of a long run must
+ * not be lost to a typo in a directory name); 1 after printing why. */
+static int reports_unwritable(const char *name, const char *out, const char *per_example) {
+    egm_err e;
+    if (!egm_out_check(out, "--out", &e) && !egm_out_check(per_example, "--per-example", &e))
+        return 0;
+    if (!egm_run_is_worker()) fprintf(stderr, "%s: %s\n", name, e.msg);
+    return 1;
+}
+
 /* --out: "-" = JSON on stdout and the table on stderr; a file = JSON there
  * and the table on stdout; absent = the table on stdout. */
 static int write_report(json_t *rep, const char *out, FILE **table, const char *name) {
@@ -258,10 +268,11 @@ int egm_cmd_eval(int argc, char **argv) {
                       opts, argc, argv);
     if (rc >= 0) return rc;
     if (!task) {
-        fprintf(stderr, "egmla eval: --task is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla eval: --task is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;
+    if (reports_unwritable("egmla eval", out, per_example)) return EGM_EXIT_FAIL;
     egm_ll_job ll;
     example_t *ex = NULL;
     int n_ex = 0, cap_ex = 0;
@@ -407,8 +418,9 @@ done:
 
 /* ---- egmla perplexity ---- */
 
+/* The whole of path ("-" = stdin). */
 static char *read_all(const char *path, size_t *len, egm_err *e) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = !strcmp(path, "-") ? stdin : fopen(path, "rb");
     if (!f) {
         egm_fail(e, "cannot open \"%s\": %s", path, strerror(errno));
         return NULL;
@@ -428,7 +440,7 @@ static char *read_all(const char *path, size_t *len, egm_err *e) {
         b = nb;
     }
     int bad = !b || ferror(f);
-    fclose(f);
+    if (f != stdin) fclose(f);
     if (bad) {
         free(b);
         egm_fail(e, "cannot read \"%s\"", path);
@@ -457,10 +469,11 @@ int egm_cmd_perplexity(int argc, char **argv) {
                       opts, argc, argv);
     if (rc >= 0) return rc;
     if (!text) {
-        fprintf(stderr, "egmla perplexity: --text is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla perplexity: --text is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;
+    if (reports_unwritable("egmla perplexity", out, NULL)) return EGM_EXIT_FAIL;
     if (window) j.max_length = window;
     egm_ll_job ll;
     egm_ll_init(&ll, 0, -1);
@@ -471,6 +484,12 @@ int egm_cmd_perplexity(int argc, char **argv) {
     if (job_load(&j, 1, &e)) goto fail;
     egm_ll_init(&ll, j.max_length, egm_prefix_token(&j.cfg));
     ll.stride = stride;
+    /* a worker runs layers only: the text (maybe stdin, which mpirun gives
+     * rank 0 alone) is rank 0's business */
+    if (egm_run_is_worker()) {
+        rc = job_run(&j, &ll, "perplexity");
+        goto done;
+    }
     if (!(buf = read_all(text, &len, &e))) goto fail;
     if (egm_tok_encode(j.tok, buf, len, 0, &ids, &n, &e)) {
         egm_wrap(&e, "%s", text);
@@ -678,7 +697,7 @@ int egm_cmd_loglikelihood(int argc, char **argv) {
         free(line);
         if (w) goto fail;
     }
-    if (egm_out_sync(o, &e)) goto fail;
+    if (egm_out_commit(o, &e) || egm_out_sync(o, &e)) goto fail;
     rc = failed ? EGM_EXIT_SOME_FAILED : 0;
     goto done;
 oom:

@@ -10,20 +10,23 @@
 #include "base/size.h"
 #include "coordinator/pipe_mpi.h"
 
-/* The model used when --model is not given: $EGMLA_MODEL, else the embedded
- * default next to the binary (bin/../models/egmla-tiny), else ./models/. */
+/* The model used when --model is not given: $EGMLA_MODEL, else the default
+ * model shipped with the binary: bin/../models/egmla-tiny in the source
+ * tree, PREFIX/share/egmla/models/egmla-tiny once installed (make install),
+ * else ./models/. */
 const char *egm_default_model(void) {
     static char path[4096];
+    static const char *const beside[] = {"../models/egmla-tiny",
+                                         "../share/egmla/models/egmla-tiny"};
     const char *env = getenv("EGMLA_MODEL");
     if (env && *env) return env;
     char exe[4000];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            snprintf(path, sizeof path, "%s/../models/egmla-tiny", exe);
+    char *slash = n > 0 ? (exe[n] = 0, strrchr(exe, '/')) : NULL;
+    if (slash) {
+        *slash = 0;
+        for (int i = 0; i < 2; i++) {
+            snprintf(path, sizeof path, "%s/%s", exe, beside[i]);
             struct stat st;
             if (stat(path, &st) == 0) return path;
         }

@@ -161,9 +161,3 @@ int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
     return egm_model_tokenizer(model, tok, e);
 }
 
-int egm_run_is_worker(void) {
-    const char *v = getenv("OMPI_COMM_WORLD_RANK");
-    if (!v) v = getenv("PMIX_RANK");
-    if (!v) v = getenv("PMI_RANK");
-    return v && atoi(v) != 0;
-}

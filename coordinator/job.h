@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "base/err.h"
+#include "base/rank.h"
 #include "coordinator/jsonl.h"
 #include "coordinator/request.h"
 #include "coordinator/resume.h"
@@ -54,7 +55,5 @@ void egm_run_io_close(egm_run_io *io);
 void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
 int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
-/* 1 on MPI ranks other than 0 (pipeline workers: they print no report). */
-int egm_run_is_worker(void);
 
 #endif

@@ -79,6 +79,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_workers_init(&wk, world, &e)) goto fail;
     if (r->topology ? egm_topology_load(r->topology, &t, &e) : egm_topology_auto(world - 1, &t)) {
         if (!r->topology) egm_fail(&e, "out of memory for a %d-stage topology", world - 1);
+        else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
         goto fail;
     }
     if (egm_topology_check_world(&t, world, &e)) {
@@ -86,7 +87,10 @@ static int coordinate(const egm_run_opts *r, int world) {
         goto fail;
     }
     if (egm_model_config(r->model, &cfg, &e)) goto fail; /* a directory or a .gguf */
-    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) goto fail;
+    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+        rc = EGM_EXIT_USAGE;
+        goto fail;
+    }
     egm_wire_dtype wd = t.wire_dtype;
     if (r->wire_dtype && egm_wire_dtype_parse(r->wire_dtype, &wd)) {
         egm_fail(&e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", r->wire_dtype);
@@ -136,6 +140,7 @@ fail:
     signal(SIGTERM, SIG_DFL);
     fprintf(stderr, "egmla: %s\n", e.msg);
     egm_run_io_close(&io);
+    wk.exit_status = rc;
     egm_workers_abandon(&wk);
 out:
     if (pipe) pipe->close(pipe);
@@ -153,7 +158,10 @@ static int single_with_topology(const egm_run_opts *r) {
     egm_err e;
     memset(&t, 0, sizeof t);
     int rc = 0;
-    if (egm_topology_load(r->topology, &t, &e) || egm_topology_check_world(&t, 1, &e)) {
+    if (egm_topology_load(r->topology, &t, &e)) {
+        fprintf(stderr, "egmla: %s\n", e.msg);
+        rc = EGM_EXIT_USAGE;
+    } else if (egm_topology_check_world(&t, 1, &e)) {
         fprintf(stderr, "egmla: %s (start it with `egmla launch %s -- ...` or mpirun)\n",
                 e.msg, r->topology);
         rc = EGM_EXIT_FAIL;

@@ -26,6 +26,8 @@ typedef struct {
     double t0, t_first;    /* admitted; first token back */
 } seq_t;
 
+#define JUNK_MAX 8 /* lines in a row, from the start, that are not JSON */
+
 typedef struct {
     const egm_sched_opts *o;
     const egm_config *c;
@@ -52,6 +54,13 @@ typedef struct {
     unsigned char *want;
     double t_start, t_sync, t_progress;
     int dirty;             /* lines written since the last sync */
+    egm_idset *ids;        /* every id read so far: a second use is refused */
+    /* the input's first lines, until one looks like JSON: if JUNK_MAX in a
+     * row do not, the file is not JSONL (a binary, a text file) and the run
+     * stops with one message instead of an error record per line */
+    int looked_json;
+    int n_junk;
+    char *junk[JUNK_MAX];
 } sched_t;
 
 static void seq_clear(seq_t *q) {
@@ -81,6 +90,65 @@ static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err
     return write_line(s, egm_result_error(id_json, msg), e);
 }
 
+/* Could the line be a JSON object at all? (a NUL byte or a first
+ * character other than '{' says no) */
+static int looks_json(const char *line, size_t len) {
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+    return i < len && line[i] == '{' && !memchr(line, 0, len);
+}
+
+/* The error records held back while the input might not be JSONL at all. */
+static int flush_junk(sched_t *s, egm_err *e) {
+    int rc = 0;
+    for (int i = 0; i < s->n_junk; i++) {
+        if (!rc) {
+            fprintf(stderr, "egmla: %s\n", s->junk[i]);
+            rc = write_error(s, NULL, s->junk[i], e);
+        }
+        free(s->junk[i]);
+    }
+    s->n_junk = 0;
+    return rc;
+}
+
+/* A line was JSON-shaped: the input is JSONL, the lines held back before
+ * it get their error records. 0 or -1. */
+static int saw_json(sched_t *s, egm_err *e) {
+    if (s->looked_json) return 0;
+    s->looked_json = 1;
+    return flush_junk(s, e);
+}
+
+/* A line that is not even JSON-shaped, before any line that was: held
+ * back; the JUNK_MAX-th ends the run. 1 when held, 0 when not junk, -1. */
+static int junk_line(sched_t *s, const char *line, size_t len, long lineno, const char *msg,
+                     egm_err *e) {
+    if (s->looked_json || s->o->on_score) return 0;
+    if (looks_json(line, len)) return saw_json(s, e);
+    if (s->n_junk == JUNK_MAX - 1) {
+        egm_fail(e, "%s: not JSONL: none of its first %d lines (up to line %ld) is a JSON "
+                 "object (one request per line, {\"id\": ..., \"prompt\" or \"tokens\": ...}); "
+                 "line 1: %.200s", egm_jsonl_origin(s->in), JUNK_MAX, lineno, s->junk[0]);
+        return -1;
+    }
+    if (!(s->junk[s->n_junk] = strdup(msg))) return egm_fail(e, "out of memory");
+    s->n_junk++;
+    return 1;
+}
+
+/* An id seen on an earlier line: results are matched by id, so refused. */
+static int duplicate_id(sched_t *s, const char *id_json, const char *origin, long lineno,
+                        egm_err *le) {
+    if (!s->ids || !id_json) return 0;
+    if (egm_idset_has(s->ids, id_json))
+        return egm_fail(le, "%s:%ld: id %.200s is already used by an earlier line (each "
+                        "request needs its own id: results are matched by it)", origin, lineno,
+                        id_json), 1;
+    egm_idset_add(s->ids, id_json);
+    return 0;
+}
+
 /* --resume: an id already in the output is skipped, refused or not. */
 static int skipped(sched_t *s, seq_t *q) {
     if (!s->o->skip || !q->req.id_json || !egm_idset_has(s->o->skip, q->req.id_json)) return 0;
@@ -100,12 +168,19 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     const char *origin = egm_jsonl_origin(s->in);
     if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
         if (skipped(s, q)) return 0;
+        int j = junk_line(s, line, len, lineno, le.msg, e);
+        if (j) {
+            seq_clear(q);
+            return j < 0 ? -1 : 0;
+        }
         fprintf(stderr, "egmla: %s\n", le.msg);
         int rc = write_error(s, q->req.id_json, le.msg, e);
         seq_clear(q);
         return rc ? -1 : 0;
     }
     if (skipped(s, q)) return 0;
+    if (saw_json(s, e)) return -1;
+    if (duplicate_id(s, q->req.id_json, origin, lineno, &le)) goto refuse;
     const egm_config *c = s->c;
     if (q->req.prompt) {
         if (!s->tok) {
@@ -187,6 +262,7 @@ static int read_ahead(sched_t *s, egm_err *e) {
         if (r < 0) return egm_fail(e, "%s", le.msg);
         if (r == 0) {
             s->input_done = 1;
+            if (flush_junk(s, e)) return -1;
             break;
         }
         r = prepare(s, line, len, lineno, e);
@@ -479,6 +555,10 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         egm_fail(e, "out of memory for %d sequences", S);
         goto done;
     }
+    if (!o->on_score && !(s.ids = egm_idset_new())) {
+        egm_fail(e, "out of memory");
+        goto done;
+    }
     s.t_start = s.t_sync = s.t_progress = egm_now();
     int f_head = 0, f_len = 0;
     for (;;) {
@@ -520,6 +600,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         }
         progress(&s, 0);
     }
+    if (out && egm_out_commit(out, e)) goto done;
     rc = 0;
 done:
     if (s.dirty && out) {
@@ -544,5 +625,7 @@ done:
     free(s.want);
     free(inflight);
     free(fifo);
+    for (int i = 0; i < s.n_junk; i++) free(s.junk[i]);
+    egm_idset_free(s.ids);
     return rc;
 }

@@ -2,7 +2,7 @@
  *
  * Unknown extra keys are ignored (Hugging Face configs carry dozens), but a
  * key we know is refused when its value is of the wrong type, out of range,
- * or asks for something we do not implement (rope_scaling, routed experts,
+ * or asks for something we do not implement (RoPE scaling, routed experts,
  * biases). Messages read:
  *     <path>: key "x": expected <what>, found <type> <value> */
 #include "config.h"
@@ -149,11 +149,44 @@ static int get_bos_eos(ctx *x, egm_config *c) {
     return 0;
 }
 
+/* RoPE scaling: rope_scaling (transformers 4) or rope_parameters
+ * (transformers 5) may be there, but only with the default type. */
+static int refuse_rope_scaling(ctx *x) {
+    static const char *const where[][3] = {
+        {"rope_scaling", "type", "rope_scaling.type"},
+        {"rope_scaling", "rope_type", "rope_scaling.rope_type"},
+        {"rope_parameters", "rope_type", "rope_parameters.rope_type"},
+        {"rope_parameters", "type", "rope_parameters.type"},
+    };
+    for (int i = 0; i < 4; i++) {
+        json_t *o = json_object_get(x->root, where[i][0]);
+        if (!o || json_is_null(o)) continue;
+        if (!json_is_object(o))
+            return bad(x, where[i][0], o, "null or an object (RoPE scaling is not supported)");
+        json_t *t = json_object_get(o, where[i][1]);
+        if (t && !(json_is_string(t) && !strcmp(json_string_value(t), "default")))
+            return bad(x, where[i][2], t, "\"default\" (RoPE scaling is not supported)");
+    }
+    return 0;
+}
+
+/* rope_theta at the top (transformers 4, DeepSeek), else in
+ * rope_parameters (transformers 5 writes it there and nowhere else). */
+static int get_rope_theta(ctx *x, float *out) {
+    json_t *p = json_object_get(x->root, "rope_parameters");
+    if (json_object_get(x->root, "rope_theta") || !json_is_object(p))
+        return get_pos(x, "rope_theta", 1, 0, out);
+    json_t *v = json_object_get(p, "rope_theta");
+    if (!v || !json_is_number(v) || !(json_number_value(v) > 0))
+        return bad(x, "rope_parameters.rope_theta", v, "a positive number");
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
 /* Known keys that would change the math if set: refuse rather than ignore. */
 static int refuse_unsupported(ctx *x, const egm_config *c) {
-    json_t *v = json_object_get(x->root, "rope_scaling");
-    if (v && !json_is_null(v)) return bad(x, "rope_scaling", v, "null (RoPE scaling is not supported)");
-    v = json_object_get(x->root, "hidden_act");
+    if (refuse_rope_scaling(x)) return -1;
+    json_t *v = json_object_get(x->root, "hidden_act");
     if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "silu")))
         return bad(x, "hidden_act", v, "\"silu\"");
     const char *bias_keys[] = {"attention_bias", "mlp_bias"};
@@ -201,7 +234,7 @@ static int parse_root(ctx *x, egm_config *c) {
         get_int(x, "num_hidden_layers", 1, 0, 1, &c->num_layers) ||
         get_int(x, "num_attention_heads", 1, 0, 1, &c->num_heads) ||
         get_pos(x, "rms_norm_eps", 1, 0, &c->rms_norm_eps) ||
-        get_pos(x, "rope_theta", 1, 0, &c->rope_theta) ||
+        get_rope_theta(x, &c->rope_theta) ||
         get_int(x, "max_position_embeddings", 1, 0, 1, &c->max_position_embeddings) ||
         get_bool(x, "tie_word_embeddings", 0, &c->tie_word_embeddings) ||
         get_bool(x, "rope_interleave", c->arch != EGM_LLAMA, &c->rope_interleave) ||

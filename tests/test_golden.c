@@ -274,6 +274,8 @@ int main(void) {
         {"golden_llama_gqa_tied", test_fixture, NULL, NULL, "llama_gqa_tied"},
         {"golden_mla", test_fixture, NULL, NULL, "mla"},
         {"golden_mla_qlora", test_fixture, NULL, NULL, "mla_qlora"},
+        {"golden_mla_eps", test_fixture, NULL, NULL, "mla_eps"},
+        {"golden_egmla_eps", test_fixture, NULL, NULL, "egmla_eps"},
         {"golden_egmla_ln", test_fixture, NULL, NULL, "egmla_ln"},
         {"golden_egmla_rms_noup", test_fixture, NULL, NULL, "egmla_rms_noup"},
         {"golden_egmla_bf16", test_fixture, NULL, NULL, "egmla_bf16"},

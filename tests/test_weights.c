@@ -567,7 +567,7 @@ static void test_bad_config(void **st) {
     char cfg[256];
     path_of(cfg, sizeof cfg, "config.json");
     write_config(&a, ", \"rope_scaling\": {\"type\": \"dynamic\", \"factor\": 2}");
-    load_fails(0, -1, 0, cfg, "\"rope_scaling\"");
+    load_fails(0, -1, 0, cfg, "\"rope_scaling.type\"");
     write_config(&a, ", \"n_routed_experts\": 8");
     load_fails(0, -1, 0, cfg, "\"n_routed_experts\"");
     write_config(&a, ", \"attention_bias\": \"no\"");

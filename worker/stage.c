@@ -222,7 +222,7 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
         float *qa = egm_buf_need(&s->qa, (long)n * rq);
         egm_linear(qa, xn, w->q_a, n, rq, D);
         for (int r = 0; r < n; r++)
-            egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, c->rms_norm_eps);
+            egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, EGM_LATENT_NORM_EPS);
         egm_linear(q, qa, w->q_b, n, H * dq, rq);
     }
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
@@ -232,7 +232,7 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
         float *row = kv + (long)r * E;
         egm_rope(row + dc, dr, b->pos[r], c->rope_theta, c->rope_interleave);
-        if (!eg) egm_rmsnorm(row, row, w->kv_a_norm, dc, c->rms_norm_eps);
+        if (!eg) egm_rmsnorm(row, row, w->kv_a_norm, dc, EGM_LATENT_NORM_EPS);
         const egm_kv_seq *sq = &s->seqs[b->slot[r]];
         egm_kv_write(&s->kv, sq, li, b->pos[r], row);
         if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);

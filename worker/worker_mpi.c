@@ -673,9 +673,12 @@ int egm_worker_main(int rank, int world) {
     int rc = 1;
     if (egm_mpi_recv_env(0, &env, NULL, &e)) goto fatal;
     if (env->msg_case != EGMLA__ENVELOPE__MSG_ASSIGN) {
-        /* rank 0 gave up before assigning (it printed why) */
+        /* rank 0 gave up before assigning (it printed why): exit as it
+         * does, so that mpirun's status is rank 0's whoever ends first */
+        int status = env->msg_case == EGMLA__ENVELOPE__MSG_SHUTDOWN && env->shutdown->exit_status > 0
+                         ? env->shutdown->exit_status : 1;
         egmla__envelope__free_unpacked(env, NULL);
-        return 1;
+        return status;
     }
     int ok = start(&w, env->assign, &e) == 0;
     egmla__envelope__free_unpacked(env, NULL);
