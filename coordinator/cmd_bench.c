@@ -145,32 +145,29 @@ static void decode_step(rig *g, int batch, int pos, int *next) {
  * sampling were free. x and y hold M * egm_max_width floats. */
 static double replay_proj(const egm_model *m, int M, const float *x, float *y) {
     const egm_config *c = &m->cfg;
-    int D = c->hidden_size, F = c->intermediate_size, H = c->num_heads;
     double t0 = egm_now();
     for (int l = m->lo; l < m->hi; l++) {
         const egm_layer *w = &m->layers[l - m->lo];
         if (c->arch == EGM_LLAMA) {
-            int dh = c->head_dim, Hkv = c->num_kv_heads;
-            egm_linear(y, x, w->wq, M, H * dh, D);
-            egm_linear(y, x, w->wk, M, Hkv * dh, D);
-            egm_linear(y, x, w->wv, M, Hkv * dh, D);
-            egm_linear(y, x, w->wo, M, D, H * dh);
+            egm_matmul(y, x, &w->wq, M);
+            egm_matmul(y, x, &w->wk, M);
+            egm_matmul(y, x, &w->wv, M);
+            egm_matmul(y, x, &w->wo, M);
         } else {
-            int dq = c->qk_nope_head_dim + c->qk_rope_head_dim, rq = c->q_lora_rank;
-            if (w->q_proj) {
-                egm_linear(y, x, w->q_proj, M, H * dq, D);
+            if (w->q_proj.data) {
+                egm_matmul(y, x, &w->q_proj, M);
             } else {
-                egm_linear(y, x, w->q_a, M, rq, D);
-                egm_linear(y, x, w->q_b, M, H * dq, rq);
+                egm_matmul(y, x, &w->q_a, M);
+                egm_matmul(y, x, &w->q_b, M);
             }
-            egm_linear(y, x, w->kv_a, M, c->kv_lora_rank + c->qk_rope_head_dim, D);
-            egm_linear(y, x, w->o_proj, M, D, H * c->v_head_dim);
+            egm_matmul(y, x, &w->kv_a, M);
+            egm_matmul(y, x, &w->o_proj, M);
         }
-        egm_linear(y, x, w->w_gate, M, F, D);
-        egm_linear(y, x, w->w_up, M, F, D);
-        egm_linear(y, x, w->w_down, M, D, F);
+        egm_matmul(y, x, &w->w_gate, M);
+        egm_matmul(y, x, &w->w_up, M);
+        egm_matmul(y, x, &w->w_down, M);
     }
-    egm_linear(y, x, m->lm_head, M, c->vocab_size, D);
+    egm_matmul(y, x, &m->lm_head, M);
     return egm_now() - t0;
 }
 
