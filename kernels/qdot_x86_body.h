@@ -12,6 +12,11 @@ static inline __attribute__((always_inline)) __m256i SFX(dot4)(__m256i u, __m256
 #endif
 }
 
+/* F16C's one-instruction conversion (ops.c's portable one is a call). */
+static inline __attribute__((always_inline)) float SFX(h2f)(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
 static inline __attribute__((always_inline)) float SFX(hsum)(__m256 v) {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     a = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -28,7 +33,7 @@ static inline __attribute__((always_inline)) __m256i SFX(nibbles)(const uint8_t 
 
 #define ACT(m, T) ((const T *)((const char *)act + (size_t)(m) * stride))
 
-static void SFX(dot_q4_1)(int n, const void *w, const void *act, size_t stride, int M,
+static inline __attribute__((always_inline)) void SFX(k_q4_1)(int n, const void *w, const void *act, size_t stride, int M,
                           float *out) {
     __m256 acc[EGM_QMM_DOT_MAX];
     float corr[EGM_QMM_DOT_MAX];
@@ -36,7 +41,7 @@ static void SFX(dot_q4_1)(int n, const void *w, const void *act, size_t stride, 
     const egm_block_q4_1 *b = w;
     for (int i = 0; i < n / EGM_QK; i++) {
         __m256i q = SFX(nibbles)(b[i].qs);
-        float d = egm_f16_to_f32(b[i].d), mn = egm_f16_to_f32(b[i].m);
+        float d = SFX(h2f)(b[i].d), mn = SFX(h2f)(b[i].m);
         for (int m = 0; m < M; m++) {
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
@@ -47,14 +52,14 @@ static void SFX(dot_q4_1)(int n, const void *w, const void *act, size_t stride, 
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
 }
 
-static void SFX(dot_q4_0)(int n, const void *w, const void *act, size_t stride, int M,
+static inline __attribute__((always_inline)) void SFX(k_q4_0)(int n, const void *w, const void *act, size_t stride, int M,
                           float *out) {
     __m256 acc[EGM_QMM_DOT_MAX];
     for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
     const egm_block_q4_0 *b = w;
     for (int i = 0; i < n / EGM_QK; i++) {
         __m256i q = SFX(nibbles)(b[i].qs);
-        float d = egm_f16_to_f32(b[i].d);
+        float d = SFX(h2f)(b[i].d);
         for (int m = 0; m < M; m++) {
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
@@ -66,7 +71,7 @@ static void SFX(dot_q4_0)(int n, const void *w, const void *act, size_t stride, 
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]);
 }
 
-static void SFX(dot_q8_0)(int n, const void *w, const void *act, size_t stride, int M,
+static inline __attribute__((always_inline)) void SFX(k_q8_0)(int n, const void *w, const void *act, size_t stride, int M,
                           float *out) {
     __m256 acc[EGM_QMM_DOT_MAX];
     for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
@@ -74,7 +79,7 @@ static void SFX(dot_q8_0)(int n, const void *w, const void *act, size_t stride, 
     for (int i = 0; i < n / EGM_QK; i++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
         __m256i qa = _mm256_sign_epi8(q, q); /* |q| as u8; the sign moves to a */
-        float d = egm_f16_to_f32(b[i].d);
+        float d = SFX(h2f)(b[i].d);
         for (int m = 0; m < M; m++) {
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->qs), q);
@@ -120,7 +125,7 @@ static inline __attribute__((always_inline)) void SFX(dot_k45)(int n, const void
         SFX(unpack_k45)(five ? b5->qs : b4->qs, five ? b5->qh : NULL, v);
         uint8_t sc[8], mn[8];
         for (int j = 0; j < 8; j++) egm_q4k_scale_min(j, b4->scales, &sc[j], &mn[j]);
-        float d = egm_f16_to_f32(b4->d), dmin = egm_f16_to_f32(b4->dmin);
+        float d = SFX(h2f)(b4->d), dmin = SFX(h2f)(b4->dmin);
         for (int m = 0; m < M; m++) {
             const egm_block_q8_K *a = ACT(m, egm_block_q8_K) + i;
             __m256i s = _mm256_setzero_si256();
@@ -137,19 +142,21 @@ static inline __attribute__((always_inline)) void SFX(dot_k45)(int n, const void
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
 }
 
-static void SFX(dot_q4_K)(int n, const void *w, const void *act, size_t stride, int M,
-                          float *out) {
+static inline __attribute__((always_inline)) void SFX(k_q4_K)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
     SFX(dot_k45)(n, w, 0, act, stride, M, out);
 }
 
-static void SFX(dot_q5_K)(int n, const void *w, const void *act, size_t stride, int M,
-                          float *out) {
+static inline __attribute__((always_inline)) void SFX(k_q5_K)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
     SFX(dot_k45)(n, w, 1, act, stride, M, out);
 }
 
 /* Q6_K: vector k of half h holds elements 128h + 32k + l, scales
  * 8h + 2k (l < 16) and 8h + 2k + 1; q - 32 via -32 * sc . bsums. */
-static void SFX(dot_q6_K)(int n, const void *w, const void *act, size_t stride, int M,
+static inline __attribute__((always_inline)) void SFX(k_q6_K)(int n, const void *w, const void *act, size_t stride, int M,
                           float *out) {
     __m256 acc[EGM_QMM_DOT_MAX];
     for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
@@ -171,7 +178,7 @@ static void SFX(dot_q6_K)(int n, const void *w, const void *act, size_t stride, 
                 scv[4 * h + k] = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
             }
         }
-        float d = egm_f16_to_f32(b[i].d);
+        float d = SFX(h2f)(b[i].d);
         for (int m = 0; m < M; m++) {
             const egm_block_q8_K *a = ACT(m, egm_block_q8_K) + i;
             __m256i s = _mm256_setzero_si256();
@@ -210,14 +217,42 @@ static inline __attribute__((always_inline)) void SFX(dot_16)(int n, const uint1
     }
 }
 
-static void SFX(dot_f16)(int n, const void *w, const void *act, size_t stride, int M,
-                         float *out) {
+static inline __attribute__((always_inline)) void SFX(k_f16)(int n, const void *w,
+                                                             const void *act, size_t stride,
+                                                             int M, float *out) {
     SFX(dot_16)(n, w, 0, act, stride, M, out);
 }
 
-static void SFX(dot_bf16)(int n, const void *w, const void *act, size_t stride, int M,
-                          float *out) {
+static inline __attribute__((always_inline)) void SFX(k_bf16)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
     SFX(dot_16)(n, w, 1, act, stride, M, out);
 }
+
+/* The entry points: M as a constant, so the loops over rows unroll and the
+ * per-row accumulators stay in registers. */
+#define ENTRY(t)                                                                            \
+    static void SFX(dot_##t)(int n, const void *w, const void *act, size_t stride, int M,   \
+                             float *out) {                                                  \
+        switch (M) {                                                                        \
+        case 1: SFX(k_##t)(n, w, act, stride, 1, out); break;                               \
+        case 2: SFX(k_##t)(n, w, act, stride, 2, out); break;                               \
+        case 3: SFX(k_##t)(n, w, act, stride, 3, out); break;                               \
+        case 4: SFX(k_##t)(n, w, act, stride, 4, out); break;                               \
+        case 5: SFX(k_##t)(n, w, act, stride, 5, out); break;                               \
+        case 6: SFX(k_##t)(n, w, act, stride, 6, out); break;                               \
+        case 7: SFX(k_##t)(n, w, act, stride, 7, out); break;                               \
+        default: SFX(k_##t)(n, w, act, stride, 8, out); break;                              \
+        }                                                                                   \
+    }
+ENTRY(f16)
+ENTRY(bf16)
+ENTRY(q8_0)
+ENTRY(q4_0)
+ENTRY(q4_1)
+ENTRY(q4_K)
+ENTRY(q5_K)
+ENTRY(q6_K)
+#undef ENTRY
 
 #undef ACT
