@@ -154,11 +154,17 @@ typedef struct {
     const egm_mat *W;
     int n0;
     float *tile;
+    egm_qdeq_fn deq;
 } deq_job;
 
 static void deq_rows(void *p, int lo, int hi) {
     const deq_job *j = p;
-    for (int r = lo; r < hi; r++) egm_mat_row(j->W, j->n0 + r, j->tile + (long)r * j->W->cols);
+    const egm_mat *W = j->W;
+    for (int r = lo; r < hi; r++) {
+        const void *src = (const char *)W->data + (size_t)(j->n0 + r) * W->row_bytes;
+        float *dst = j->tile + (long)r * W->cols;
+        if (!j->deq || !j->deq(W->type, src, dst, W->cols)) egm_dequant_row(W->type, src, dst, W->cols);
+    }
 }
 
 static void mul_tiles(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
@@ -172,7 +178,7 @@ static void mul_tiles(const egm_mat *W, int M, const float *x, int ldx, float *y
     float *tile = grow(&t_tile, &t_tile_cap, (size_t)rows * (size_t)K * sizeof(float));
     for (int n0 = 0; n0 < W->rows; n0 += rows) {
         int nr = W->rows - n0 < rows ? W->rows - n0 : rows;
-        deq_job j = {W, n0, tile};
+        deq_job j = {W, n0, tile, kernel_set()->deq};
         par_ranges(nr, threads_for(W), deq_rows, &j);
         egm_gemm(0, 1, M, nr, K, 1.0f, x, ldx, tile, K, acc ? 1.0f : 0.0f, y + n0, ldy);
     }

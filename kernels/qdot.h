@@ -29,9 +29,14 @@ void egm_quantize_row_a8(const float *x, egm_block_a8 *y, int n);
 typedef void (*egm_qdot_fn)(int n, const void *w, const void *act, size_t act_stride, int M,
                             float *out);
 
+/* Dequantises a row of n elements if the set has a kernel for the type
+ * (returns 1), else returns 0 (egm_dequant_row then). */
+typedef int (*egm_qdeq_fn)(int type, const void *src, float *dst, int n);
+
 typedef struct {
     const char *name;
     egm_qdot_fn f16, bf16, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K;
+    egm_qdeq_fn deq;
 } egm_qdot_set;
 
 extern const egm_qdot_set egm_qdot_ref;

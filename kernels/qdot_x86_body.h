@@ -255,4 +255,56 @@ ENTRY(q5_K)
 ENTRY(q6_K)
 #undef ENTRY
 
+/* ---- dequantisation (the many-rows path's tiles) ---- */
+
+/* 32 u8 at q -> 32 floats d * q + m at y */
+static inline __attribute__((always_inline)) void SFX(deq32)(__m256i q, float d, float m,
+                                                             float *y) {
+    __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++) {
+        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
+        _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(f, dv, mv));
+    }
+}
+
+/* 1 if this type has a vector dequantiser here (else the caller uses
+ * egm_dequant_row). */
+static int SFX(deq_row)(int type, const void *src, float *y, int n) {
+    switch (type) {
+    case EGM_GGML_Q4_1:
+        for (const egm_block_q4_1 *b = src; n > 0; n -= 32, b++, y += 32)
+            SFX(deq32)(SFX(nibbles)(b->qs), SFX(h2f)(b->d), SFX(h2f)(b->m), y);
+        return 1;
+    case EGM_GGML_Q4_0:
+        for (const egm_block_q4_0 *b = src; n > 0; n -= 32, b++, y += 32) {
+            float d = SFX(h2f)(b->d);
+            SFX(deq32)(SFX(nibbles)(b->qs), d, -8.0f * d, y);
+        }
+        return 1;
+    case EGM_GGML_Q8_0: /* q + 128 as u8, minus 128 d */
+        for (const egm_block_q8_0 *b = src; n > 0; n -= 32, b++, y += 32) {
+            float d = SFX(h2f)(b->d);
+            __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs),
+                                         _mm256_set1_epi8((char)0x80));
+            SFX(deq32)(q, d, -128.0f * d, y);
+        }
+        return 1;
+    case EGM_GGML_F16:
+    case EGM_GGML_BF16: {
+        const uint16_t *h = src;
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m128i r = _mm_loadu_si128((const __m128i *)(h + i));
+            _mm256_storeu_ps(y + i, type == EGM_GGML_F16 ? _mm256_cvtph_ps(r) :
+                             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r), 16)));
+        }
+        if (i < n) egm_dequant_row(type, h + i, y + i, n - i);
+        return 1;
+    }
+    }
+    return 0;
+}
+
 #undef ACT
