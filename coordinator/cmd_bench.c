@@ -171,6 +171,25 @@ static double replay_proj(const egm_model *m, int M, const float *x, float *y) {
     return egm_now() - t0;
 }
 
+/* Elements of the projections (egm_proj_shapes, lm_head included). */
+static double proj_elems(const egm_config *c) {
+    egm_proj_shape s[EGM_MAX_PROJ];
+    int n = egm_proj_shapes(c, s);
+    double e = 0;
+    for (int i = 0; i < n; i++) e += (double)s[i].N * s[i].K * s[i].count;
+    return e;
+}
+
+/* Bytes of the projections as loaded (the embedding is not one, unless
+ * tied to lm_head), and the bytes per element the roofline then uses. */
+static double stored_proj_bytes(const egm_model *m) {
+    double b = 0;
+    for (int t = 0; t <= EGM_GGML_BF16; t++) b += (double)m->mat_bytes[t];
+    if (m->embed.data && m->embed.data != m->lm_head.data) b -= (double)egm_mat_bytes(&m->embed);
+    egm_set_weight_bytes_per_elem(b / proj_elems(&m->cfg));
+    return b;
+}
+
 /* Widest input or output of any projection. */
 static long max_width(const egm_config *c) {
     long w = c->vocab_size;
@@ -207,6 +226,7 @@ static int bench_one(const egm_bench_opts *o) {
     }
     const egm_config *c = &m.cfg;
     FILE *tab = egm_bench_table(o);
+    double stored = stored_proj_bytes(&m);
     int gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;
     if (egm_bench_check_context(o, c)) {
         egm_model_free(&m);
@@ -229,6 +249,8 @@ static int bench_one(const egm_bench_opts *o) {
     fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
            src, c->model_type, config ? "yes" : "no", c->num_layers, c->hidden_size,
            c->vocab_size, threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
+    fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
+            stored, stored / proj_elems(c));
     fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
            "shapes:", rf.bw, rf.read_bw, o->bw_mib);
     for (int i = 0; i < nb; i++)
