@@ -35,7 +35,7 @@ typedef int (*egm_qdeq_fn)(int type, const void *src, float *dst, int n);
 
 typedef struct {
     const char *name;
-    egm_qdot_fn f16, bf16, q8_0, q4_0, q4_1, q4_K, q5_K, q6_K;
+    egm_qdot_fn f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K;
     egm_qdeq_fn deq;
 } egm_qdot_set;
 

@@ -10,7 +10,8 @@
 
 int egm_qdot_act(int type) {
     switch (type) {
-    case EGM_GGML_Q8_0: case EGM_GGML_Q4_0: case EGM_GGML_Q4_1: return EGM_ACT_A8;
+    case EGM_GGML_Q8_0: case EGM_GGML_Q4_0: case EGM_GGML_Q4_1:
+    case EGM_GGML_Q5_0: case EGM_GGML_Q5_1: return EGM_ACT_A8;
     case EGM_GGML_Q4_K: case EGM_GGML_Q5_K: case EGM_GGML_Q6_K: return EGM_ACT_Q8K;
     }
     return EGM_ACT_F32;
@@ -108,6 +109,41 @@ static void dot_q4_1(int n, const void *w, const void *act, size_t stride, int M
     }
 }
 
+/* Q5_0 / Q5_1 (m1 set): the 5-bit q of 32 elements dotted with a, then
+ * Q5_0's -16 sum(a) or Q5_1's m sum(a). */
+static void dot_q5(int n, const void *w, const void *act, size_t stride, int M, float *out,
+                   int q51) {
+    size_t bb = q51 ? sizeof(egm_block_q5_1) : sizeof(egm_block_q5_0);
+    FOR_ROWS {
+        const egm_block_a8 *a = act;
+        float s = 0;
+        for (int i = 0; i < n / EGM_QK; i++) {
+            const uint8_t *b = (const uint8_t *)w + bb * (size_t)i, *p = b + (q51 ? 4 : 2);
+            uint16_t hd, hm = 0;
+            uint32_t qh;
+            memcpy(&hd, b, 2);
+            if (q51) memcpy(&hm, b + 2, 2);
+            memcpy(&qh, p, 4);
+            int t = 0;
+            for (int j = 0; j < 16; j++)
+                t += ((p[4 + j] & 15) | (((qh >> j) & 1) << 4)) * a[i].qs[j] +
+                     ((p[4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * a[i].qs[j + 16];
+            float d = egm_f16_to_f32(hd);
+            s += d * a[i].d * (float)t +
+                 (q51 ? egm_f16_to_f32(hm) : -16.0f * d) * a[i].d * (float)a[i].sum;
+        }
+        out[m] = s;
+    }
+}
+
+static void dot_q5_0(int n, const void *w, const void *act, size_t stride, int M, float *out) {
+    dot_q5(n, w, act, stride, M, out, 0);
+}
+
+static void dot_q5_1(int n, const void *w, const void *act, size_t stride, int M, float *out) {
+    dot_q5(n, w, act, stride, M, out, 1);
+}
+
 /* Q4_K / Q5_K: sum_j d sc_j (q . a)_j - dmin sum_j m_j (sum a)_j, times da.
  * qh is NULL for Q4_K. */
 static float dot_k45(const uint8_t *scales, const uint8_t *qs, const uint8_t *qh, float d,
@@ -185,7 +221,8 @@ static void dot_q6_K(int n, const void *w, const void *act, size_t stride, int M
 }
 
 const egm_qdot_set egm_qdot_ref = {
-    "portable", dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q4_K, dot_q5_K, dot_q6_K,
+    "portable", dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1,
+    dot_q4_K, dot_q5_K, dot_q6_K,
     NULL,
 };
 
@@ -196,6 +233,8 @@ egm_qdot_fn egm_qdot_pick(const egm_qdot_set *s, int type) {
     case EGM_GGML_Q8_0: return s->q8_0;
     case EGM_GGML_Q4_0: return s->q4_0;
     case EGM_GGML_Q4_1: return s->q4_1;
+    case EGM_GGML_Q5_0: return s->q5_0;
+    case EGM_GGML_Q5_1: return s->q5_1;
     case EGM_GGML_Q4_K: return s->q4_K;
     case EGM_GGML_Q5_K: return s->q5_K;
     case EGM_GGML_Q6_K: return s->q6_K;

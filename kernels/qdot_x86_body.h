@@ -90,6 +90,55 @@ static inline __attribute__((always_inline)) void SFX(k_q8_0)(int n, const void 
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]);
 }
 
+/* 32 bits -> 32 bytes, 0x10 where the bit is set (Q5_0 / Q5_1's fifth bit;
+ * llama.cpp's bytes_from_bits_32). */
+static inline __attribute__((always_inline)) __m256i SFX(bit5)(const uint8_t *qh) {
+    uint32_t u;
+    memcpy(&u, qh, 4);
+    __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u),
+                                    _mm256_setr_epi64x(0, 0x0101010101010101LL,
+                                                       0x0202020202020202LL,
+                                                       0x0303030303030303LL));
+    x = _mm256_or_si256(x, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfeLL));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(16));
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5)(int n, const void *w,
+                                                            const void *act, size_t stride,
+                                                            int M, float *out, int q51) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    float corr[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps(), corr[m] = 0;
+    size_t bb = q51 ? sizeof(egm_block_q5_1) : sizeof(egm_block_q5_0);
+    for (int i = 0; i < n / EGM_QK; i++) {
+        const uint8_t *b = (const uint8_t *)w + bb * (size_t)i, *p = b + (q51 ? 4 : 2);
+        uint16_t hd, hm = 0;
+        memcpy(&hd, b, 2);
+        if (q51) memcpy(&hm, b + 2, 2);
+        __m256i q = _mm256_or_si256(SFX(nibbles)(p + 4), SFX(bit5)(p));
+        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : -16.0f * d;
+        for (int m = 0; m < M; m++) {
+            const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
+            __m256i pr = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), _mm256_set1_ps(d * a->d), acc[m]);
+            corr[m] += mn * a->d * (float)a->sum;
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5_0)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(k_q5)(n, w, act, stride, M, out, 0);
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5_1)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(k_q5)(n, w, act, stride, M, out, 1);
+}
+
 /* Q4_K / Q5_K (qh NULL for Q4_K): the 8 sub-blocks of 32 as u8 vectors. */
 static inline __attribute__((always_inline)) void SFX(unpack_k45)(const uint8_t *qs,
                                                                   const uint8_t *qh,
@@ -250,6 +299,8 @@ ENTRY(bf16)
 ENTRY(q8_0)
 ENTRY(q4_0)
 ENTRY(q4_1)
+ENTRY(q5_0)
+ENTRY(q5_1)
 ENTRY(q4_K)
 ENTRY(q5_K)
 ENTRY(q6_K)

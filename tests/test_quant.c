@@ -24,7 +24,7 @@ static uint32_t urand(void) {
 static float frand(void) { return (float)urand() / 2147483648.0f - 1.0f; } /* [-1, 1) */
 
 static const int TYPES[] = {EGM_GGML_F16, EGM_GGML_BF16, EGM_GGML_Q8_0, EGM_GGML_Q4_0,
-                            EGM_GGML_Q4_1, EGM_GGML_Q4_K, EGM_GGML_Q5_K, EGM_GGML_Q6_K};
+                            EGM_GGML_Q4_1, EGM_GGML_Q5_0, EGM_GGML_Q5_1, EGM_GGML_Q4_K, EGM_GGML_Q5_K, EGM_GGML_Q6_K};
 #define NTYPES (int)(sizeof TYPES / sizeof *TYPES)
 
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
@@ -44,7 +44,8 @@ static void *rand_matrix(int type, int rows, int cols) {
         case EGM_GGML_Q8_0: case EGM_GGML_Q4_0:
             put16(p, egm_f32_to_f16(frand() * 0.01f));
             break;
-        case EGM_GGML_Q4_1: case EGM_GGML_Q4_K: case EGM_GGML_Q5_K:
+        case EGM_GGML_Q5_0: put16(p, egm_f32_to_f16(frand() * 0.01f)); break;
+        case EGM_GGML_Q4_1: case EGM_GGML_Q5_1: case EGM_GGML_Q4_K: case EGM_GGML_Q5_K:
             put16(p, egm_f32_to_f16(frand() * 0.01f));
             put16(p + 2, egm_f32_to_f16(frand() * 0.01f));
             break;
