@@ -190,6 +190,15 @@ static double stored_proj_bytes(const egm_model *m) {
     return b;
 }
 
+/* --weights as a ggml type, -1 if unknown. */
+static int weights_type(const char *s) {
+    if (!s || !strcmp(s, "f32")) return EGM_GGML_F32;
+    if (!strcmp(s, "bf16")) return EGM_GGML_BF16;
+    if (!strcmp(s, "f16")) return EGM_GGML_F16;
+    if (!strcmp(s, "q8_0")) return EGM_GGML_Q8_0;
+    return -1;
+}
+
 /* Widest input or output of any projection. */
 static long max_width(const egm_config *c) {
     long w = c->vocab_size;
@@ -215,8 +224,15 @@ static int bench_one(const egm_bench_opts *o) {
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
     if (config) {
         egm_config cfg;
+        int wt = weights_type(o->weights);
+        if (wt < 0) {
+            fprintf(stderr, "egmla bench: --weights: expected f32, bf16, f16 or q8_0, found \"%s\"\n",
+                    o->weights);
+            return EGM_EXIT_USAGE;
+        }
         if (egm_config_load(config, &cfg, &e) ||
-            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e)) {
+            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e) ||
+            (wt != EGM_GGML_F32 && egm_model_convert(&m, wt, &e))) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             return EGM_EXIT_FAIL;
         }
@@ -404,6 +420,8 @@ int egm_cmd_bench(int argc, char **argv) {
         {"roofline-once", EGM_OPT_FLAG, &o.once, "measure the ceilings once, not again before each row", 0, 0, NULL},
         {"no-gate-table", EGM_OPT_FLAG, &o.no_gate_table, "EG-MLA: gather eg_embed rows, no precomputed G", 0, 0, NULL},
         {"seed", EGM_OPT_U64, &o.seed, "seed of the synthetic weights", 0, 0, "S"},
+        {"weights", EGM_OPT_STRING, &o.weights, "one rank, --config: synthetic projection weights "
+         "stored as f32, bf16, f16 or q8_0 (default: f32)", 0, 0, "T"},
         {"json", EGM_OPT_STRING, &o.json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
         {"topology", EGM_OPT_STRING, &o.topology, "under mpirun: the stages' layers, threads and "
          "wire dtype from a topology YAML (default: equal split, 1 thread each, bf16)", 0, 0, "FILE"},

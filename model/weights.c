@@ -13,6 +13,7 @@
 #include "weights.h"
 
 #include "gguf.h"
+#include "kernels/ops.h"
 
 #include <cblas.h> /* note: defines I (complex.h); avoid it as a name */
 #include <math.h>
@@ -526,6 +527,50 @@ int egm_model_random(const egm_config *c, unsigned long long seed, int lo, int h
     if (load_all(&L, lo, hi, flags)) {
         egm_model_free(m);
         return -1;
+    }
+    return 0;
+}
+
+/* One matrix to `type`, row by row (Q8_0 with llama.cpp's reference
+ * quantiser, d = amax / 127). */
+static int convert_mat(ld *L, egm_mat *w, int type) {
+    if (!w->data || w->type != EGM_GGML_F32) return 0;
+    size_t rb = egm_qtype_row_bytes(type, w->cols);
+    if (!rb)
+        return egm_fail(L->e, "%s: a matrix of %d columns cannot be %s (blocks of %d)",
+                        origin(L), w->cols, egm_qtype_name(type), egm_qtype_block(type));
+    uint8_t *q = malloc(rb * (size_t)w->rows);
+    if (own(L, q, rb * (size_t)w->rows)) return -1;
+    for (int r = 0; r < w->rows; r++) {
+        const float *x = (const float *)w->data + (size_t)r * (size_t)w->cols;
+        uint8_t *d = q + rb * (size_t)r;
+        if (type == EGM_GGML_Q8_0) {
+            egm_quantize_row_q8_0(x, d, w->cols);
+        } else {
+            for (int k = 0; k < w->cols; k++) {
+                uint16_t h = type == EGM_GGML_BF16 ? egm_f32_to_bf16(x[k]) : egm_f32_to_f16(x[k]);
+                memcpy(d + 2 * (size_t)k, &h, 2);
+            }
+        }
+    }
+    L->m->mat_bytes[EGM_GGML_F32] -= egm_mat_bytes(w);
+    *w = egm_mat_of(type, q, w->rows, w->cols);
+    count_mat(L, w);
+    return 0;
+}
+
+int egm_model_convert(egm_model *m, int type, egm_err *e) {
+    ld L = {.m = m, .e = e, .random = 1};
+    int tied = m->lm_head.data && m->lm_head.data == m->embed.data;
+    if (convert_mat(&L, &m->embed, type) || (!tied && convert_mat(&L, &m->lm_head, type)))
+        return -1;
+    if (tied) m->lm_head = m->embed;
+    for (int l = 0; l < m->hi - m->lo; l++) {
+        egm_layer *y = &m->layers[l];
+        egm_mat *all[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->q_proj, &y->q_a, &y->q_b,
+                          &y->kv_a, &y->o_proj, &y->w_gate, &y->w_up, &y->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            if (convert_mat(&L, all[i], type)) return -1;
     }
     return 0;
 }

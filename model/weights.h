@@ -85,6 +85,11 @@ int egm_model_from_ckpt(const egm_config *c, egm_ckpt *ck, int lo, int hi,
 int egm_model_random(const egm_config *c, unsigned long long seed, int lo,
                      int hi, int flags, egm_model *m, egm_err *e);
 
+/* Converts every fp32 projection matrix (and the embeddings) of a loaded
+ * model to `type` (EGM_GGML_BF16, F16 or Q8_0), in owned buffers: the
+ * synthetic benchmark's lower-precision weights. Others stay as they are. */
+int egm_model_convert(egm_model *m, int type, egm_err *e);
+
 void egm_model_free(egm_model *m);
 
 /* Parameter counts by part, for `egmla info`. attn holds every attention
