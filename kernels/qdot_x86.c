@@ -11,23 +11,37 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+/* Every function of a region gets the region's instruction sets (GCC and
+ * clang spell it differently). */
+#ifdef __clang__
+#define REGION_AVX2 \
+    _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+/* (one string literal: _Pragma takes no concatenation) */
+#define REGION_AVX512 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16\"))), apply_to = function)")
+#define REGION_END _Pragma("clang attribute pop")
+#else
+#define REGION_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define REGION_AVX512                                                                     \
+    _Pragma("GCC push_options")                                                            \
+    _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16\")")
+#define REGION_END _Pragma("GCC pop_options")
+#endif
+
+REGION_AVX2
 #define SFX(n) n##_avx2
 #define VNNI 0
 #include "kernels/qdot_x86_body.h"
 #undef SFX
 #undef VNNI
-#pragma GCC pop_options
+REGION_END
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512bf16")
+REGION_AVX512
 #define SFX(n) n##_avx512
 #define VNNI 1
 #include "kernels/qdot_x86_body.h"
 #undef SFX
 #undef VNNI
-#pragma GCC pop_options
+REGION_END
 
 static const egm_qdot_set set_avx2 = {
     "avx2", dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2,
