@@ -10,6 +10,7 @@
 
 #include <mpi.h>
 
+#include "kernels/matmul.h"
 #include "coordinator/bench.h"
 #include "coordinator/commands.h"
 #include "deploy/launch.h"
@@ -107,7 +108,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("egmla %s (%s)\n", EGM_VERSION, EGM_GITREV);
+        printf("egmla %s (%s), kernels %s\n", EGM_VERSION, EGM_GITREV, egm_kernels_name());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
