@@ -10,7 +10,7 @@
  *
  * A 2-D tensor with ne = [in, out] is a row-major [out, in] matrix, which is
  * the engine's nn.Linear layout; egm_gguf_to_f32 dequantises any supported
- * type (F32, F16, BF16, Q8_0, Q4_0, Q4_1) to fp32. */
+ * type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) to fp32. */
 #ifndef EGM_GGUF_H
 #define EGM_GGUF_H
 
@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "err.h"
+#include "kernels/quant.h" /* EGM_GGML_* type ids and block layouts */
 
 /* Metadata value types (the file's numbering). */
 enum {
@@ -28,11 +29,6 @@ enum {
     EGM_GGUF_F64 = 12,
 };
 
-/* ggml tensor types we dequantise (the file's numbering). */
-enum {
-    EGM_GGML_F32 = 0, EGM_GGML_F16 = 1, EGM_GGML_Q4_0 = 2, EGM_GGML_Q4_1 = 3,
-    EGM_GGML_Q8_0 = 8, EGM_GGML_BF16 = 30,
-};
 
 typedef struct {
     const char *key;

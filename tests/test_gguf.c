@@ -376,8 +376,8 @@ static void test_malformed_tensors(void **state) {
     expect_refused("ne0.gguf", f, "tensor \"a\": dimension 0 is 0");
     f = base(&w, 0); patch32(&f, t0 + 12, 99);       /* type */
     expect_refused("type.gguf", f, "tensor \"a\": unknown ggml type 99");
-    f = base(&w, 0); patch32(&f, t0 + 12, 14);       /* Q6_K: known, not supported */
-    expect_refused("q6k.gguf", f, "tensor \"a\": type Q6_K is not supported");
+    f = base(&w, 0); patch32(&f, t0 + 12, 10);       /* Q2_K: known, not supported */
+    expect_refused("q2k.gguf", f, "tensor \"a\": type Q2_K is not supported");
     f = base(&w, 0); patch32(&f, t0 + 12, EGM_GGML_Q8_0); /* 8 is not a multiple of 32 */
     expect_refused("block.gguf", f, "tensor \"a\": ne[0] = 8 is not a multiple of Q8_0's block of 32");
     f = base(&w, 0); patch64(&f, t0 + 16, 16);       /* offset */
