@@ -144,6 +144,7 @@ typedef struct {
     int kind;
     pcre2_code *re;  /* STEP_SPLIT */
     int behavior, invert;
+    int gpt2;        /* ByteLevel's own GPT-2 regex (llama.cpp's "gpt-2" pre) */
 } pretok_step;
 
 typedef struct {

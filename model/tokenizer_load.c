@@ -301,7 +301,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
             snprintf(sub, sizeof sub, "%s (GPT-2 regex)", where);
             pcre2_code *re = compile_re(t, GPT2_PATTERN, PCRE2_ZERO_TERMINATED, 0, sub, e);
             if (!re) return -1;
-            return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e);
+            return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 1}, e);
         }
         return 0;
     }
@@ -313,7 +313,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
         pcre2_code *re = compile_re(t, individual ? "\\p{N}" : "\\p{N}+",
                                     PCRE2_ZERO_TERMINATED, 0, where, e);
         if (!re) return -1;
-        return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e);
+        return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 0}, e);
     }
     if (!strcmp(type, "Split")) {
         static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious",
@@ -345,7 +345,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
                             "{\"String\": ...}", t->origin, where);
         }
         if (!re) return -1;
-        return add_step(t, (pretok_step){STEP_SPLIT, re, b, invert}, e);
+        return add_step(t, (pretok_step){STEP_SPLIT, re, b, invert, 0}, e);
     }
     return egm_fail(e, "%s: %s: pre-tokenizer type \"%s\" is not supported (expected "
                     "ByteLevel, Split, Digits or Sequence)", t->origin, where, type);
@@ -895,7 +895,7 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
     for (int i = 0; i < 4 && pt->re[i]; i++) {
         pcre2_code *re = compile_re(t, pt->re[i], PCRE2_ZERO_TERMINATED, 0,
                                     "tokenizer.ggml.pre", e);
-        if (!re || add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e)) return -1;
+        if (!re || add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 0}, e)) return -1;
     }
     if (add_bos || add_eos) {
         if (!(t->tpl = malloc(3 * sizeof *t->tpl))) return egm_fail(e, "%s: out of memory", t->origin);

@@ -31,7 +31,7 @@ typedef struct {
     const egm_gguf *gg;         /* GGUF source instead of m->ck */
     char gname[160];            /* scratch for gguf_name() */
     unsigned long long seed;
-    char used[MAX_USED][128];   /* tensors fetched for the current layer */
+    char used[MAX_USED][160];   /* tensors fetched for the current layer */
     int n_used;
     char name[128];             /* scratch for lname() */
 } ld;
@@ -120,8 +120,7 @@ static int find(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
-/* MODEL.md name -> GGUF name (llama.cpp's llama tensors), in L->gname. */
-static const char *gguf_name(ld *L, const char *name) {
+int egm_gguf_name(const char *name, char *out, size_t n) {
     static const char *const map[][2] = {
         {"input_layernorm.weight", "attn_norm.weight"},
         {"post_attention_layernorm.weight", "ffn_norm.weight"},
@@ -146,16 +145,28 @@ static const char *gguf_name(ld *L, const char *name) {
         {"self_attn.eg_norm.bias", "attn_eg_norm.bias"},
     };
     int l, k = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) return "token_embd.weight";
-    if (!strcmp(name, "model.norm.weight")) return "output_norm.weight";
-    if (!strcmp(name, "lm_head.weight")) return "output.weight";
+    const char *g = NULL;
+    if (!strcmp(name, "model.embed_tokens.weight")) g = "token_embd.weight";
+    if (!strcmp(name, "model.norm.weight")) g = "output_norm.weight";
+    if (!strcmp(name, "lm_head.weight")) g = "output.weight";
+    if (g) {
+        snprintf(out, n, "%s", g);
+        return 0;
+    }
     if (sscanf(name, "model.layers.%d.%n", &l, &k) == 1 && k > 0)
         for (size_t i = 0; i < sizeof map / sizeof *map; i++)
             if (!strcmp(name + k, map[i][0])) {
-                snprintf(L->gname, sizeof L->gname, "blk.%d.%s", l, map[i][1]);
-                return L->gname;
+                snprintf(out, n, "blk.%d.%s", l, map[i][1]);
+                return 0;
             }
-    snprintf(L->gname, sizeof L->gname, "%s", name); /* no GGUF name: reported missing */
+    snprintf(out, n, "%s", name);
+    return -1;
+}
+
+/* MODEL.md name -> GGUF name, in L->gname (the name itself when there is
+ * none: then reported missing). */
+static const char *gguf_name(ld *L, const char *name) {
+    egm_gguf_name(name, L->gname, sizeof L->gname);
     return L->gname;
 }
 
