@@ -58,6 +58,11 @@ check "a GGUF file quantizes again" test $? -eq 0
 $BIN score --model $T/again.gguf --input $T/in_mla_qlora.jsonl --out $T/out.jsonl 2>/dev/null
 check "... and scores the same" close $T/ref_mla_qlora.jsonl $T/out.jsonl 1e-6
 
+# the older deepseek2 layout (attn_kv_b whole, per-head key/value_length;
+# reference/make_deepseek2_legacy.py) loads to the same model
+$BIN score --model tests/fixtures/gguf/deepseek2-legacy.gguf --input $T/in_mla.jsonl --out $T/out.jsonl 2>$T/err
+check "an older-style deepseek2 file (attn_kv_b) scores as the checkpoint" close $T/ref_mla.jsonl $T/out.jsonl 1e-4
+
 # the tokenizer goes along: greedy text of the trained llama equals the checkpoint's
 M=models/llama-tiny
 printf '%s\n' '{"id":"a","prompt":"In the beginning God created","max_new_tokens":24,"temperature":0}' \
