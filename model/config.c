@@ -360,8 +360,14 @@ int egm_config_is_eos(const egm_config *c, int token) {
  * stops where llama.cpp's does. */
 static const char *const EOG_TEXTS[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
 };
+
+int egm_gguf_is_eog_text(const char *s, size_t len) {
+    for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof *EOG_TEXTS; k++)
+        if (len == strlen(EOG_TEXTS[k]) && !memcmp(s, EOG_TEXTS[k], len)) return 1;
+    return 0;
+}
 
 static void add_eos(egm_config *c, long long id) {
     if (id < 0 || id >= c->vocab_size || c->n_eos >= EGM_MAX_EOS) return;
@@ -552,12 +558,8 @@ static int gguf_special_ids(const egm_gguf *g, egm_config *c, egm_err *e) {
     const egm_gguf_kv *tokens = egm_gguf_kv_get(g, "tokenizer.ggml.tokens");
     if (!tokens) return 0;
     /* whatever their token type (llama.cpp makes them control tokens) */
-    for (uint64_t i = 0; i < tokens->n; i++) {
-        for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof *EOG_TEXTS; k++)
-            if (tokens->len[i] == strlen(EOG_TEXTS[k]) &&
-                !memcmp(tokens->str[i], EOG_TEXTS[k], tokens->len[i]))
-                add_eos(c, (long long)i);
-    }
+    for (uint64_t i = 0; i < tokens->n; i++)
+        if (egm_gguf_is_eog_text(tokens->str[i], tokens->len[i])) add_eos(c, (long long)i);
     return 0;
 }
 

@@ -862,6 +862,8 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
         if (ty < TT_NORMAL || ty > TT_BYTE)
             return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": token %d has type %lld "
                             "(expected 1 to 6)", t->origin, id, ty);
+        /* llama.cpp makes its end-of-generation texts control tokens */
+        if (egm_gguf_is_eog_text(s, len)) ty = TT_CONTROL;
         if (len == 0 || memchr(s, 0, len))
             return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is empty or holds a "
                             "NUL byte", t->origin, id);

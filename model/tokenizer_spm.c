@@ -82,6 +82,7 @@ int egm_spm_setup(egm_tokenizer *t, const egm_gguf *g, const egm_gguf_kv *types,
     if (scores) memcpy(t->score, scores->data, (size_t)t->n_ids * sizeof *t->score);
     for (int id = 0; id < t->n_ids; id++) {
         int ty = types ? (int)egm_gguf_arr_int(types, (uint64_t)id) : TT_NORMAL;
+        if (egm_gguf_is_eog_text(t->tok[id], strlen(t->tok[id]))) ty = TT_CONTROL; /* as the loader */
         if (ty == TT_BYTE && byte_of(t->tok[id]) < 0)
             return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is a byte token "
                             "(type 6) but is spelled \"%.40s\", not <0xNN>", t->origin, id,
