@@ -201,7 +201,8 @@ static int put_keys(ex *x, const char *name, int ftype) {
                egm_gguf_w_u32(w, K(x, "rope.dimension_count"), (uint32_t)c->head_dim, e) ? -1 : 0;
     uint32_t dn = (uint32_t)c->qk_nope_head_dim, dr = (uint32_t)c->qk_rope_head_dim,
              dv = (uint32_t)c->v_head_dim, dc = (uint32_t)c->kv_lora_rank;
-    if ((c->q_lora_rank && egm_gguf_w_u32(w, K(x, "attention.q_lora_rank"), (uint32_t)c->q_lora_rank, e)) ||
+    /* written also when 0 (no query compression): llama.cpp requires the key */
+    if (egm_gguf_w_u32(w, K(x, "attention.q_lora_rank"), (uint32_t)c->q_lora_rank, e) ||
         egm_gguf_w_u32(w, K(x, "attention.kv_lora_rank"), dc, e) ||
         egm_gguf_w_u32(w, K(x, "rope.dimension_count"), dr, e))
         return -1;
@@ -211,7 +212,13 @@ static int put_keys(ex *x, const char *name, int ftype) {
                egm_gguf_w_u32(w, K(x, "attention.value_length"), dc, e) ||
                egm_gguf_w_u32(w, K(x, "attention.key_length_mla"), dn + dr, e) ||
                egm_gguf_w_u32(w, K(x, "attention.value_length_mla"), dv, e) ||
-               egm_gguf_w_u32(w, K(x, "leading_dense_block_count"), (uint32_t)c->num_layers, e) ? -1 : 0;
+               egm_gguf_w_u32(w, K(x, "leading_dense_block_count"), (uint32_t)c->num_layers, e) ||
+               /* llama.cpp reads the expert keys even when every layer is dense */
+               egm_gguf_w_u32(w, K(x, "expert_count"), 0, e) ||
+               egm_gguf_w_u32(w, K(x, "expert_used_count"), 0, e) ||
+               egm_gguf_w_u32(w, K(x, "expert_shared_count"), 0, e) ||
+               egm_gguf_w_u32(w, K(x, "expert_feed_forward_length"), (uint32_t)c->intermediate_size, e) ||
+               egm_gguf_w_f32(w, K(x, "expert_weights_scale"), 1.0f, e) ? -1 : 0;
     return egm_gguf_w_u32(w, K(x, "attention.key_length"), dn + dr, e) ||
            egm_gguf_w_u32(w, K(x, "attention.value_length"), dv, e) ||
            egm_gguf_w_u32(w, K(x, "eg_embed_dim"), (uint32_t)c->eg_embed_dim, e) ||

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
+
 try:
     import llama_cpp
 except ImportError:
@@ -42,7 +44,9 @@ def llama_greedy(path, prompts):
         llm.eval(ids)
         gen = []
         for _ in range(N):
-            logits = llm.scores[llm.n_tokens - 1]
+            # the last position's logits, straight from llama.cpp
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                           shape=(llm.n_vocab(),))
             t = int(logits.argmax())
             gen.append(t)
             if t == llm.token_eos():
@@ -50,6 +54,34 @@ def llama_greedy(path, prompts):
             llm.eval([t])
         out.append((ids, gen))
     return out
+
+
+def llama_logprobs(path, seqs):
+    """log p(token i | tokens before i), i >= 1, of each sequence, by llama.cpp."""
+    llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=2, logits_all=True,
+                          verbose=False)
+    out = []
+    for ids in seqs:
+        llm.reset()
+        llm.eval(ids)
+        lp = []
+        for i in range(1, len(ids)):
+            z = np.array(llm.scores[i - 1], dtype=np.float64)
+            z -= z.max()
+            lp.append(float(z[ids[i]] - np.log(np.exp(z).sum())))
+        out.append(lp)
+    return out
+
+
+def egmla_logprobs(path, seqs):
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        for i, ids in enumerate(seqs):
+            f.write(json.dumps({"id": str(i), "tokens": ids}) + "\n")
+    r = subprocess.run([BIN, "score", "--model", path, "--input", f.name],
+                       capture_output=True, text=True)
+    os.unlink(f.name)
+    rows = {json.loads(l)["id"]: json.loads(l)["logprobs"] for l in r.stdout.splitlines()}
+    return [rows[str(i)] for i in range(len(seqs))]
 
 
 def egmla_greedy(path, items):
@@ -91,10 +123,14 @@ def check(model, arch, types):
             ours = egmla_greedy(g, ref)
             lens = egmla_ids(g, PROMPTS)
             same = sum(a == b for (_, a), b in zip(ref, ours))
+            seqs = [ids + gen for ids, gen in ref]
+            d = [abs(x - y) for a, b in zip(llama_logprobs(g, seqs), egmla_logprobs(g, seqs))
+                 for x, y in zip(a, b)]
             # score gives one log-prob per token after the first
             tok_ok = all(lens[str(i)] == len(ids) - 1 for i, (ids, _) in enumerate(ref))
             print(f"{arch} {t}: {same}/{len(PROMPTS)} greedy continuations identical "
-                  f"({N} tokens each); prompt token counts equal: {tok_ok}")
+                  f"({N} tokens each); prompt token counts equal: {tok_ok}; |delta log p| over "
+                  f"{len(d)} positions: max {max(d):.2g}, mean {sum(d) / len(d):.2g}")
             for (ids, a), b in zip(ref, ours):
                 if a != b:
                     k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
