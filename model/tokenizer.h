@@ -23,7 +23,8 @@ int egm_tok_parse(const char *json, size_t len, const char *origin,
 void egm_tok_free(egm_tokenizer *t);
 
 /* From a GGUF file's tokenizer.ggml.* metadata, matching llama.cpp's
- * tokenizer: model "gpt2" (byte-level BPE), the pre-tokenizer regexes
+ * tokenizer: model "llama" (SentencePiece-style: scores, byte fallback;
+ * tokenizer_spm.c) or "gpt2" (byte-level BPE), the pre-tokenizer regexes
  * llama.cpp uses for tokenizer.ggml.pre (smollm, gpt-2, starcoder, llama3,
  * qwen2, default, ...), merges by rank; control, user-defined and unknown
  * tokens are matched in the text before pre-tokenization (control and
