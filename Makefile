@@ -1,7 +1,8 @@
 # egmla - build, test, sanitize.
 #
-#   make                 bin/egmla, optimised for this CPU (ARCH=native)
-#   make ARCH=x86-64-v3  target another CPU
+#   make                 bin/egmla for any x86-64-v2 CPU (the hot kernels pick
+#                        AVX2 / AVX-512 at run time; `egmla --version` names them)
+#   make ARCH=native     everything else tuned for this CPU too (not portable)
 #   make test            every test (unit, golden, end-to-end)
 #   make SAN=1 test      the same under ASan + UBSan, in build-san/
 #
@@ -9,7 +10,7 @@
 # coordinator/ deploy/ goes into build/libegmla.a; coordinator/main.c is the
 # binary's entry; tests/test_*.c are one cmocka binary each.
 
-ARCH  ?= native
+ARCH  ?= x86-64-v2
 SAN   ?= 0
 PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi
 

@@ -145,33 +145,58 @@ static void decode_step(rig *g, int batch, int pos, int *next) {
  * sampling were free. x and y hold M * egm_max_width floats. */
 static double replay_proj(const egm_model *m, int M, const float *x, float *y) {
     const egm_config *c = &m->cfg;
-    int D = c->hidden_size, F = c->intermediate_size, H = c->num_heads;
     double t0 = egm_now();
     for (int l = m->lo; l < m->hi; l++) {
         const egm_layer *w = &m->layers[l - m->lo];
         if (c->arch == EGM_LLAMA) {
-            int dh = c->head_dim, Hkv = c->num_kv_heads;
-            egm_linear(y, x, w->wq, M, H * dh, D);
-            egm_linear(y, x, w->wk, M, Hkv * dh, D);
-            egm_linear(y, x, w->wv, M, Hkv * dh, D);
-            egm_linear(y, x, w->wo, M, D, H * dh);
+            egm_matmul(y, x, &w->wq, M);
+            egm_matmul(y, x, &w->wk, M);
+            egm_matmul(y, x, &w->wv, M);
+            egm_matmul(y, x, &w->wo, M);
         } else {
-            int dq = c->qk_nope_head_dim + c->qk_rope_head_dim, rq = c->q_lora_rank;
-            if (w->q_proj) {
-                egm_linear(y, x, w->q_proj, M, H * dq, D);
+            if (w->q_proj.data) {
+                egm_matmul(y, x, &w->q_proj, M);
             } else {
-                egm_linear(y, x, w->q_a, M, rq, D);
-                egm_linear(y, x, w->q_b, M, H * dq, rq);
+                egm_matmul(y, x, &w->q_a, M);
+                egm_matmul(y, x, &w->q_b, M);
             }
-            egm_linear(y, x, w->kv_a, M, c->kv_lora_rank + c->qk_rope_head_dim, D);
-            egm_linear(y, x, w->o_proj, M, D, H * c->v_head_dim);
+            egm_matmul(y, x, &w->kv_a, M);
+            egm_matmul(y, x, &w->o_proj, M);
         }
-        egm_linear(y, x, w->w_gate, M, F, D);
-        egm_linear(y, x, w->w_up, M, F, D);
-        egm_linear(y, x, w->w_down, M, D, F);
+        egm_matmul(y, x, &w->w_gate, M);
+        egm_matmul(y, x, &w->w_up, M);
+        egm_matmul(y, x, &w->w_down, M);
     }
-    egm_linear(y, x, m->lm_head, M, c->vocab_size, D);
+    egm_matmul(y, x, &m->lm_head, M);
     return egm_now() - t0;
+}
+
+/* Elements of the projections (egm_proj_shapes, lm_head included). */
+static double proj_elems(const egm_config *c) {
+    egm_proj_shape s[EGM_MAX_PROJ];
+    int n = egm_proj_shapes(c, s);
+    double e = 0;
+    for (int i = 0; i < n; i++) e += (double)s[i].N * s[i].K * s[i].count;
+    return e;
+}
+
+/* Bytes of the projections as loaded (the embedding is not one, unless
+ * tied to lm_head), and the bytes per element the roofline then uses. */
+static double stored_proj_bytes(const egm_model *m) {
+    double b = 0;
+    for (int t = 0; t <= EGM_GGML_BF16; t++) b += (double)m->mat_bytes[t];
+    if (m->embed.data && m->embed.data != m->lm_head.data) b -= (double)egm_mat_bytes(&m->embed);
+    egm_set_weight_bytes_per_elem(b / proj_elems(&m->cfg));
+    return b;
+}
+
+/* --weights as a ggml type, -1 if unknown. */
+static int weights_type(const char *s) {
+    if (!s || !strcmp(s, "f32")) return EGM_GGML_F32;
+    if (!strcmp(s, "bf16")) return EGM_GGML_BF16;
+    if (!strcmp(s, "f16")) return EGM_GGML_F16;
+    if (!strcmp(s, "q8_0")) return EGM_GGML_Q8_0;
+    return -1;
 }
 
 /* Widest input or output of any projection. */
@@ -199,8 +224,15 @@ static int bench_one(const egm_bench_opts *o) {
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
     if (config) {
         egm_config cfg;
+        int wt = weights_type(o->weights);
+        if (wt < 0) {
+            fprintf(stderr, "egmla bench: --weights: expected f32, bf16, f16 or q8_0, found \"%s\"\n",
+                    o->weights);
+            return EGM_EXIT_USAGE;
+        }
         if (egm_config_load(config, &cfg, &e) ||
-            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e)) {
+            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e) ||
+            (wt != EGM_GGML_F32 && egm_model_convert(&m, wt, &e))) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             return EGM_EXIT_FAIL;
         }
@@ -210,6 +242,7 @@ static int bench_one(const egm_bench_opts *o) {
     }
     const egm_config *c = &m.cfg;
     FILE *tab = egm_bench_table(o);
+    double stored = stored_proj_bytes(&m);
     int gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;
     if (egm_bench_check_context(o, c)) {
         egm_model_free(&m);
@@ -232,6 +265,8 @@ static int bench_one(const egm_bench_opts *o) {
     fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
            src, c->model_type, config ? "yes" : "no", c->num_layers, c->hidden_size,
            c->vocab_size, threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
+    fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
+            stored, stored / proj_elems(c));
     fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
            "shapes:", rf.bw, rf.read_bw, o->bw_mib);
     for (int i = 0; i < nb; i++)
@@ -385,6 +420,8 @@ int egm_cmd_bench(int argc, char **argv) {
         {"roofline-once", EGM_OPT_FLAG, &o.once, "measure the ceilings once, not again before each row", 0, 0, NULL},
         {"no-gate-table", EGM_OPT_FLAG, &o.no_gate_table, "EG-MLA: gather eg_embed rows, no precomputed G", 0, 0, NULL},
         {"seed", EGM_OPT_U64, &o.seed, "seed of the synthetic weights", 0, 0, "S"},
+        {"weights", EGM_OPT_STRING, &o.weights, "one rank, --config: synthetic projection weights "
+         "stored as f32, bf16, f16 or q8_0 (default: f32)", 0, 0, "T"},
         {"json", EGM_OPT_STRING, &o.json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
         {"topology", EGM_OPT_STRING, &o.topology, "under mpirun: the stages' layers, threads and "
          "wire dtype from a topology YAML (default: equal split, 1 thread each, bf16)", 0, 0, "FILE"},

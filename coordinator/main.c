@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/matmul.h"
 #include "coordinator/bench.h"
 #include "coordinator/commands.h"
 
@@ -66,7 +67,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("egmla %s (%s)\n", EGM_VERSION, EGM_GITREV);
+        printf("egmla %s (%s), kernels %s\n", EGM_VERSION, EGM_GITREV, egm_kernels_name());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {

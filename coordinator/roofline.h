@@ -51,6 +51,10 @@ typedef struct {
 
 /* gate_table: EG-MLA gate rows come from G [V, d_u] (fp32) rather than
  * eg_embed [V, d_e] (fp32 in synthetic models) + eg_gate_proj. */
+/* Bytes per projection weight element in egm_step_cost_of's weight_bytes:
+ * 4 (fp32, the default) or the loaded model's stored average (a Q4_1 file
+ * about 0.6), so that %bw compares the bytes a step really streams. */
+void egm_set_weight_bytes_per_elem(double b);
 void egm_step_cost_of(const egm_config *c, long rows, long head_rows, long positions,
                       int gate_table, int kv_bf16, egm_step_cost *out);
 

@@ -10,6 +10,8 @@
 _Static_assert(sizeof(egm_block_q8_0) == 34, "Q8_0 block");
 _Static_assert(sizeof(egm_block_q4_0) == 18, "Q4_0 block");
 _Static_assert(sizeof(egm_block_q4_1) == 20, "Q4_1 block");
+_Static_assert(sizeof(egm_block_q5_0) == 22, "Q5_0 block");
+_Static_assert(sizeof(egm_block_q5_1) == 24, "Q5_1 block");
 _Static_assert(sizeof(egm_block_q4_K) == 144, "Q4_K block");
 _Static_assert(sizeof(egm_block_q5_K) == 176, "Q5_K block");
 _Static_assert(sizeof(egm_block_q6_K) == 210, "Q6_K block");
@@ -24,6 +26,8 @@ static const qinfo QT[] = {
     {EGM_GGML_Q8_0, "Q8_0", EGM_QK, sizeof(egm_block_q8_0)},
     {EGM_GGML_Q4_0, "Q4_0", EGM_QK, sizeof(egm_block_q4_0)},
     {EGM_GGML_Q4_1, "Q4_1", EGM_QK, sizeof(egm_block_q4_1)},
+    {EGM_GGML_Q5_0, "Q5_0", EGM_QK, sizeof(egm_block_q5_0)},
+    {EGM_GGML_Q5_1, "Q5_1", EGM_QK, sizeof(egm_block_q5_1)},
     {EGM_GGML_Q4_K, "Q4_K", EGM_QK_K, sizeof(egm_block_q4_K)},
     {EGM_GGML_Q5_K, "Q5_K", EGM_QK_K, sizeof(egm_block_q5_K)},
     {EGM_GGML_Q6_K, "Q6_K", EGM_QK_K, sizeof(egm_block_q6_K)},
@@ -178,6 +182,23 @@ void egm_dequant_row(int type, const void *src, float *y, int64_t n) {
             for (int j = 0; j < 16; j++) {
                 y[j] = d * (float)(b->qs[j] & 15) + m;
                 y[j + 16] = d * (float)(b->qs[j] >> 4) + m;
+            }
+        }
+        return;
+    case EGM_GGML_Q5_0:
+    case EGM_GGML_Q5_1:
+        for (int64_t i = 0; i < nb; i++, y += 32) {
+            const uint8_t *b = s + (size_t)i * (type == EGM_GGML_Q5_0 ? 22 : 24);
+            uint16_t hd, hm = 0;
+            uint32_t qh;
+            memcpy(&hd, b, 2);
+            if (type == EGM_GGML_Q5_1) memcpy(&hm, b + 2, 2);
+            const uint8_t *p = b + (type == EGM_GGML_Q5_0 ? 2 : 4);
+            memcpy(&qh, p, 4);
+            float d = egm_f16_to_f32(hd), m = type == EGM_GGML_Q5_0 ? -16.0f * d : egm_f16_to_f32(hm);
+            for (int j = 0; j < 16; j++) {
+                y[j] = d * (float)((p[4 + j] & 15) | (((qh >> j) & 1) << 4)) + m;
+                y[j + 16] = d * (float)((p[4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) + m;
             }
         }
         return;

@@ -4,7 +4,7 @@
  * tensor's data is used as it is stored. A row of n elements of a blocked
  * type is n / block consecutive blocks; a matrix [rows, cols] is rows such
  * rows back to back (row_bytes each). Q8_K is the activation format of the
- * K-quant dot products; Q8_0 serves Q4_0, Q4_1 and Q8_0. Pure math. */
+ * K-quant dot products; Q8_0 serves Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0. Pure math. */
 #ifndef EGM_QUANT_H
 #define EGM_QUANT_H
 
@@ -14,7 +14,7 @@
 /* ggml type ids (the GGUF file's numbering). */
 enum {
     EGM_GGML_F32 = 0, EGM_GGML_F16 = 1, EGM_GGML_Q4_0 = 2, EGM_GGML_Q4_1 = 3,
-    EGM_GGML_Q8_0 = 8, EGM_GGML_Q4_K = 12, EGM_GGML_Q5_K = 13, EGM_GGML_Q6_K = 14,
+    EGM_GGML_Q5_0 = 6, EGM_GGML_Q5_1 = 7, EGM_GGML_Q8_0 = 8, EGM_GGML_Q4_K = 12, EGM_GGML_Q5_K = 13, EGM_GGML_Q6_K = 14,
     EGM_GGML_Q8_K = 15, EGM_GGML_BF16 = 30,
 };
 
@@ -27,6 +27,11 @@ typedef struct { uint16_t d; int8_t qs[EGM_QK]; } egm_block_q8_0;
 typedef struct { uint16_t d; uint8_t qs[EGM_QK / 2]; } egm_block_q4_0;
 /* x = d * q + m; nibbles as Q4_0 */
 typedef struct { uint16_t d, m; uint8_t qs[EGM_QK / 2]; } egm_block_q4_1;
+/* Q4_0 / Q4_1 plus a fifth bit: bit j of qh (little-endian u32) for element
+ * j. Q5_0: x = d * (q - 16); Q5_1: x = d * q + m. (The K-quant files of
+ * models whose widths are not multiples of 256 fall back to these.) */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[EGM_QK / 2]; } egm_block_q5_0;
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[EGM_QK / 2]; } egm_block_q5_1;
 /* 8 sub-blocks of 32, 6-bit scale and min each (packed in scales[12], see
  * egm_q4k_scale_min); x = d * sc * q - dmin * m. qs: 4 groups of 32 bytes,
  * group g holds sub-block 2g (low nibbles) and 2g + 1 (high nibbles). */

@@ -41,7 +41,7 @@ typedef struct { int type; const char *name; int blck, size; } ggml_info;
 /* Known ggml types; size 0 = known by name only (not supported). */
 static const ggml_info GGML[] = {
     {0, "F32", 1, 4},      {1, "F16", 1, 2},     {2, "Q4_0", 32, 18},  {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 0},    {7, "Q5_1", 32, 0},   {8, "Q8_0", 32, 34},  {9, "Q8_1", 32, 0},
+    {6, "Q5_0", 32, 22},   {7, "Q5_1", 32, 24},   {8, "Q8_0", 32, 34},  {9, "Q8_1", 32, 0},
     {10, "Q2_K", 256, 0},  {11, "Q3_K", 256, 0}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
     {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 0}, {16, "IQ2_XXS", 256, 0},
     {17, "IQ2_XS", 256, 0}, {18, "IQ3_XXS", 256, 0}, {19, "IQ1_S", 256, 0},
@@ -229,7 +229,7 @@ static int parse_tensor(egm_gguf *g, cur *c, egm_gguf_tensor *t, uint64_t i) {
         return egm_fail(c->e, "%s: %s: unknown ggml type %u", g->path, what, type);
     if (!gi->size)
         return egm_fail(c->e, "%s: %s: type %s is not supported (expected F32, F16, BF16, Q8_0, "
-                        "Q4_0, Q4_1, Q4_K, Q5_K or Q6_K)", g->path, what, gi->name);
+                        "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", g->path, what, gi->name);
     if (t->ne[0] % gi->blck)
         return egm_fail(c->e, "%s: %s: ne[0] = %lld is not a multiple of %s's block of %d",
                         g->path, what, (long long)t->ne[0], gi->name, gi->blck);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/matmul.h"
 #include "kernels/ops.h"
 
 /* Positions per block of latent attention: 128 rows of [z | kpe] (160 KiB
@@ -114,11 +115,9 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     int E = 2 * Hkv * dh;
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_linear(q, xn, w->wq, n, H * dh, c->hidden_size);
-    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wk,
-             c->hidden_size, 0.0f, kv, E);
-    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wv,
-             c->hidden_size, 0.0f, kv + Hkv * dh, E);
+    egm_matmul(q, xn, &w->wq, n);
+    egm_mat_mul(&w->wk, n, xn, c->hidden_size, kv, E, 0);
+    egm_mat_mul(&w->wv, n, xn, c->hidden_size, kv + Hkv * dh, E, 0);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -218,25 +217,25 @@ static void mla_rows(void *vctx, int j0, int j1, const float **zo, int *ldz,
 static void attention_latent(egm_stage *s, const egm_layer *w, int li,
                              const egm_mbatch *b, const float *xn, float *out) {
     const egm_config *c = s->c;
-    int n = b->n, H = c->num_heads, D = c->hidden_size;
+    int n = b->n, H = c->num_heads;
     int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
     int dq = dn + dr, dc = c->kv_lora_rank, E = dc + dr;
     int du = egm_config_latent_dim(c);
     int eg = c->arch == EGM_EGMLA;
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
-    if (w->q_proj) {
-        egm_linear(q, xn, w->q_proj, n, H * dq, D);
+    if (w->q_proj.data) {
+        egm_matmul(q, xn, &w->q_proj, n);
     } else {
         int rq = c->q_lora_rank;
         float *qa = egm_buf_need(&s->qa, (long)n * rq);
-        egm_linear(qa, xn, w->q_a, n, rq, D);
+        egm_matmul(qa, xn, &w->q_a, n);
         for (int r = 0; r < n; r++)
             egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, c->rms_norm_eps);
-        egm_linear(q, qa, w->q_b, n, H * dq, rq);
+        egm_matmul(q, qa, &w->q_b, n);
     }
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_linear(kv, xn, w->kv_a, n, E, D);
+    egm_matmul(kv, xn, &w->kv_a, n);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -272,9 +271,8 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
     const egm_config *c = s->c;
     const egm_model *m = s->m;
     int n = b->n, D = c->hidden_size, F = c->intermediate_size;
-    if (m->embed)
-        for (int r = 0; r < n; r++)
-            memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
+    if (m->embed.data)
+        for (int r = 0; r < n; r++) egm_mat_row(&m->embed, b->token[r], x + (long)r * D);
 
     find_segments(s, b);
     float *xn = egm_buf_need(&s->xn, (long)n * D);
@@ -287,20 +285,20 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
         if (c->arch == EGM_LLAMA) {
             attention_llama(s, w, l - m->lo, b, xn, att);
-            egm_linear_acc(x, att, w->wo, n, D, attn_w);
+            egm_matmul_acc(x, att, &w->wo, n);
         } else {
             attention_latent(s, w, l - m->lo, b, xn, att);
-            egm_linear_acc(x, att, w->o_proj, n, D, attn_w);
+            egm_matmul_acc(x, att, &w->o_proj, n);
         }
         /* SwiGLU FFN, F wide */
         for (int r = 0; r < n; r++)
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        egm_linear(g, xn, w->w_gate, n, F, D);
-        egm_linear(u, xn, w->w_up, n, F, D);
+        egm_matmul(g, xn, &w->w_gate, n);
+        egm_matmul(u, xn, &w->w_up, n);
         egm_swiglu(g, u, n * F);
-        egm_linear_acc(x, g, w->w_down, n, D, F);
+        egm_matmul_acc(x, g, &w->w_down, n);
     }
 }
 
@@ -311,5 +309,5 @@ void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
     float *xn = egm_buf_need(&s->xn, (long)n_rows * D);
     for (int k = 0; k < n_rows; k++)
         egm_rmsnorm(xn + (long)k * D, x + (long)rows[k] * D, s->m->norm, D, c->rms_norm_eps);
-    egm_linear(logits, xn, s->m->lm_head, n_rows, c->vocab_size, D);
+    egm_matmul(logits, xn, &s->m->lm_head, n_rows);
 }
