@@ -1,6 +1,7 @@
 /* gguf_export.c - a model as a GGUF file (see gguf_export.h). */
 #include "gguf_export.h"
 
+#include "kernels/matmul.h"
 #include "kernels/quant.h"
 #include "kernels/quantize.h"
 
@@ -34,8 +35,17 @@ typedef struct {
     const char *arch;     /* GGUF architecture name */
     char key[128];
     float *tmp;           /* scratch for permuted / split matrices */
+    float *mat;           /* scratch: one stored matrix as fp32 */
     egm_err *e;
 } ex;
+
+/* A matrix as the loader keeps it (stored type) in fp32, in x->mat. */
+static const float *f32(ex *x, const egm_mat *m) {
+    for (int r = 0; r < m->rows; r++)
+        egm_dequant_row(m->type, (const uint8_t *)m->data + (size_t)r * m->row_bytes,
+                        x->mat + (size_t)r * m->cols, m->cols);
+    return x->mat;
+}
 
 static const char *K(ex *x, const char *name) {
     snprintf(x->key, sizeof x->key, "%s.%s", x->arch, name);
@@ -93,12 +103,14 @@ static int put_llama_attn(ex *x, int l, const egm_layer *y) {
     const egm_config *c = &x->m->cfg;
     int64_t D = c->hidden_size, H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim;
     int perm = !c->rope_interleave;
-    const float *q = perm ? permuted(x, y->wq, (int)H, dh, 0, dh, D) : y->wq;
+    const float *q = f32(x, &y->wq);
+    if (perm) q = permuted(x, q, (int)H, dh, 0, dh, D);
     if (put(x, l, "self_attn.q_proj.weight", q, H * dh, D)) return -1;
-    const float *k = perm ? permuted(x, y->wk, (int)Hkv, dh, 0, dh, D) : y->wk;
+    const float *k = f32(x, &y->wk);
+    if (perm) k = permuted(x, k, (int)Hkv, dh, 0, dh, D);
     return put(x, l, "self_attn.k_proj.weight", k, Hkv * dh, D) ||
-           put(x, l, "self_attn.v_proj.weight", y->wv, Hkv * dh, D) ||
-           put(x, l, "self_attn.o_proj.weight", y->wo, D, H * dh);
+           put(x, l, "self_attn.v_proj.weight", f32(x, &y->wv), Hkv * dh, D) ||
+           put(x, l, "self_attn.o_proj.weight", f32(x, &y->wo), D, H * dh);
 }
 
 /* kv_b [H*(dn+dv), d_c] -> attn_k_b (ne [dn, d_c, H]) + attn_v_b (ne
@@ -126,17 +138,19 @@ static int put_mla_attn(ex *x, int l, const egm_layer *y) {
             rq = c->q_lora_rank, dz = egm_config_latent_dim(c);
     /* deepseek2 is read with adjacent-pair RoPE; egmla says which it uses */
     int perm = c->arch == EGM_MLA && !c->rope_interleave;
-    const float *qw = rq ? y->q_b : y->q_proj;
+    if (rq && (put(x, l, "self_attn.q_a_proj.weight", f32(x, &y->q_a), rq, D) ||
+               put(x, l, "self_attn.q_a_layernorm.weight", y->q_a_norm, 1, rq)))
+        return -1;
+    const float *qw = f32(x, rq ? &y->q_b : &y->q_proj);
     int64_t qin = rq ? rq : D;
     if (perm) qw = permuted(x, qw, (int)H, dn + dr, dn, dr, qin);
-    if (rq ? put(x, l, "self_attn.q_a_proj.weight", y->q_a, rq, D) ||
-                 put(x, l, "self_attn.q_a_layernorm.weight", y->q_a_norm, 1, rq) ||
-                 put(x, l, "self_attn.q_b_proj.weight", qw, H * (dn + dr), rq)
-           : put(x, l, "self_attn.q_proj.weight", qw, H * (dn + dr), D))
+    if (put(x, l, rq ? "self_attn.q_b_proj.weight" : "self_attn.q_proj.weight", qw,
+            H * (dn + dr), qin))
         return -1;
-    const float *kva = perm ? permuted(x, y->kv_a, 1, dc + dr, dc, dr, D) : y->kv_a;
+    const float *kva = f32(x, &y->kv_a);
+    if (perm) kva = permuted(x, kva, 1, dc + dr, dc, dr, D);
     if (put(x, l, "self_attn.kv_a_proj_with_mqa.weight", kva, dc + dr, D) ||
-        put(x, l, "self_attn.o_proj.weight", y->o_proj, D, H * dv))
+        put(x, l, "self_attn.o_proj.weight", f32(x, &y->o_proj), D, H * dv))
         return -1;
     if (c->arch == EGM_MLA)
         return put(x, l, "self_attn.kv_a_layernorm.weight", y->kv_a_norm, 1, dc) ||
@@ -160,17 +174,17 @@ static int put_tensors(ex *x) {
     const egm_model *m = x->m;
     const egm_config *c = &m->cfg;
     int64_t V = c->vocab_size, D = c->hidden_size, F = c->intermediate_size;
-    if (put(x, -1, "model.embed_tokens.weight", m->embed, V, D) ||
+    if (put(x, -1, "model.embed_tokens.weight", f32(x, &m->embed), V, D) ||
         put(x, -1, "model.norm.weight", m->norm, 1, D) ||
-        (!c->tie_word_embeddings && put(x, -1, "lm_head.weight", m->lm_head, V, D)))
+        (!c->tie_word_embeddings && put(x, -1, "lm_head.weight", f32(x, &m->lm_head), V, D)))
         return -1;
     for (int l = 0; l < c->num_layers; l++) {
         const egm_layer *y = &m->layers[l];
         if (put(x, l, "input_layernorm.weight", y->attn_norm, 1, D) ||
             put(x, l, "post_attention_layernorm.weight", y->ffn_norm, 1, D) ||
-            put(x, l, "mlp.gate_proj.weight", y->w_gate, F, D) ||
-            put(x, l, "mlp.up_proj.weight", y->w_up, F, D) ||
-            put(x, l, "mlp.down_proj.weight", y->w_down, D, F) ||
+            put(x, l, "mlp.gate_proj.weight", f32(x, &y->w_gate), F, D) ||
+            put(x, l, "mlp.up_proj.weight", f32(x, &y->w_up), F, D) ||
+            put(x, l, "mlp.down_proj.weight", f32(x, &y->w_down), D, F) ||
             (c->arch == EGM_LLAMA ? put_llama_attn(x, l, y) : put_mla_attn(x, l, y)))
             return -1;
     }
@@ -254,6 +268,18 @@ static int put_tokenizer(ex *x, const char *src) {
     return rc;
 }
 
+/* The largest stored matrix (egm_mat) of the model. */
+static size_t mat_elems(const egm_config *c) {
+    size_t V = (size_t)c->vocab_size, D = (size_t)c->hidden_size, F = (size_t)c->intermediate_size,
+           H = (size_t)c->num_heads, rq = (size_t)c->q_lora_rank;
+    size_t dq = (size_t)(c->qk_nope_head_dim + c->qk_rope_head_dim), dv = (size_t)c->v_head_dim;
+    size_t cand[] = {V * D, F * D, H * (size_t)c->head_dim * D, H * dq * (rq > D ? rq : D),
+                     rq * D, ((size_t)c->kv_lora_rank + (size_t)c->qk_rope_head_dim) * D, D * H * dv};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof cand / sizeof *cand; i++) n = cand[i] > n ? cand[i] : n;
+    return n;
+}
+
 /* Scratch for one permuted or split matrix: the largest one of a layer. */
 static size_t scratch_elems(const egm_config *c) {
     size_t D = (size_t)c->hidden_size, H = (size_t)c->num_heads, n = 0;
@@ -277,13 +303,15 @@ int egm_gguf_export(const char *src, const char *out, int type, egm_err *e) {
     if (egm_model_load(src, 0, -1, EGM_LOAD_EMBED | EGM_LOAD_HEAD, &m, e)) return -1;
     const char *arch = m.cfg.arch == EGM_LLAMA ? "llama" : m.cfg.arch == EGM_MLA ? "deepseek2"
                                                                                : "egmla";
-    ex x = {&m, egm_gguf_writer_new(), type, arch, "", malloc(scratch_elems(&m.cfg) * sizeof(float)), e};
+    ex x = {&m, egm_gguf_writer_new(), type, arch, "", malloc(scratch_elems(&m.cfg) * sizeof(float)),
+            malloc(mat_elems(&m.cfg) * sizeof(float)), e};
     const char *base = strrchr(src, '/');
     base = base && base[1] ? base + 1 : src;
-    int rc = !x.w || !x.tmp ? egm_fail(e, "%s: out of memory", out)
+    int rc = !x.w || !x.tmp || !x.mat ? egm_fail(e, "%s: out of memory", out)
              : put_keys(&x, base, ftype) || put_tokenizer(&x, src) || put_tensors(&x) ||
                        egm_gguf_w_write(x.w, out, e) ? -1 : 0;
     free(x.tmp);
+    free(x.mat);
     egm_gguf_writer_free(x.w);
     egm_model_free(&m);
     return rc;
