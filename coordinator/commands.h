@@ -13,5 +13,6 @@ int egm_cmd_score(int argc, char **argv);
 int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
 int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
+int egm_cmd_quantize(int argc, char **argv);      /* coordinator/cmd_quantize.c */
 
 #endif

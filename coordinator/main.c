@@ -58,6 +58,7 @@ static void usage(FILE *f) {
             "  perplexity perplexity of a text (lm-eval rolling windows)\n"
             "  loglikelihood  lm-eval loglikelihood requests in batch\n"
             "  info       parameters and KV cache sizes of a model\n"
+            "  quantize   write a model as a GGUF file (f32 ... q4_k), for egmla or llama.cpp\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
             "  launch     run a command on a cluster topology through mpirun\n"
             "  slurm      print an sbatch script for a cluster topology\n"
@@ -124,6 +125,7 @@ int main(int argc, char **argv) {
         {"slurm", egm_cmd_slurm},       {"bench", egm_cmd_bench},
         {"eval", egm_cmd_eval},         {"perplexity", egm_cmd_perplexity},
         {"loglikelihood", egm_cmd_loglikelihood},
+        {"quantize", egm_cmd_quantize},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return worker_wait_for_rank0(cmds[i].fn(argc - 2, argv + 2));

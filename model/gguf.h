@@ -106,6 +106,11 @@ void egm_gguf_to_f32(const egm_gguf_tensor *t, float *dst);
  * is 1 when output.weight is absent. Defined in config.c. */
 int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e);
 
+/* 1 for the token texts llama.cpp ends generation on whatever the file says
+ * ("<|im_end|>", "<|eot_id|>", ...); it also makes them control tokens.
+ * Defined in config.c. */
+int egm_gguf_is_eog_text(const char *s, size_t len);
+
 /* Fingerprint of a GGUF model, in egm_model_fingerprint's format
  * "CCCCCCCCCCCCCCCC-WWWWWWWWWWWWWWWW": a hash of the header and metadata
  * bytes, then (with_weights) one of the file size and the tensor table. */

@@ -139,6 +139,7 @@ typedef struct {
     int kind;
     pcre2_code *re;  /* STEP_SPLIT */
     int behavior, invert;
+    int gpt2;        /* ByteLevel's own GPT-2 regex (llama.cpp's "gpt-2" pre) */
 } pretok_step;
 
 typedef struct {
@@ -177,6 +178,18 @@ struct egm_tokenizer {
     int n_steps;
     int *tpl;                 /* template ids, -1 stands for $A */
     int n_tpl, has_tpl;
+    /* SentencePiece-style GGUF vocabularies (tokenizer_spm.c): merged by
+     * score instead of by merge rank; byte_id holds the <0xNN> tokens */
+    int spm, add_space_prefix;
+    float *score;             /* id -> score */
 };
+
+/* tokenizer_spm.c: after the vocab is in, reads the scores and
+ * add_space_prefix and fills byte_id and every id's decoded bytes. */
+int egm_spm_setup(egm_tokenizer *t, const egm_gguf *g, const egm_gguf_kv *types, egm_err *e);
+/* Appends the ids of the raw-text fragment s[0, n) to *ids (growable:
+ * *nids used of *cap), with a leading "\u2581" if prefix. */
+int egm_spm_encode(const egm_tokenizer *t, const u8 *s, size_t n, int prefix, int **ids,
+                   size_t *nids, size_t *cap, egm_err *e);
 
 #endif

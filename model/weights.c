@@ -32,7 +32,7 @@ typedef struct {
     const egm_gguf *gg;         /* GGUF source instead of m->ck */
     char gname[160];            /* scratch for gguf_name() */
     unsigned long long seed;
-    char used[MAX_USED][128];   /* tensors fetched for the current layer */
+    char used[MAX_USED][160];   /* tensors fetched for the current layer */
     int n_used;
     char name[128];             /* scratch for lname() */
 } ld;
@@ -121,8 +121,7 @@ static int find(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
-/* MODEL.md name -> GGUF name (llama.cpp's llama tensors), in L->gname. */
-static const char *gguf_name(ld *L, const char *name) {
+int egm_gguf_name(const char *name, char *out, size_t n) {
     static const char *const map[][2] = {
         {"input_layernorm.weight", "attn_norm.weight"},
         {"post_attention_layernorm.weight", "ffn_norm.weight"},
@@ -133,18 +132,42 @@ static const char *gguf_name(ld *L, const char *name) {
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
+        /* deepseek2 (llama.cpp's MLA names) and egmla (ours, docs/LLAMACPP.md) */
+        {"self_attn.q_a_proj.weight", "attn_q_a.weight"},
+        {"self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight"},
+        {"self_attn.q_b_proj.weight", "attn_q_b.weight"},
+        {"self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"},
+        {"self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"},
+        {"self_attn.kv_b_proj.weight", "attn_kv_b.weight"},
+        {"self_attn.eg_embed.weight", "attn_eg_embd.weight"},
+        {"self_attn.eg_gate_proj.weight", "attn_eg_gate.weight"},
+        {"self_attn.eg_up_proj.weight", "attn_eg_up.weight"},
+        {"self_attn.eg_norm.weight", "attn_eg_norm.weight"},
+        {"self_attn.eg_norm.bias", "attn_eg_norm.bias"},
     };
     int l, k = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) return "token_embd.weight";
-    if (!strcmp(name, "model.norm.weight")) return "output_norm.weight";
-    if (!strcmp(name, "lm_head.weight")) return "output.weight";
+    const char *g = NULL;
+    if (!strcmp(name, "model.embed_tokens.weight")) g = "token_embd.weight";
+    if (!strcmp(name, "model.norm.weight")) g = "output_norm.weight";
+    if (!strcmp(name, "lm_head.weight")) g = "output.weight";
+    if (g) {
+        snprintf(out, n, "%s", g);
+        return 0;
+    }
     if (sscanf(name, "model.layers.%d.%n", &l, &k) == 1 && k > 0)
         for (size_t i = 0; i < sizeof map / sizeof *map; i++)
             if (!strcmp(name + k, map[i][0])) {
-                snprintf(L->gname, sizeof L->gname, "blk.%d.%s", l, map[i][1]);
-                return L->gname;
+                snprintf(out, n, "blk.%d.%s", l, map[i][1]);
+                return 0;
             }
-    snprintf(L->gname, sizeof L->gname, "%s", name); /* no GGUF name: reported missing */
+    snprintf(out, n, "%s", name);
+    return -1;
+}
+
+/* MODEL.md name -> GGUF name, in L->gname (the name itself when there is
+ * none: then reported missing). */
+static const char *gguf_name(ld *L, const char *name) {
+    egm_gguf_name(name, L->gname, sizeof L->gname);
     return L->gname;
 }
 
@@ -168,6 +191,60 @@ static int find_gguf(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
+static int present(ld *L, const char *name);
+static int ends_with(const char *s, const char *suf);
+
+/* One GGUF tensor of exactly ne [n0, n1, n2], dequantised (owned). */
+static int gguf_f32(ld *L, const char *gn, int64_t n0, int64_t n1, int64_t n2, float **out) {
+    const egm_gguf_tensor *t = egm_gguf_tensor_get(L->gg, gn);
+    if (!t)
+        return egm_fail(L->e, "%s: tensor \"%s\" missing (expected ne [%lld, %lld, %lld])",
+                        origin(L), gn, (long long)n0, (long long)n1, (long long)n2);
+    if (t->ne[0] != n0 || t->ne[1] != n1 || t->ne[2] != n2 || t->ne[3] != 1)
+        return egm_fail(L->e, "%s: tensor \"%s\": expected ne [%lld, %lld, %lld], found ne "
+                        "[%lld, %lld, %lld, %lld]", origin(L), gn, (long long)n0, (long long)n1,
+                        (long long)n2, (long long)t->ne[0], (long long)t->ne[1],
+                        (long long)t->ne[2], (long long)t->ne[3]);
+    size_t n = (size_t)(n0 * n1 * n2);
+    float *x = malloc(n * sizeof *x);
+    if (own(L, x, n * sizeof *x)) return -1;
+    egm_gguf_to_f32(t, x);
+    if (L->n_used < MAX_USED) snprintf(L->used[L->n_used++], sizeof L->used[0], "%s", gn);
+    *out = x;
+    return 0;
+}
+
+/* Newer llama.cpp deepseek2 files split kv_b_proj [H*(dn+dv), d_c] per head
+ * into attn_k_b (k_b transposed: ne [dn, d_c, H]) and attn_v_b (ne [d_c,
+ * dv, H]); we put the rows back together. */
+static int fetch_kv_b_split(ld *L, const char *name, const float **out) {
+    const egm_config *c = &L->m->cfg;
+    int64_t H = c->num_heads, dn = c->qk_nope_head_dim, dv = c->v_head_dim,
+            dc = egm_config_latent_dim(c);
+    int l = 0;
+    sscanf(name, "model.layers.%d.", &l);
+    char kn[64], vn[64];
+    snprintf(kn, sizeof kn, "blk.%d.attn_k_b.weight", l);
+    snprintf(vn, sizeof vn, "blk.%d.attn_v_b.weight", l);
+    if (!egm_gguf_tensor_get(L->gg, kn))
+        return egm_fail(L->e, "%s: tensor \"blk.%d.attn_kv_b.weight\" missing, and so is its "
+                        "split form \"%s\" + \"%s\" (expected ne [%lld, %lld])", origin(L), l,
+                        kn, vn, (long long)dc, (long long)(H * (dn + dv)));
+    float *kb, *vb;
+    if (gguf_f32(L, kn, dn, dc, H, &kb) || gguf_f32(L, vn, dc, dv, H, &vb)) return -1;
+    size_t n = (size_t)(H * (dn + dv) * dc);
+    float *x = malloc(n * sizeof *x);
+    if (own(L, x, n * sizeof *x)) return -1;
+    for (int64_t h = 0; h < H; h++) {
+        float *rows = x + h * (dn + dv) * dc;
+        for (int64_t i = 0; i < dn; i++)
+            for (int64_t j = 0; j < dc; j++) rows[i * dc + j] = kb[(h * dc + j) * dn + i];
+        memcpy(rows + dn * dc, vb + h * dv * dc, (size_t)(dv * dc) * sizeof *x);
+    }
+    *out = x;
+    return 0;
+}
+
 /* A tensor as fp32: the mapping itself when it already is aligned fp32,
  * an owned converted copy otherwise, or synthetic values. */
 static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int init,
@@ -182,6 +259,8 @@ static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int 
     }
     if (L->gg) {
         const egm_gguf_tensor *g;
+        if (ends_with(name, "kv_b_proj.weight") && !present(L, name))
+            return fetch_kv_b_split(L, name, out);
         if (find_gguf(L, name, ndim, d0, d1, &g)) return -1;
         float *x = malloc(n * sizeof *x);
         if (own(L, x, n * sizeof *x)) return -1;
@@ -238,7 +317,8 @@ static int fetch_mat(ld *L, const char *name, int64_t d0, int64_t d1, egm_mat *o
 
 /* eg_embed stays a tensor in its stored dtype (read by row). */
 static int fetch_table(ld *L, const char *name, int64_t V, int64_t de, const egm_tensor **out) {
-    if (!L->random) return find(L, name, 2, V, de, out);
+    if (!L->random && !L->gg) return find(L, name, 2, V, de, out);
+    /* synthetic or GGUF: an owned fp32 table */
     egm_tensor *t = calloc(1, sizeof *t);
     if (own(L, t, 0)) return -1;
     const float *x;
@@ -252,7 +332,7 @@ static int fetch_table(ld *L, const char *name, int64_t V, int64_t de, const egm
     t->shape[1] = de;
     t->data = (const uint8_t *)x;
     t->nbytes = (size_t)V * (size_t)de * sizeof(float);
-    t->file = "(random weights)";
+    t->file = origin(L);
     *out = t;
     return 0;
 }
@@ -294,9 +374,9 @@ static int check_leftovers_gguf(ld *L, int l) {
         int used = 0;
         for (int j = 0; j < L->n_used && !used; j++) used = !strcmp(L->used[j], t->name);
         if (!used)
-            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L),
-                            t->name, ends_with(t->name, ".bias") ? " (biases are not supported)"
-                                                                  : "");
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a %s model%s", origin(L),
+                            t->name, L->m->cfg.model_type,
+                            ends_with(t->name, ".bias") ? " (biases are not supported)" : "");
     }
     return 0;
 }
@@ -311,13 +391,14 @@ static int check_globals_gguf(ld *L) {
         int l, k = 0;
         if (sscanf(n, "blk.%d.%n", &l, &k) == 1 && k > 0) {
             if (l < 0 || l >= nl)
-                return egm_fail(L->e, "%s: tensor \"%s\": layer %d is out of range (llama."
-                                "block_count is %d)", origin(L), n, l, nl);
+                return egm_fail(L->e, "%s: tensor \"%s\": layer %d is out of range (block_count "
+                                "is %d)", origin(L), n, l, nl);
             continue;
         }
         if (strcmp(n, "token_embd.weight") && strcmp(n, "output_norm.weight") &&
             strcmp(n, "output.weight"))
-            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L), n,
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a %s model%s", origin(L), n,
+                            L->m->cfg.model_type,
                             !strcmp(n, "rope_freqs.weight") ? " (RoPE scaling is not supported)"
                                                             : "");
     }

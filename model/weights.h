@@ -92,6 +92,11 @@ int egm_model_convert(egm_model *m, int type, egm_err *e);
 
 void egm_model_free(egm_model *m);
 
+/* The GGUF name of a MODEL.md tensor name ("model.layers.3.mlp.up_proj.weight"
+ * -> "blk.3.ffn_up.weight"; llama.cpp's names, ours for the EG-MLA gate).
+ * Returns -1 (and copies the name) when there is none. */
+int egm_gguf_name(const char *name, char *out, size_t n);
+
 /* Parameter counts by part, for `egmla info`. attn holds every attention
  * weight of all layers, including q_a_layernorm, kv_a_layernorm, eg_gate_proj,
  * eg_up_proj and eg_norm; gate_table is the eg_embed tables; norms are the
