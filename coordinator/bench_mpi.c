@@ -44,6 +44,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "model/source.h"
 #include "worker/head.h"
 #include "worker/kvcache.h"
@@ -413,7 +414,7 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
         goto fail;
     }
     if (egm_topology_check_world(&t, world, &e) ||
-        egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+        egm_split_topology(&t, &cfg, NULL, &e)) {
         egm_wrap(&e, "MPI world size %d", world);
         goto fail;
     }

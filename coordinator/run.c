@@ -23,6 +23,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "deploy/topology.h"
 #include "model/source.h"
 #include "model/config.h"
@@ -84,7 +85,7 @@ static int coordinate(const egm_run_opts *r, int world) {
         goto fail;
     }
     if (egm_model_config(r->model, &cfg, &e)) goto fail; /* a directory or a .gguf */
-    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) goto fail;
+    if (egm_split_topology(&t, &cfg, NULL, &e)) goto fail;
     egm_wire_dtype wd = t.wire_dtype;
     if (r->wire_dtype && egm_wire_dtype_parse(r->wire_dtype, &wd)) {
         egm_fail(&e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", r->wire_dtype);

@@ -109,6 +109,10 @@ int egm_topology_auto(int n_stages, egm_topology *t);
  * re-assigned). */
 int egm_topology_resolve(egm_topology *t, int n_layers,
                          const double *layer_cost, egm_err *e);
+/* Same, with each stage's speed rate[n_stages] (> 0) instead of its
+ * threads: a stage's time is its layers' cost / rate (NULL: threads). */
+int egm_topology_resolve_rates(egm_topology *t, int n_layers, const double *layer_cost,
+                               const double *rate, egm_err *e);
 
 /* Rank placement: ranks = stages + 1. */
 int egm_topology_n_ranks(const egm_topology *t);
