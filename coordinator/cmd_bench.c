@@ -35,6 +35,7 @@
 #include "coordinator/bench.h"
 #include "coordinator/bench_mpi.h"
 #include "coordinator/bench_report.h"
+#include "coordinator/calibrate.h"
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/roofline.h"
@@ -368,7 +369,10 @@ int egm_cmd_bench(int argc, char **argv) {
                         .seed = 1, .rank_timeout = EGM_RANK_TIMEOUT_DEFAULT};
     const char *batch_s = "1,8,32", *ctx_s = "128,2048";
     float rank_timeout = EGM_RANK_TIMEOUT_DEFAULT;
+    int calibrate = 0;
     egm_opt opts[] = {
+        {"calibrate", EGM_OPT_FLAG, &calibrate, "measure this node's layer, head, embedding and "
+         "link costs for egmla plan (JSON to --json, default stdout)", 0, 0, NULL},
         {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
         {"model", EGM_OPT_STRING, &o.model, "a model directory (real weights)", 0, 0, "DIR"},
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
@@ -428,5 +432,6 @@ int egm_cmd_bench(int argc, char **argv) {
         if (o.batches[i] > o.max_b) o.max_b = o.batches[i];
     for (int i = 0; i < o.nc; i++)
         if (o.contexts[i] > o.max_c) o.max_c = o.contexts[i];
+    if (calibrate) return egm_calibrate_main(&o);
     return egm_under_mpi() ? bench_under_mpi(&o) : bench_one(&o);
 }
