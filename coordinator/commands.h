@@ -26,6 +26,7 @@ int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
 int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
 int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
+int egm_cmd_plan(int argc, char **argv);          /* coordinator/cmd_plan.c */
 
 /* Options of generate/score, resolved. */
 typedef struct {

@@ -167,7 +167,9 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     memset(k, 0, sizeof *k);
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
-    if (!j) return egm_fail(e, "%s line %d: %s", path, je.line, je.text);
+    if (!j)
+        return je.line > 0 ? egm_fail(e, "%s line %d: %s", path, je.line, je.text)
+                           : egm_fail(e, "%s: %s", path, je.text);
     const json_t *m, *d, *p, *l;
     const char *mt = NULL, *host = "?", *tr = "?";
     int rc = -1, measured = 0;

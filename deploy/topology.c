@@ -486,10 +486,10 @@ static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
     if (n == 0) return fail_at(c, line_of(seq), "'nodes' is empty");
     t->nodes = calloc((size_t)n, sizeof *t->nodes);
     if (!t->nodes) return fail_at(c, 0, "out of memory");
-    static const char *const keys[] = {"name", "host", "slots", "threads"};
+    static const char *const keys[] = {"name", "host", "slots", "threads", "calibration"};
     for (int i = 0; i < n; i++) {
-        yaml_node_t *m = get(c, seq->data.sequence.items.start[i]), *v[4];
-        if (want_map(c, m, "a node", keys, 4, v)) return -1;
+        yaml_node_t *m = get(c, seq->data.sequence.items.start[i]), *v[5];
+        if (want_map(c, m, "a node", keys, 5, v)) return -1;
         egm_topo_node *nd = &t->nodes[i];
         nd->line = line_of(m);
         nd->threads = 1;
@@ -507,6 +507,10 @@ static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
         }
         if (v[2] && want_int(c, "slots", v[2], 1, 1 << 20, &nd->slots)) return -1;
         if (v[3] && want_int(c, "threads", v[3], 1, 4096, &nd->threads)) return -1;
+        /* a JSON file of `egmla bench --calibrate`, relative to the topology */
+        if (v[4] && want_name(c, "calibration", v[4], nd->calibration, sizeof nd->calibration,
+                              "/+,=@"))
+            return -1;
         t->n_nodes = i + 1;
     }
     return 0;
