@@ -26,7 +26,7 @@
 #include "worker/stage.h"
 #include "worker/worker_mpi.h"
 
-#define REPS 5
+#define REPS 9
 #define CTX_LO 64
 #define CTX_HI 1024
 
@@ -130,38 +130,52 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* Decode rows at CTX_LO (and 8 rows at CTX_HI for attention's slope). */
+/* Non-increasing from the right: a time that exceeds a larger row count's
+ * was inflated by the machine's other load. */
+static void envelope(double *v, int n) {
+    for (int i = n - 2; i >= 0; i--)
+        if (v[i] > v[i + 1]) v[i] = v[i + 1];
+}
+
+/* Decode rows at CTX_LO (and 8 rows at CTX_HI for attention's slope). The
+ * row counts take turns within each repetition, so a burst of other load
+ * spreads over all of them. */
 static void measure_decode(cal_rig *g, egm_calib *k) {
     static const int rows[] = {1, 2, 4, 8, 16, 32};
-    double lt[REPS], ht[REPS], et[REPS], dummy;
-    k->n_rows = 0;
+    int n = 0;
+    while (n < (int)(sizeof rows / sizeof *rows) && rows[n] <= g->cap_rows) n++;
+    double lt[EGM_CALIB_MAX_ROWS][REPS], ht[EGM_CALIB_MAX_ROWS][REPS], et[EGM_CALIB_MAX_ROWS][REPS];
+    double hi[REPS], dummy;
     k->context = CTX_LO;
     fill(g, CTX_LO, 512);
-    double at8 = 0;
-    for (size_t i = 0; i < sizeof rows / sizeof *rows && rows[i] <= g->cap_rows; i++) {
-        int r = rows[i];
-        decode_at(g, r, CTX_LO, &dummy); /* warm-up */
-        for (int s = 0; s < REPS; s++) {
-            lt[s] = decode_at(g, r, CTX_LO, &ht[s]); /* same position: the cache stays put */
-            et[s] = embed_time(g->m, r, g->x);
+    for (int i = 0; i < n; i++) decode_at(g, rows[i], CTX_LO, &dummy); /* warm-up */
+    for (int s = 0; s < REPS; s++)
+        for (int i = 0; i < n; i++) {
+            /* the same position again: the cache stays put */
+            lt[i][s] = decode_at(g, rows[i], CTX_LO, &ht[i][s]);
+            et[i][s] = embed_time(g->m, rows[i], g->x);
         }
-        k->rows[k->n_rows] = r;
-        k->embed_s[k->n_rows] = median(et, REPS);
-        k->layer_s[k->n_rows] = median(lt, REPS) - k->embed_s[k->n_rows];
-        k->head_s[k->n_rows] = median(ht, REPS);
-        if (r == 8) at8 = median(lt, REPS);
-        k->n_rows++;
+    k->n_rows = n;
+    double at8 = 0;
+    for (int i = 0; i < n; i++) {
+        k->rows[i] = rows[i];
+        k->embed_s[i] = median(et[i], REPS);
+        k->layer_s[i] = median(lt[i], REPS) - k->embed_s[i];
+        k->head_s[i] = median(ht[i], REPS);
+        if (rows[i] == 8) at8 = median(lt[i], REPS);
     }
     fill(g, CTX_HI, 512);
     decode_at(g, 8, CTX_HI, &dummy);
-    for (int s = 0; s < REPS; s++) lt[s] = decode_at(g, 8, CTX_HI, &dummy);
-    double d = (median(lt, REPS) - at8) / (8.0 * (CTX_HI - CTX_LO));
+    for (int s = 0; s < REPS; s++) hi[s] = decode_at(g, 8, CTX_HI, &dummy);
+    double d = (median(hi, REPS) - at8) / (8.0 * (CTX_HI - CTX_LO));
     k->attend_s = d > 0 ? d : 0;
     /* the measured rows include CTX_LO positions of attention each */
-    for (int i = 0; i < k->n_rows; i++) {
+    for (int i = 0; i < n; i++) {
         k->layer_s[i] -= k->rows[i] * (double)CTX_LO * k->attend_s;
         if (k->layer_s[i] < 0) k->layer_s[i] = 0;
     }
+    envelope(k->layer_s, n);
+    envelope(k->head_s, n);
 }
 
 /* Prefill chunks at position 0; the largest again at position `chunk`. */
@@ -185,6 +199,7 @@ static void measure_prefill(cal_rig *g, int chunk, egm_calib *k) {
         k->prefill_s[i] -= T2 * k->prefill_attend_s;
         if (k->prefill_s[i] < 0) k->prefill_s[i] = 0;
     }
+    envelope(k->prefill_s, k->n_chunks);
 }
 
 /* Ping-pong between ranks 0 and 1: half the best round trip of 8 bytes is
@@ -211,6 +226,11 @@ static int link_pingpong(int rank, egm_calib *k) {
         }
     free(buf);
     k->link_measured = 1;
+    const char *pml = getenv("OMPI_MCA_pml"), *btl = getenv("OMPI_MCA_btl");
+    snprintf(k->transport, sizeof k->transport, "%s",
+             pml && !strcmp(pml, "ucx") ? "ucx"
+             : btl && strstr(btl, "tcp") ? "tcp"
+             : btl && strstr(btl, "vader") ? "shm" : "auto");
     k->link_latency_s = best[0] / 2;
     double tx = best[1] / 2 - k->link_latency_s;
     k->link_bytes_per_s = tx > 0 ? PING_BIG / tx : 1e12;

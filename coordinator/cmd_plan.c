@@ -17,6 +17,7 @@
 
 typedef struct {
     const char *model, *config, *topology, *calibration, *json, *wire, *budget_s, *kv_dtype;
+    const char *stage_ms;
     int ranks, batch, context, micro_batches, chunk, steps, threads, calib_threads;
     float gbps, us;
 } plan_opts;
@@ -141,6 +142,27 @@ static int plan_main(const plan_opts *po) {
                       .steps = po->steps, .wd = t.wire_dtype,
                       .kv_bf16 = !strcmp(po->kv_dtype, "bf16"), .block_tokens = 16};
     if (po->wire) egm_wire_dtype_parse(po->wire, &in.wd); /* checked with the options */
+    double stage_s[EGM_PLAN_MAX_STAGES];
+    if (po->stage_ms) {
+        const char *q = po->stage_ms;
+        int n = 0;
+        for (char *end;; q = end + 1) {
+            double v = strtod(q, &end);
+            if (end == q || !(v > 0) || n == EGM_PLAN_MAX_STAGES || (*end && *end != ',')) {
+                n = -1;
+                break;
+            }
+            stage_s[n++] = v * 1e-3;
+            if (!*end) break;
+        }
+        if (n != t.n_stages) {
+            fprintf(stderr, "egmla plan: --stage-ms: expected %d positive numbers (one per "
+                    "stage), found \"%s\"\n", t.n_stages, po->stage_ms);
+            rc = EGM_EXIT_USAGE;
+            goto out;
+        }
+        in.stage_mb_s = stage_s;
+    }
     if (egm_parse_size(po->budget_s, &in.kv_budget)) {
         fprintf(stderr, "egmla plan: --kv-budget: expected a size such as 4GiB, found \"%s\"\n",
                 po->budget_s);
@@ -213,6 +235,9 @@ int egm_cmd_plan(int argc, char **argv) {
         {"kv-dtype", EGM_OPT_STRING, &po.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
         {"json", EGM_OPT_STRING, &po.json, "also write the plan as JSON (- = stdout)", 0, 0,
          "FILE"},
+        {"stage-ms", EGM_OPT_STRING, &po.stage_ms, "each stage's measured compute per decode "
+         "micro-batch, comma-separated ms (e.g. from egmla bench's busy_s / micro_batches): "
+         "checks the pipeline model apart from the calibration", 0, 0, "LIST"},
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
     egm_cmd cmd = {"egmla plan", NULL,
                    "Predicts a pipeline's prefill and decode tokens/s, time to first token, "

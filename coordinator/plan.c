@@ -16,8 +16,17 @@ static double scale(const egm_plan_in *in, int j) {
     return (double)in->k[j]->threads / in->t->stages[j].threads;
 }
 
+static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx);
+
 /* Stage j's compute for a decode micro-batch of r rows at ctx positions. */
 static double decode_time(const egm_plan_in *in, int j, int r, long ctx) {
+    if (!in->stage_mb_s) return calib_decode_time(in, j, r, ctx);
+    int R = (in->batch + in->micro_batches - 1) / in->micro_batches;
+    double full = calib_decode_time(in, j, R, in->context);
+    return in->stage_mb_s[j] * (full > 0 ? calib_decode_time(in, j, r, ctx) / full : 1);
+}
+
+static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx) {
     const egm_topo_stage *s = &in->t->stages[j];
     const egm_calib *k = in->k[j];
     double t = (s->layer_hi - s->layer_lo) * egm_calib_layer(k, r, ctx);
@@ -213,6 +222,9 @@ int egm_plan_run(const egm_plan_in *in, egm_plan_out *out, egm_err *e) {
         return egm_fail(e, "the link needs a bandwidth > 0 and a latency >= 0");
     int m = in->micro_batches > 0 ? in->micro_batches : S;
     if (m > in->batch) m = in->batch;
+    egm_plan_in in_m = *in; /* with the micro-batch count settled */
+    in_m.micro_batches = m;
+    in = &in_m;
     int R = (in->batch + m - 1) / m;
     if (resolve(in, R, e)) return -1;
     out->n_stages = S, out->micro_batches = m, out->rows = R;

@@ -37,6 +37,11 @@ typedef struct {
     double link_latency_s, link_bytes_per_s;  /* every hop (and rank 0's) */
     size_t kv_budget;           /* per stage unless the topology gives one */
     int kv_bf16, block_tokens;
+    /* optional, [n_stages]: each stage's measured compute per full decode
+     * micro-batch, replacing the calibration's (other row counts scale by
+     * the calibration's ratio): checks the pipeline model apart from the
+     * calibration, e.g. with the stage times of an `egmla bench` run */
+    const double *stage_mb_s;
 } egm_plan_in;
 
 typedef struct {

@@ -91,6 +91,21 @@ static void test_full_pipeline(void **state) {
     rig_free(g);
 }
 
+/* Measured stage times replace the calibration's: 5 and 3 ms a
+ * micro-batch, two micro-batches: a round is 2 x 5 ms, stage 2 busy 60 %. */
+static void test_stage_times_given(void **state) {
+    (void)state;
+    rig *g = rig_new(8, 2);
+    egm_err e = {{0}};
+    double ms[2] = {5e-3, 3e-3};
+    g->in.stage_mb_s = ms;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.round_s, 10e-3);
+    NEAR(g->out.st[1].busy, 0.6);
+    assert_string_equal(g->out.bound, "stage 1 compute");
+    rig_free(g);
+}
+
 /* One micro-batch: the stages take turns; the round is the round trip. */
 static void test_round_trip_bound(void **state) {
     (void)state;
@@ -210,7 +225,7 @@ static void test_calib_file(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_full_pipeline),   cmocka_unit_test(test_round_trip_bound),
+        cmocka_unit_test(test_full_pipeline),   cmocka_unit_test(test_stage_times_given),   cmocka_unit_test(test_round_trip_bound),
         cmocka_unit_test(test_link_bound),      cmocka_unit_test(test_prefill_chunks),
         cmocka_unit_test(test_kv_per_stage),    cmocka_unit_test(test_calib_file),
     };
