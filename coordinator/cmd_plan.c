@@ -1,8 +1,6 @@
 /* cmd_plan.c - `egmla plan`: what a pipeline of this model will do on these
  * nodes, from their calibrations (coordinator/plan.h has the model). */
 #include <jansson.h>
-#include <libgen.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +29,7 @@ static int stage_calibs(const plan_opts *po, const egm_topology *t, const egm_co
         const egm_topo_node *nd = &t->nodes[t->stages[j].node];
         egm_calib *nk = &nodes[t->stages[j].node];
         if (nd->calibration[0]) {
-            if (!nk->n_rows) {
-                char path[2 * PATH_MAX], dir[PATH_MAX];
-                snprintf(dir, sizeof dir, "%s", t->origin);
-                if (nd->calibration[0] == '/')
-                    snprintf(path, sizeof path, "%s", nd->calibration);
-                else
-                    snprintf(path, sizeof path, "%s/%s", dirname(dir), nd->calibration);
-                if (egm_calib_load(path, nk, e) || egm_calib_check(nk, c, path, e))
-                    return egm_wrap(e, "%s line %d: node '%s'", t->origin, nd->line, nd->name);
-            }
+            if (!nk->n_rows && egm_calib_load_node(t, t->stages[j].node, c, nk, e)) return -1;
             k[j] = nk;
             continue;
         }

@@ -1,6 +1,8 @@
 /* calib.c - a node's calibration: interpolation, analytic stand-in, JSON
  * (calib.h). */
 #include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -222,5 +224,19 @@ int egm_calib_check(const egm_calib *k, const egm_config *c, const char *path, e
                         "(D %d, vocab %d): calibrate again with this model", path, k->model_type,
                         k->hidden_size, k->vocab_size, c->model_type, c->hidden_size,
                         c->vocab_size);
+    return 0;
+}
+
+int egm_calib_load_node(const egm_topology *t, int node, const egm_config *c, egm_calib *k,
+                        egm_err *e) {
+    const egm_topo_node *nd = &t->nodes[node];
+    char path[2 * PATH_MAX], dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", t->origin);
+    if (nd->calibration[0] == '/')
+        snprintf(path, sizeof path, "%s", nd->calibration);
+    else
+        snprintf(path, sizeof path, "%s/%s", dirname(dir), nd->calibration);
+    if (egm_calib_load(path, k, e) || egm_calib_check(k, c, path, e))
+        return egm_wrap(e, "%s line %d: node '%s'", t->origin, nd->line, nd->name);
     return 0;
 }

@@ -13,6 +13,7 @@
 #ifndef EGM_CALIB_H
 #define EGM_CALIB_H
 
+#include "deploy/topology.h"
 #include "model/config.h"
 #include "model/err.h"
 
@@ -57,6 +58,12 @@ void egm_calib_link_default(egm_calib *k);
 
 int egm_calib_load(const char *path, egm_calib *k, egm_err *e);
 int egm_calib_save(const char *path, const egm_calib *k, egm_err *e);
+/* The calibration a topology names for node `node` (a path relative to
+ * the topology's folder), checked against the model; messages name the
+ * topology's line too. */
+int egm_calib_load_node(const egm_topology *t, int node, const egm_config *c, egm_calib *k,
+                        egm_err *e);
+
 /* Fails, naming the file, if the calibration is of another shape of model. */
 int egm_calib_check(const egm_calib *k, const egm_config *c, const char *path, egm_err *e);
 

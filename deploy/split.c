@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deploy/calib.h"
 #include "deploy/split.h"
 #include "model/weights.h"
 #include "worker/kvcache.h"
@@ -107,12 +108,54 @@ void egm_split_print(FILE *f, const egm_topology *t, const egm_split_cost *c,
     }
 }
 
+/* Every stage's node has a calibration: costs at the default workload from
+ * the first stage's, each stage's speed from its own (and its threads). */
+static int from_calibrations(egm_topology *t, const egm_config *c, egm_split_cost *k,
+                             double *rate, egm_err *e) {
+    egm_calib *cal = malloc(sizeof *cal * (size_t)t->n_nodes);
+    int *have = calloc((size_t)t->n_nodes, sizeof *have);
+    if (!cal || !have) { free(cal); free(have); return egm_fail(e, "out of memory"); }
+    int rc = 0;
+    for (int j = 0; j < t->n_stages && !rc; j++) {
+        int n = t->stages[j].node;
+        if (!have[n] && !(rc = egm_calib_load_node(t, n, c, &cal[n], e))) have[n] = 1;
+    }
+    if (!rc) {
+        const egm_calib *k0 = &cal[t->stages[0].node];
+        double l0 = egm_calib_layer(k0, EGM_SPLIT_ROWS, EGM_SPLIT_CONTEXT);
+        k->n_layers = c->num_layers;
+        for (int i = 0; i < c->num_layers; i++) k->layer[i] = l0;
+        k->embed = egm_calib_embed(k0, EGM_SPLIT_ROWS);
+        k->head = egm_calib_head(&cal[t->stages[t->n_stages - 1].node], EGM_SPLIT_ROWS);
+        for (int j = 0; j < t->n_stages; j++) {
+            const egm_calib *kj = &cal[t->stages[j].node];
+            double lj = egm_calib_layer(kj, EGM_SPLIT_ROWS, EGM_SPLIT_CONTEXT) * kj->threads /
+                        t->stages[j].threads;
+            rate[j] = l0 > 0 && lj > 0 ? l0 / lj : t->stages[j].threads;
+        }
+    }
+    free(cal), free(have);
+    return rc;
+}
+
 int egm_split_topology(egm_topology *t, const egm_config *c, FILE *print, egm_err *e) {
     egm_split_cost *k = malloc(sizeof *k);
-    if (!k) return egm_fail(e, "out of memory");
-    int rc = egm_split_cost_analytic(c, EGM_SPLIT_ROWS, EGM_SPLIT_CONTEXT, k, e);
-    if (!rc) rc = egm_split_resolve(t, k, NULL, e);
-    if (!rc && print) egm_split_print(print, t, k, NULL);
-    free(k);
+    double *rate = malloc(sizeof(double) * (size_t)t->n_stages);
+    if (!k || !rate) { free(k); free(rate); return egm_fail(e, "out of memory"); }
+    int all = 1;
+    for (int j = 0; j < t->n_stages; j++) all &= t->nodes[t->stages[j].node].calibration[0] != 0;
+    int rc = c->num_layers > EGM_SPLIT_MAX_LAYERS
+                 ? egm_fail(e, "%d layers: the split handles up to %d", c->num_layers,
+                            EGM_SPLIT_MAX_LAYERS)
+             : all ? from_calibrations(t, c, k, rate, e)
+                   : egm_split_cost_analytic(c, EGM_SPLIT_ROWS, EGM_SPLIT_CONTEXT, k, e);
+    if (!rc) rc = egm_split_resolve(t, k, all ? rate : NULL, e);
+    if (!rc && print) {
+        fprintf(print, "# stage costs: %s, a decode micro-batch of %d rows at %d positions\n",
+                all ? "the nodes' calibrations" : "analytic (no calibration for every node)",
+                EGM_SPLIT_ROWS, EGM_SPLIT_CONTEXT);
+        egm_split_print(print, t, k, all ? rate : NULL);
+    }
+    free(k), free(rate);
     return rc;
 }

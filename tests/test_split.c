@@ -10,9 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "deploy/calib.h"
 #include "deploy/split.h"
 
 /* The smallest max(stage time) over every way to cut n layers into k
@@ -142,11 +144,58 @@ static void test_paper_config(void **state) {
     free(c);
 }
 
+/* Nodes naming calibrations: a node twice as slow gets about half the
+ * layers; a missing file is named with the topology's line. */
+static void test_node_calibrations(void **state) {
+    (void)state;
+    char dir[] = "/tmp/egm-split-XXXXXX", path[300];
+    assert_non_null(mkdtemp(dir));
+    egm_config cfg;
+    egm_err e = {{0}};
+    assert_int_equal(egm_config_load("deploy/examples/paper-egmla.json", &cfg, &e), 0);
+    egm_calib k;
+    egm_calib_analytic(&cfg, &k);
+    for (int i = 0; i < k.n_rows; i++) k.head_s[i] = 0; /* layers only: 12 equal parts */
+    snprintf(path, sizeof path, "%s/fast.json", dir);
+    assert_int_equal(egm_calib_save(path, &k, &e), 0);
+    for (int i = 0; i < k.n_rows; i++) k.layer_s[i] *= 2;
+    k.attend_s *= 2;
+    snprintf(path, sizeof path, "%s/slow.json", dir);
+    assert_int_equal(egm_calib_save(path, &k, &e), 0);
+    const char *y = "nodes:\n  - {name: f, calibration: fast.json}\n"
+                    "  - {name: s, calibration: slow.json}\nstages: [{node: f}, {node: s}]\n";
+    snprintf(path, sizeof path, "%s/t.yaml", dir);
+    FILE *f = fopen(path, "w");
+    fputs(y, f);
+    fclose(f);
+    egm_topology t;
+    assert_int_equal(egm_topology_load(path, &t, &e), 0);
+    assert_int_equal(egm_split_topology(&t, &cfg, NULL, &e), 0);
+    assert_int_equal(t.stages[0].layer_hi, 8); /* 8 | 4 x 2 */
+    egm_topology_free(&t);
+    f = fopen(path, "w");
+    fputs("nodes:\n  - {name: f, calibration: fast.json}\n"
+          "  - {name: s, calibration: gone.json}\nstages: [{node: f}, {node: s}]\n", f);
+    fclose(f);
+    assert_int_equal(egm_topology_load(path, &t, &e), 0);
+    assert_int_equal(egm_split_topology(&t, &cfg, NULL, &e), -1);
+    assert_non_null(strstr(e.msg, "t.yaml line 3: node 's'"));
+    assert_non_null(strstr(e.msg, "gone.json"));
+    egm_topology_free(&t);
+    const char *names[] = {"fast.json", "slow.json", "t.yaml"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_brute_force),
         cmocka_unit_test(test_explicit_stage_kept),
         cmocka_unit_test(test_paper_config),
+        cmocka_unit_test(test_node_calibrations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
