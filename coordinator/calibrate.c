@@ -7,7 +7,7 @@
  * 1..32 rows (one per sequence) and prefill chunks of 64..--chunk rows.
  * Each figure is the median of a few repetitions (robust to a shared
  * machine's other load). Attention's share is separated by measuring again
- * at more cached positions: decode at 8 rows at context 64 and 1024,
+ * at more cached positions: decode at 8 rows at context 16 and 1024,
  * prefill a chunk at position 0 and at position `chunk`. */
 #include <cblas.h>
 #include <mpi.h>
@@ -27,7 +27,7 @@
 #include "worker/worker_mpi.h"
 
 #define REPS 9
-#define CTX_LO 64
+#define CTX_LO 16
 #define CTX_HI 1024
 
 typedef struct {

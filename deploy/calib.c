@@ -59,7 +59,8 @@ void egm_calib_analytic(const egm_config *c, egm_calib *k) {
     for (int i = 0; i < k->n_rows; i++) {
         int r = k->rows[i] = rows[i];
         k->layer_s[i] = egm_split_layer_flops(c, r, 0) / F + egm_split_layer_bytes(c, r, 0) / BW;
-        k->head_s[i] = egm_split_head_flops(c, r) / F + egm_split_head_bytes(c) / BW;
+        k->head_s[i] = EGM_SPLIT_HEAD_FACTOR *
+                       (egm_split_head_flops(c, r) / F + egm_split_head_bytes(c) / BW);
         k->embed_s[i] = 4.0 * r * c->hidden_size / BW;
     }
     /* per (row, position): the flops and the cache bytes of one more position */

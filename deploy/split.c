@@ -61,7 +61,8 @@ int egm_split_cost_analytic(const egm_config *c, int rows, int ctx, egm_split_co
     out->n_layers = c->num_layers;
     for (int i = 0; i < c->num_layers; i++) out->layer[i] = l;
     out->embed = 4.0 * rows * c->hidden_size / BW;
-    out->head = egm_split_head_flops(c, rows) / F + egm_split_head_bytes(c) / BW;
+    out->head = EGM_SPLIT_HEAD_FACTOR *
+                (egm_split_head_flops(c, rows) / F + egm_split_head_bytes(c) / BW);
     return 0;
 }
 

@@ -33,9 +33,13 @@ typedef struct {
 #define EGM_SPLIT_GFLOPS 25.0
 #define EGM_SPLIT_GBS 10.0
 /* The workload `auto` is balanced for when nothing else says: a decode
- * micro-batch of 16 rows at 512 cached positions. */
+ * micro-batch of 16 rows at 128 cached positions. */
 #define EGM_SPLIT_ROWS 16
-#define EGM_SPLIT_CONTEXT 512
+#define EGM_SPLIT_CONTEXT 128
+/* lm_head + sampling run slower than their flops and bytes say: measured
+ * here (bench --calibrate, paper EG-MLA config) the head costs 4-6 layers
+ * at 8-16 rows where flops alone give 3.5. */
+#define EGM_SPLIT_HEAD_FACTOR 1.5
 
 /* One decode micro-batch of `rows` sequences at `ctx` cached positions. */
 int egm_split_cost_analytic(const egm_config *c, int rows, int ctx, egm_split_cost *out,
