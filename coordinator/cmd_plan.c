@@ -34,7 +34,9 @@ static int stage_calibs(const plan_opts *po, const egm_topology *t, const egm_co
             continue;
         }
         if (!*have_own) {
-            if (po->calibration) {
+            if (po->calibration && !strcmp(po->calibration, "analytic")) {
+                egm_calib_analytic(c, own); /* a nominal node: no measurement */
+            } else if (po->calibration) {
                 if (egm_calib_load(po->calibration, own, e) ||
                     egm_calib_check(own, c, po->calibration, e))
                     return -1;
@@ -211,7 +213,8 @@ int egm_cmd_plan(int argc, char **argv) {
          "the calibration's)", 0, 1e6, "G"},
         {"link-us", EGM_OPT_FLOAT, &po.us, "stage-to-stage latency, microseconds", 0, 1e9, "L"},
         {"calibration", EGM_OPT_STRING, &po.calibration, "egmla bench --calibrate JSON for "
-         "nodes without their own (default: calibrate this node now)", 0, 0, "FILE"},
+         "nodes without their own (default: calibrate this node now; \"analytic\": a nominal "
+         "node of 25 GFLOP/s and 10 GB/s per thread)", 0, 0, "FILE"},
         {"calibrate-threads", EGM_OPT_INT, &po.calib_threads, "threads when calibrating now",
          1, 256, "N"},
         {"threads", EGM_OPT_INT, &po.threads, "every stage's threads (0: the topology's)", 0,

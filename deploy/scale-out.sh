@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # scale-out.sh - docs/CLUSTER.md's scale-out tables, from `egmla plan`:
-# for 4, 8, 16 and 64 nodes, a model's pipeline (at most one stage per
-# layer: beyond that, whole pipelines side by side), with bf16 and int8 on
-# 1, 10 and 100 Gbit/s links. Each node is what the calibration measured
+# for 4, 8, 16 and 64 nodes, the longest pipeline the layers allow (S
+# stages, S dividing the nodes; copies of it side by side), with bf16 and
+# int8 on 1, 10 and 100 Gbit/s links; the link speed below which the wire,
+# not the slowest stage, would bound it; and, to compare, the same nodes
+# each running the whole model (one-stage copies, 100 Gbit/s). Each node is what the calibration measured
 # (CAL: egmla bench --calibrate on one node, THREADS threads per stage).
 #
-#   deploy/scale-out.sh CONFIG CAL [THREADS]      (BIN, CTX, ROWS)
+#   deploy/scale-out.sh CONFIG CAL [THREADS]      (BIN, CTX, ROWS; CAL may be "analytic")
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/egmla}
@@ -32,21 +34,33 @@ def plan(S, b, m, wire, gbps):
                           "--json", "-"], capture_output=True, text=True, check=True).stdout
     return json.loads(out[out.index("{"):])
 
-print("| nodes | pipelines x stages | layers per stage | wire | link Gbit/s | micro-batches needed | batch | decode tok/s (all pipelines) | TTFT ms (prompt of CTX) | bound |")
-print("|---:|---|---|---|---:|---:|---:|---:|---:|---|")
+def fill(S, wire, g):
+    # the fewest micro-batches of ROWS rows that fill the pipeline (its
+    # round no longer one micro-batch's round trip)
+    for m in range(max(1, S - 1), 4 * S + 1):
+        p = plan(S, ROWS * m, m, wire, g)
+        if "round trip" not in p["bound"]:
+            break
+    return m, p
+
+print("| nodes | pipelines x stages | layers per stage | wire | micro-batches needed (batch) | "
+      "decode tok/s, all pipelines: 1 / 10 / 100 Gbit/s | TTFT ms at 1 / 100 Gbit/s | bound | "
+      "the wire binds below | the nodes as 1-stage copies, tok/s |")
+print("|---:|---|---|---|---:|---|---|---|---:|---:|")
 for N in (4, 8, 16, 64):
+    # the longest pipeline the layers allow (S divides N), copies side by side
     S = max(s for s in range(1, min(N, L) + 1) if N % s == 0)
+    one = N * fill(1, "bf16", 100)[1]["decode_tokens_per_s"]
     reps = N // S
     for wire in ("bf16", "int8"):
-        for g in (1, 10, 100):
-            # the fewest micro-batches of ROWS rows that fill the pipeline
-            # (its round no longer one micro-batch's round trip)
-            for m in range(max(1, S - 1), 4 * S + 1):
-                p = plan(S, ROWS * m, m, wire, g)
-                if "round trip" not in p["bound"]:
-                    break
-            lay = sorted(set(s["layers"][1] - s["layers"][0] + 1 for s in p["per_stage"]))
-            print("| %d | %d x %d | %s | %s | %d | %d | %d | %.0f | %.0f | %s |" % (
-                N, reps, S, "-".join(map(str, lay)), wire, g, m, ROWS * m,
-                reps * p["decode_tokens_per_s"], 1e3 * p["ttft_s"], p["bound"]))
+        res = {g: fill(S, wire, g) for g in (1, 10, 100)}
+        m, p = res[1]
+        lay = sorted(set(s["layers"][1] - s["layers"][0] + 1 for s in p["per_stage"]))
+        slowest = max(s["micro_batch_s"] for s in p["per_stage"])
+        binds = p["wire_bytes_per_token_per_hop"] * p["rows_per_micro_batch"] * 8 / slowest if S > 1 else 0
+        print("| %d | %d x %d | %s | %s | %d (%d) | %s | %.0f / %.0f | %s | %s | %.0f |" % (
+            N, reps, S, "-".join(map(str, lay)), wire, m, ROWS * m,
+            " / ".join("%.0f" % (reps * res[g][1]["decode_tokens_per_s"]) for g in (1, 10, 100)),
+            1e3 * res[1][1]["ttft_s"], 1e3 * res[100][1]["ttft_s"], p["bound"],
+            "%.1f Mbit/s" % (binds / 1e6) if S > 1 else "-", one))
 P

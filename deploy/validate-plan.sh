@@ -14,7 +14,7 @@
 # and the worst error of each, and at batch 32 the busiest stage's busy
 # time over the mean stage's (auto split).
 #
-#   deploy/validate-plan.sh [--netns] [--quick]     (BIN, CFG, CTX, STEPS, OUT)
+#   deploy/validate-plan.sh [--netns | --netns-only] [--quick]     (BIN, CFG, CTX, STEPS, OUT)
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/egmla}
@@ -23,12 +23,13 @@ CFG=${CFG:-deploy/examples/paper-egmla.json}
 CTX=${CTX:-128}
 STEPS=${STEPS:-8}
 OUT=${OUT:-$PWD/build/validate-plan}
-NETNS=0 QUICK=0
+NETNS=0 QUICK=0 SHM=1
 for a in "$@"; do
   case "$a" in
     --netns) NETNS=1 ;;
+    --netns-only) NETNS=1 SHM=0 ;;
     --quick) QUICK=1 ;;
-    *) echo "usage: $0 [--netns] [--quick]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--netns | --netns-only] [--quick]" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
@@ -54,11 +55,12 @@ bench() {  # bench JSON RANKS M
 }
 
 # 1 rank; 2 and 3 stages with 1-4 micro-batches (fewer with --quick).
-runs=("1 1")
-for r in 3 4; do
+runs=()
+[ $SHM -eq 1 ] && runs=("1 1")
+for r in $( [ $SHM -eq 1 ] && echo 3 4); do
   for m in $( [ $QUICK -eq 1 ] && echo "1 $((r - 1))" || echo "1 2 3 4"); do runs+=("$r $m"); done
 done
-for run in "${runs[@]}"; do
+for run in ${runs[@]+"${runs[@]}"}; do
   set -- $run
   tag="r$1-m$2"
   echo "== $tag: calibrate, then bench" >&2
@@ -84,7 +86,7 @@ if [ $NETNS -eq 1 ]; then
   inns() {  # runs egmla launch TOPO -- ... inside h1
     OMPI_MCA_oob_tcp_if_include=egm0 OMPI_MCA_btl_tcp_if_include=egm0 \
       timeout 900 ip netns exec h1 unshare --uts /bin/sh -c 'hostname h1; exec "$@"' sh \
-      "$BIN" launch "$@" --rsh-agent "$AGENT" --workdir "$OUT/launch"
+      "$BIN" launch "$1" --rsh-agent "$AGENT" --workdir "$OUT/launch" "${@:2}"
   }
   for rate in 1gbit 100mbit; do
     echo "== netns $rate: calibrate (link h1 -> h2), then bench on h1/h2/h3" >&2
