@@ -391,7 +391,7 @@ int egm_cmd_bench(int argc, char **argv) {
         {"seed", EGM_OPT_U64, &o.seed, "seed of the synthetic weights", 0, 0, "S"},
         {"json", EGM_OPT_STRING, &o.json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
         {"topology", EGM_OPT_STRING, &o.topology, "under mpirun: the stages' layers, threads and "
-         "wire dtype from a topology YAML (default: equal split, 1 thread each, bf16)", 0, 0, "FILE"},
+         "wire dtype from a topology YAML (default: cost-balanced split, 1 thread each, bf16)", 0, 0, "FILE"},
         {"wire-dtype", EGM_OPT_STRING, &o.wire_dtype, "under mpirun: activations between stages, "
          "bf16, fp32 or int8 (default: the topology's)", 0, 0, "T"},
         {"micro-batches", EGM_OPT_INT, &o.micro_batches, "under mpirun: decode micro-batches in "
