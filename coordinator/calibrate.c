@@ -91,7 +91,8 @@ static double chunk_at(cal_rig *g, int T, int p) {
 }
 
 /* Fills slot 0 to n positions and copies it into slots 1..slots-1. */
-static void fill(cal_rig *g, int n, int chunk) {
+static void fill(cal_rig *g, int n) {
+    int chunk = g->cap_rows;
     for (int p = 0; p < n; p += chunk) chunk_at(g, n - p < chunk ? n - p : chunk, p);
     for (int s = 1; s < g->n_slots; s++) (void)egm_stage_fork(&g->st, s, 0, n);
 }
@@ -147,7 +148,7 @@ static void measure_decode(cal_rig *g, egm_calib *k) {
     double lt[EGM_CALIB_MAX_ROWS][REPS], ht[EGM_CALIB_MAX_ROWS][REPS], et[EGM_CALIB_MAX_ROWS][REPS];
     double hi[REPS], dummy;
     k->context = CTX_LO;
-    fill(g, CTX_LO, 512);
+    fill(g, CTX_LO);
     for (int i = 0; i < n; i++) decode_at(g, rows[i], CTX_LO, &dummy); /* warm-up */
     for (int s = 0; s < REPS; s++)
         for (int i = 0; i < n; i++) {
@@ -164,15 +165,17 @@ static void measure_decode(cal_rig *g, egm_calib *k) {
         k->head_s[i] = median(ht[i], REPS);
         if (rows[i] == 8) at8 = median(lt[i], REPS);
     }
-    fill(g, CTX_HI, 512);
+    fill(g, CTX_HI);
     decode_at(g, 8, CTX_HI, &dummy);
     for (int s = 0; s < REPS; s++) hi[s] = decode_at(g, 8, CTX_HI, &dummy);
     double d = (median(hi, REPS) - at8) / (8.0 * (CTX_HI - CTX_LO));
     k->attend_s = d > 0 ? d : 0;
-    /* the measured rows include CTX_LO positions of attention each */
+    /* the measured rows include CTX_LO positions of attention each (at most
+     * half the time: the slope comes from other measurements, with their
+     * own noise) */
     for (int i = 0; i < n; i++) {
-        k->layer_s[i] -= k->rows[i] * (double)CTX_LO * k->attend_s;
-        if (k->layer_s[i] < 0) k->layer_s[i] = 0;
+        double a = k->rows[i] * (double)CTX_LO * k->attend_s;
+        k->layer_s[i] = a < k->layer_s[i] / 2 ? k->layer_s[i] - a : k->layer_s[i] / 2;
     }
     envelope(k->layer_s, n);
     envelope(k->head_s, n);
@@ -195,9 +198,8 @@ static void measure_prefill(cal_rig *g, int chunk, egm_calib *k) {
     double d = (median(t, 3) - k->prefill_s[k->n_chunks - 1]) / ((double)T * T);
     k->prefill_attend_s = d > 0 ? d : 0;
     for (int i = 0; i < k->n_chunks; i++) {
-        double T2 = k->chunks[i] * (k->chunks[i] / 2.0);
-        k->prefill_s[i] -= T2 * k->prefill_attend_s;
-        if (k->prefill_s[i] < 0) k->prefill_s[i] = 0;
+        double a = k->chunks[i] * (k->chunks[i] / 2.0) * k->prefill_attend_s;
+        k->prefill_s[i] = a < k->prefill_s[i] / 2 ? k->prefill_s[i] - a : k->prefill_s[i] / 2;
     }
     envelope(k->prefill_s, k->n_chunks);
 }
