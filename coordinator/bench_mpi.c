@@ -2,8 +2,8 @@
  * ranks 1..N-1, driven by rank 0, against the roofline rank 0 measures.
  *
  * Rank 0 starts the workers as a scheduled run does (coordinator/workers.c;
- * the layer split, threads and wire dtype of --topology, or `auto`: equal
- * layer counts, one thread per stage, bf16), then drives the pipe
+ * the layer split, threads and wire dtype of --topology, or `auto`:
+ * cost-balanced layers, one thread per stage, bf16), then drives the pipe
  * (coordinator/pipe.h) itself with synthetic sequences. With --config the
  * workers read no files: their Assign carries the config text and the seed,
  * and each generates its own layers with the generator one process uses
@@ -45,6 +45,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "model/source.h"
 #include "worker/head.h"
 #include "worker/kvcache.h"
@@ -408,13 +409,14 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
         goto out;
     }
     if (egm_workers_init(&wk, world, &e)) goto fail;
-    /* the stages: a topology's, or `auto` (equal layer counts, 1 thread) */
+    /* the stages: a topology's, or `auto` (cost-balanced layers, 1 thread) */
     if (o->topology ? egm_topology_load(o->topology, &t, &e) : egm_topology_auto(B.S, &t)) {
         if (!o->topology) egm_fail(&e, "out of memory for a %d-stage topology", B.S);
         else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
         goto fail;
     }
-    if (egm_topology_check_world(&t, world, &e)) {
+    if (egm_topology_check_world(&t, world, &e) ||
+        egm_split_topology(&t, &cfg, NULL, &e)) {
         egm_wrap(&e, "MPI world size %d", world);
         goto fail;
     }

@@ -38,6 +38,7 @@
 #include "coordinator/bench.h"
 #include "coordinator/bench_mpi.h"
 #include "coordinator/bench_report.h"
+#include "coordinator/calibrate.h"
 #include "coordinator/commands.h"
 #include "coordinator/engine.h"
 #include "coordinator/pipe_mpi.h"
@@ -425,7 +426,10 @@ static void bench_engine_opts(egm_bench_opts *o, const egm_engine_opts *eo) {
 int egm_cmd_bench(int argc, char **argv) {
     egm_bench_opts o = {.steps = 16, .reps = 5, .bw_mib = 256, .seed = 1}; /* + the engine's */
     const char *batch_s = "1,8,32", *ctx_s = "128,2048";
+    int calibrate = 0;
     egm_opt opts[] = {
+        {"calibrate", EGM_OPT_FLAG, &calibrate, "measure this node's layer, head, embedding and "
+         "link costs for egmla plan (JSON to --json, default stdout)", 0, 0, NULL},
         {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
         {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},
@@ -475,5 +479,6 @@ int egm_cmd_bench(int argc, char **argv) {
         return usage_error("egmla bench: --batch %d is more than --max-batch %d", o.max_b, eo.max_batch);
     for (int i = 0; i < o.nc; i++)
         if (o.contexts[i] > o.max_c) o.max_c = o.contexts[i];
+    if (calibrate) return egm_calibrate_main(&o);
     return egm_under_mpi() ? bench_under_mpi(&o) : bench_one(&o);
 }

@@ -60,6 +60,7 @@ static void usage(FILE *f) {
             "  info       parameters and KV cache sizes of a model\n"
             "  quantize   write a model as a GGUF file (f32 ... q4_k), for egmla or llama.cpp\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
+            "  plan       predicted pipeline throughput and its bound, from calibrations\n"
             "  launch     run a command on a cluster topology through mpirun\n"
             "  slurm      print an sbatch script for a cluster topology\n"
             "\n"
@@ -126,6 +127,7 @@ int main(int argc, char **argv) {
         {"eval", egm_cmd_eval},         {"perplexity", egm_cmd_perplexity},
         {"loglikelihood", egm_cmd_loglikelihood},
         {"quantize", egm_cmd_quantize},
+        {"plan", egm_cmd_plan},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return worker_wait_for_rank0(cmds[i].fn(argc - 2, argv + 2));

@@ -25,6 +25,7 @@
 #include "base/exit.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "deploy/topology.h"
 #include "model/source.h"
 #include "model/config.h"
@@ -87,7 +88,7 @@ static int coordinate(const egm_run_opts *r, int world) {
         goto fail;
     }
     if (egm_model_config(r->model, &cfg, &e)) goto fail; /* a directory or a .gguf */
-    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+    if (egm_split_topology(&t, &cfg, NULL, &e)) {
         rc = EGM_EXIT_USAGE;
         goto fail;
     }

@@ -24,6 +24,7 @@
  * InfiniBand need pml_ucx_tls/devices "any" on Open MPI 4.1); tcp -> ob1 +
  * tcp,self; shm -> ob1 + vader,self; auto -> Open MPI's choice. */
 #include "launch.h"
+#include "split.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -449,7 +450,8 @@ static const char *model_of(const egm_topology *t, int argc, char **argv) {
 /* Checks the layer ranges against the model now, when its config can be
  * read here, rather than after every rank has started. A model that is
  * only on the cluster's storage is left to the ranks to check. */
-static int check_against_model(egm_topology *t, int argc, char **argv, egm_err *e) {
+static int check_against_model(egm_topology *t, int argc, char **argv, FILE *print,
+                               egm_err *e) {
     const char *m = model_of(t, argc, argv);
     if (!m) return 0;
     char path[PATH_MAX];
@@ -457,7 +459,7 @@ static int check_against_model(egm_topology *t, int argc, char **argv, egm_err *
     if (access(path, R_OK)) return 0;
     egm_config c;
     if (egm_config_load(path, &c, e)) return -1;
-    return egm_topology_resolve(t, c.num_layers, NULL, e);
+    return egm_split_topology(t, &c, print, e); /* --dry-run prints each stage's share */
 }
 
 static int self_exe(char *buf, size_t cap) {
@@ -602,7 +604,7 @@ int egm_cmd_launch(int argc, char **argv) {
     char topo_abs[PATH_MAX], exe[PATH_MAX];
     egm_topology t;
     if (egm_topology_load(argv[0], &t, &e) ||
-        check_against_model(&t, cargc, cargv, &e)) {
+        check_against_model(&t, cargc, cargv, dry ? stdout : NULL, &e)) {
         fprintf(stderr, "%s: %s\n", NAME, e.msg);
         egm_topology_free(&t);
         return EXIT_USAGE;
@@ -706,7 +708,7 @@ int egm_cmd_slurm(int argc, char **argv) {
     }
     egm_topology t;
     if (egm_topology_load(argv[0], &t, &e) ||
-        check_against_model(&t, cargc, cargv, &e)) {
+        check_against_model(&t, cargc, cargv, NULL, &e)) {
         fprintf(stderr, "%s: %s\n", NAME, e.msg);
         egm_topology_free(&t);
         return EXIT_USAGE;

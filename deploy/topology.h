@@ -13,6 +13,9 @@
  *     - {name: a, host: 10.0.0.1, slots: 2, threads: 1}
  *     - {name: b, host: node-b}   # host defaults to name, threads to 1,
  *                                 # slots to the ranks placed on it
+ *     - {name: c, calibration: c.json}  # egmla bench --calibrate on c (for
+ *                                 # egmla plan and the auto split; a path
+ *                                 # relative to the topology's folder)
  *   stages:                       # in pipeline order
  *     - {node: a, layers: 0-5, kv_budget: 1GiB, threads: 1}
  *     - {node: b, layers: auto}   # layers: "a-b" (inclusive), "n" or auto
@@ -55,6 +58,7 @@ typedef struct {
     int slots;          /* ranks it may hold (given, or = ranks placed) */
     int threads;        /* default threads of the ranks placed on it */
     int line;           /* YAML line of the entry (0: not from a file) */
+    char calibration[EGM_TOPO_HOST_MAX]; /* `egmla bench --calibrate` JSON ("": none) */
 } egm_topo_node;
 
 typedef struct {
@@ -105,6 +109,10 @@ int egm_topology_auto(int n_stages, egm_topology *t);
  * re-assigned). */
 int egm_topology_resolve(egm_topology *t, int n_layers,
                          const double *layer_cost, egm_err *e);
+/* Same, with each stage's speed rate[n_stages] (> 0) instead of its
+ * threads: a stage's time is its layers' cost / rate (NULL: threads). */
+int egm_topology_resolve_rates(egm_topology *t, int n_layers, const double *layer_cost,
+                               const double *rate, egm_err *e);
 
 /* Rank placement: ranks = stages + 1. */
 int egm_topology_n_ranks(const egm_topology *t);
