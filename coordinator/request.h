@@ -1,11 +1,18 @@
 /* request.h - one JSONL request in, one JSONL result out.
  *
  * Input line (keys are a contract; anything else is refused by name):
- *   {"id": "a" | 7, "prompt": "text" | "tokens": [1, 2, 3],
+ *   {"id": "a" | 7, "prompt": "text" | "tokens": [1, 2, 3]
+ *                   | "messages": [{"role": "user", "content": "Hi"}, ...],
  *    "max_new_tokens": 64, "temperature": 0.7, "top_k": 40, "top_p": 0.9,
- *    "min_p": 0.05, "repetition_penalty": 1.1, "seed": 1, "ignore_eos": false}
- * "id" is required; exactly one of "prompt"/"tokens"; the rest override the
- * command line's defaults. An optional key given as null counts as absent.
+ *    "min_p": 0.05, "repetition_penalty": 1.1, "seed": 1, "ignore_eos": false,
+ *    "stop": "\n\n" | ["A:", "B:"], "logprobs": 5}
+ * "id" is required; exactly one of "prompt"/"tokens"/"messages"; the rest
+ * override the command line's defaults. An optional key given as null
+ * counts as absent. "messages" are rendered with the model's chat template;
+ * a message's "content" is a string or a list of {"type": "text", "text"}
+ * parts (joined); "name" is accepted and ignored. "stop": up to
+ * EGM_MAX_STOP non-empty strings. "logprobs": 0..EGM_MAX_LOGPROBS top
+ * alternatives reported with each generated token's log-prob.
  *
  * Output lines (JSON_COMPACT, the id copied byte for byte from the input):
  *   generate: {"id":..,"tokens":[..],"text":"..","finish_reason":"stop",
@@ -19,13 +26,21 @@
 #include <stddef.h>
 
 #include "kernels/sampling.h"
+#include "model/chat_template.h"
 #include "model/err.h"
+
+enum { EGM_MAX_STOP = 4, EGM_MAX_LOGPROBS = 20 };
 
 typedef struct {
     char *id_json;        /* the "id" value re-serialised compactly, copied verbatim to outputs */
     char *prompt;         /* NULL if "tokens" given */
     int *tokens;          /* NULL if "prompt" given */
     int n_tokens;
+    egm_chat_msg *messages; /* NULL unless "messages" given; strings malloc'd */
+    int n_messages;
+    char *stop[EGM_MAX_STOP]; /* malloc'd, non-empty; a line's "stop" replaces the defaults' */
+    int n_stop;
+    int logprobs;         /* -1: none; else top alternatives per generated token */
     egm_sampling sampling;
     int max_new_tokens;   /* >= 0 */
     int ignore_eos;       /* 0/1 */
@@ -33,7 +48,8 @@ typedef struct {
 } egm_request;
 
 /* Defaults before the command line: egm_sampling_default, max_new_tokens
- * 256, ignore_eos 0. Only the scalar fields are meaningful in defaults. */
+ * 256, ignore_eos 0, no stop strings, logprobs -1. Only the scalar fields,
+ * stop and logprobs are meaningful in defaults (stop strings are copied). */
 void egm_request_defaults(egm_request *d);
 
 /* Parses one line (len bytes; need not be NUL-terminated). origin (the input
