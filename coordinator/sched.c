@@ -2,6 +2,8 @@
  * group in flight, results in submission order (see sched.h). */
 #include "sched.h"
 
+#include "coordinator/prompt.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,36 +113,9 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     }
     if (skipped(s, q)) return 0;
     const egm_config *c = s->c;
-    if (q->req.prompt) {
-        if (!s->tok) {
-            egm_fail(&le, "%s:%ld: \"prompt\" needs a tokenizer, and the model has no "
-                     "tokenizer.json: give \"tokens\" instead", origin, lineno);
-            goto refuse;
-        }
-        int *ids = NULL, n = 0;
-        if (egm_tok_encode(s->tok, q->req.prompt, strlen(q->req.prompt), 1, &ids, &n, &le)) {
-            egm_wrap(&le, "%s:%ld: \"prompt\"", origin, lineno);
-            goto refuse;
-        }
-        int bos = s->o->add_bos && c->bos_token_id >= 0 && !(n > 0 && ids[0] == c->bos_token_id);
-        q->toks = malloc(sizeof(int) * (size_t)(n + bos + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        if (bos) q->toks[0] = c->bos_token_id;
-        memcpy(q->toks + bos, ids, sizeof(int) * (size_t)n);
-        free(ids);
-        q->n_prompt = n + bos;
-    } else {
-        q->toks = malloc(sizeof(int) * (size_t)(q->req.n_tokens + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        memcpy(q->toks, q->req.tokens, sizeof(int) * (size_t)q->req.n_tokens);
-        q->n_prompt = q->req.n_tokens;
-        for (int i = 0; i < q->n_prompt; i++)
-            if (q->toks[i] >= c->vocab_size) {
-                egm_fail(&le, "%s:%ld: \"tokens\"[%d]: %d is not below the vocabulary size %d",
-                         origin, lineno, i, q->toks[i], c->vocab_size);
-                goto refuse;
-            }
-    }
+    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->add_bos, origin, &q->toks,
+                          &q->n_prompt, &le))
+        goto refuse;
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
