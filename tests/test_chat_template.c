@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "coordinator/prompt.h"
 #include "model/chat_template.h"
 
 #define DIR "tests/fixtures/chat_templates/"
@@ -150,6 +151,40 @@ static void test_bad_role(void **state) {
     egm_chat_template_free(t);
 }
 
+/* A rendered chat is tokenized with the template's special tokens as their
+ * ids (<|im_start|> = 1, <|im_end|> = 2 in SmolLM2's tokenizer) and no BOS
+ * added, even when --add-bos is on. */
+static void test_chat_tokens(void **state) {
+    (void)state;
+    egm_tokenizer *tok;
+    egm_err e;
+    if (egm_tok_load("tests/fixtures/tokenizer/smollm2.json", &tok, &e)) fail_msg("%s", e.msg);
+    egm_chat_template *t = parse_file("smollm2-135m-instruct", "<|im_start|>", "<|im_end|>");
+    egm_chat_msg m[] = {{"system", "S"}, {"user", "hi"}};
+    egm_request r = {.messages = m, .n_messages = 2, .lineno = 3};
+    egm_config c = {.vocab_size = 49152, .bos_token_id = 0};
+    int *ids, n;
+    if (egm_prompt_tokens(&r, &c, tok, t, 1, "in", &ids, &n, &e)) fail_msg("%s", e.msg);
+    /* <|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n */
+    int specials = 0;
+    for (int i = 0; i < n; i++) specials += ids[i] == 1 || ids[i] == 2;
+    assert_int_equal(ids[0], 1);
+    assert_int_equal(specials, 5);
+    char *back = egm_tok_decode(tok, ids, n, 0);
+    assert_string_equal(back, "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
+                        "<|im_start|>assistant\n");
+    free(back);
+    free(ids);
+    /* without a template, a chat is refused with what to give */
+    assert_int_equal(egm_prompt_tokens(&r, &c, tok, NULL, 1, "in", &ids, &n, &e), -1);
+    assert_string_equal(e.msg, "in:3: \"messages\" need a chat template, and the model has none: "
+                        "give --chat-template NAME|FILE (chatml, llama3, llama3.1, llama2, mistral, "
+                        "gemma, phi3, zephyr)");
+    free(ids);
+    egm_chat_template_free(t);
+    egm_tok_free(tok);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_jinja2),
@@ -157,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_refused),
         cmocka_unit_test(test_override),
         cmocka_unit_test(test_bad_role),
+        cmocka_unit_test(test_chat_tokens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
