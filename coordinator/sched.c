@@ -3,6 +3,7 @@
 #include "sched.h"
 
 #include "coordinator/prompt.h"
+#include "coordinator/stop.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ typedef struct {
     int n_fed;             /* positions submitted so far */
     int *gen, n_gen, cap_gen;
     int max_new;
+    egm_stop *stop;        /* generate with stop strings: the text so far */
     float *lp;             /* score: [n_prompt - 1] */
     unsigned char *gr;     /* score: greedy flags, [n_prompt - 1] */
     long long dump_off;    /* score: byte offset of this sequence's logits */
@@ -61,6 +63,8 @@ static double now_s(void) {
 }
 
 static void seq_clear(seq_t *q) {
+    if (q->stop) egm_stop_free(q->stop);
+    free(q->stop);
     egm_request_free(&q->req);
     free(q->toks);
     free(q->gen);
@@ -119,6 +123,15 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
+    }
+    if (s->o->mode == EGM_MODE_GENERATE && q->req.n_stop > 0) {
+        if (!s->tok) {
+            egm_fail(&le, "%s:%ld: \"stop\" needs a tokenizer to read the text, and the model "
+                     "has no tokenizer.json", origin, lineno);
+            goto refuse;
+        }
+        if (!(q->stop = malloc(sizeof *q->stop))) return egm_fail(e, "out of memory");
+        egm_stop_init(q->stop, q->req.stop, q->req.n_stop);
     }
     /* internal scoring never feeds the last token: it is only a target */
     int target_only = s->o->mode == EGM_MODE_SCORE && s->o->on_score && q->n_prompt > 1;
@@ -238,6 +251,13 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         s->o->on_score(s->o->score_ctx, q->req.id_json, q->lp, q->gr, q->n_prompt - 1, NULL);
     } else if (s->o->mode == EGM_MODE_SCORE) {
         line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
+    } else if (q->stop) {
+        /* the text up to the stop string (tokens: every one generated) */
+        if (egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
+        egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
+                            (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
+        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, q->stop->text, q->stop->len,
+                                   reason, s->o->stats ? &gs : NULL);
     } else {
         char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
@@ -404,7 +424,10 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
         if (q->n_gen == 0) q->t_first = now_s();
         q->gen[q->n_gen++] = o->token;
         const char *reason = NULL;
+        int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
+        if (hit < 0) return egm_fail(e, "out of memory");
         if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
+        else if (hit) reason = "stop";
         else if (q->n_gen >= q->max_new) reason = "length";
         if (reason && finish(s, o->slot, reason, e)) return -1;
     }
