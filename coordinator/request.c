@@ -463,28 +463,68 @@ static char *with_id(const char *id_json, json_t *body) {
     return s;
 }
 
+/* A UTF-8 string value, invalid bytes repaired (never dropped). */
+static json_t *text_value(const char *text, size_t n) {
+    json_t *t = json_stringn(text, n);
+    if (t) return t;
+    size_t m;
+    char *fixed = utf8_repair(text, n, &m);
+    t = fixed ? json_stringn(fixed, m) : NULL;
+    free(fixed);
+    return t;
+}
+
+/* {"token": id, "text": "..", "logprob": x} */
+static json_t *token_lp(const egm_tokenizer *tok, int id, float logprob) {
+    json_t *o = json_object();
+    json_object_set_new(o, "token", json_integer(id));
+    if (tok) {
+        char *s = egm_tok_decode(tok, &id, 1, 0);
+        json_object_set_new(o, "text", s ? text_value(s, strlen(s)) : json_null());
+        free(s);
+    }
+    json_object_set_new(o, "logprob", real_or_null((double)logprob));
+    return o;
+}
+
+static json_t *logprobs_array(const int *tokens, int n, const egm_gen_logprobs *lp) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *e = token_lp(lp->tok, tokens[i], lp->logprob[i]), *top = json_array();
+        for (int j = 0; j < lp->n_top; j++) {
+            const egm_tok_lp *t = &lp->top[(size_t)i * lp->n_top + j];
+            if (t->id >= 0) json_array_append_new(top, token_lp(lp->tok, t->id, t->logprob));
+        }
+        json_object_set_new(e, "top", top);
+        json_array_append_new(arr, e);
+    }
+    return arr;
+}
+
 char *egm_result_generate(const char *id_json, const int *tokens, int n_tokens,
                           const char *text, size_t text_len,
                           const char *finish_reason,
                           const egm_gen_stats *stats) {
+    return egm_result_generate_lp(id_json, tokens, n_tokens, text, text_len, finish_reason,
+                                  stats, NULL);
+}
+
+char *egm_result_generate_lp(const char *id_json, const int *tokens, int n_tokens,
+                             const char *text, size_t text_len, const char *finish_reason,
+                             const egm_gen_stats *stats, const egm_gen_logprobs *lp) {
     json_t *o = json_object(), *arr = json_array();
     if (!o || !arr) { json_decref(o); json_decref(arr); return NULL; }
     for (int i = 0; i < n_tokens; i++)
         json_array_append_new(arr, json_integer(tokens[i]));
     json_object_set_new(o, "tokens", arr);
     if (text) {
-        json_t *t = json_stringn(text, text_len);
-        if (!t) {   /* invalid UTF-8: repair rather than drop the result */
-            size_t m;
-            char *fixed = utf8_repair(text, text_len, &m);
-            t = fixed ? json_stringn(fixed, m) : NULL;
-            free(fixed);
-        }
+        json_t *t = text_value(text, text_len);  /* invalid UTF-8 repaired, not dropped */
         if (!t) { json_decref(o); return NULL; }
         json_object_set_new(o, "text", t);
     }
     if (finish_reason)
         json_object_set_new(o, "finish_reason", json_string(finish_reason));
+    if (lp) json_object_set_new(o, "logprobs", logprobs_array(tokens, n_tokens, lp));
     if (stats) {
         json_t *st = json_object();
         json_object_set_new(st, "prompt_tokens", json_integer(stats->prompt_tokens));
@@ -509,13 +549,7 @@ char *egm_result_score(const char *id_json, const float *logprobs, int n) {
 char *egm_result_error(const char *id_json, const char *message) {
     json_t *o = json_object();
     if (!o) return NULL;
-    size_t n = strlen(message), m;
-    json_t *t = json_stringn(message, n);
-    if (!t) {
-        char *fixed = utf8_repair(message, n, &m);
-        t = fixed ? json_stringn(fixed, m) : NULL;
-        free(fixed);
-    }
+    json_t *t = text_value(message, strlen(message));
     if (!t) { json_decref(o); return NULL; }
     json_object_set_new(o, "error", t);
     return with_id(id_json, o);

@@ -16,8 +16,14 @@
  *
  * Output lines (JSON_COMPACT, the id copied byte for byte from the input):
  *   generate: {"id":..,"tokens":[..],"text":"..","finish_reason":"stop",
+ *              "logprobs":[{"token":..,"text":"..","logprob":..,
+ *                           "top":[{"token":..,"text":"..","logprob":..}]}],
  *              "stats":{"prompt_tokens":..,"generated_tokens":..,
  *                       "ttft_ms":..,"total_ms":..}}
+ *             "tokens" holds every generated token, including an EOS and the
+ *             tokens that spelled a stop string; "text" is their text without
+ *             special tokens, cut before the stop string; "logprobs" (when
+ *             asked) has one entry per token of "tokens".
  *   score:    {"id":..,"logprobs":[..]}
  *   error:    {"id":.. or null,"error":".."} */
 #ifndef EGM_REQUEST_H
@@ -28,6 +34,7 @@
 #include "kernels/sampling.h"
 #include "model/chat_template.h"
 #include "model/err.h"
+#include "model/tokenizer.h"
 
 enum { EGM_MAX_STOP = 4, EGM_MAX_LOGPROBS = 20 };
 
@@ -82,6 +89,25 @@ char *egm_result_generate(const char *id_json, const int *tokens, int n_tokens,
                           const char *text, size_t text_len,
                           const char *finish_reason,
                           const egm_gen_stats *stats);
+
+/* Log-probs of generated tokens, from the raw model distribution (before
+ * repetition penalty, temperature and truncation: vLLM's default). */
+typedef struct {
+    int id;
+    float logprob;
+} egm_tok_lp;
+typedef struct {
+    const float *logprob;      /* [n_tokens]: each generated token's */
+    const egm_tok_lp *top;     /* [n_tokens * n_top]: most likely first */
+    int n_top;
+    const egm_tokenizer *tok;  /* each token's "text"; NULL: omitted */
+} egm_gen_logprobs;
+/* egm_result_generate plus "logprobs" (lp NULL: none). A token's "text" is
+ * its own decoded bytes (a piece of a multi-byte character shows as U+FFFD);
+ * -inf log-probs print as null. */
+char *egm_result_generate_lp(const char *id_json, const int *tokens, int n_tokens,
+                             const char *text, size_t text_len, const char *finish_reason,
+                             const egm_gen_stats *stats, const egm_gen_logprobs *lp);
 /* Floats print with 9 significant digits (round-trips a float); a
  * non-finite value (e.g. -inf) prints as null. */
 char *egm_result_score(const char *id_json, const float *logprobs, int n);

@@ -21,6 +21,8 @@ typedef struct {
     int *gen, n_gen, cap_gen;
     int max_new;
     egm_stop *stop;        /* generate with stop strings: the text so far */
+    float *tok_lp;         /* generate with logprobs: [max_new + 1] */
+    egm_tok_lp *top;       /* ... and [max_new + 1][req.logprobs] alternatives */
     float *lp;             /* score: [n_prompt - 1] */
     unsigned char *gr;     /* score: greedy flags, [n_prompt - 1] */
     long long dump_off;    /* score: byte offset of this sequence's logits */
@@ -65,6 +67,8 @@ static double now_s(void) {
 static void seq_clear(seq_t *q) {
     if (q->stop) egm_stop_free(q->stop);
     free(q->stop);
+    free(q->tok_lp);
+    free(q->top);
     egm_request_free(&q->req);
     free(q->toks);
     free(q->gen);
@@ -251,22 +255,19 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         s->o->on_score(s->o->score_ctx, q->req.id_json, q->lp, q->gr, q->n_prompt - 1, NULL);
     } else if (s->o->mode == EGM_MODE_SCORE) {
         line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
-    } else if (q->stop) {
-        /* the text up to the stop string (tokens: every one generated) */
-        if (egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
-        egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
-                            (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
-        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, q->stop->text, q->stop->len,
-                                   reason, s->o->stats ? &gs : NULL);
     } else {
-        char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
+        /* with stop strings, the text up to one (tokens: every one generated) */
+        if (q->stop && egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
+        char *text = q->stop ? q->stop->text
+                   : s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
                             (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
-        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
-                                   text ? strlen(text) : 0, reason,
-                                   s->o->stats ? &gs : NULL);
-        free(text);
+        egm_gen_logprobs lp = {q->tok_lp, q->top, q->req.logprobs, s->tok};
+        line = egm_result_generate_lp(q->req.id_json, q->gen, q->n_gen, text,
+                                      q->stop ? q->stop->len : text ? strlen(text) : 0, reason,
+                                      s->o->stats ? &gs : NULL, q->req.logprobs >= 0 ? &lp : NULL);
+        if (!q->stop) free(text);
     }
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;
@@ -309,6 +310,10 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     } else {
         q->cap_gen = q->max_new + 1;
         q->gen = malloc(sizeof(int) * (size_t)q->cap_gen);
+        if (q->req.logprobs >= 0) {
+            q->tok_lp = malloc(sizeof(float) * (size_t)q->cap_gen);
+            q->top = malloc(sizeof(egm_tok_lp) * (size_t)q->cap_gen * (size_t)(q->req.logprobs + 1));
+        }
     }
     egm_admit *a = &s->admits[s->n_admits++];
     a->slot = slot;
@@ -319,6 +324,7 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     a->n_tokens = q->n_prompt;
     a->fork_slot = fork_n > 0 ? from : 0;
     a->fork_n = fork_n > 0 ? fork_n : 0;
+    a->top_logprobs = s->o->mode == EGM_MODE_GENERATE && q->req.logprobs > 0 ? q->req.logprobs : 0;
     if (fork_n > 0) {
         q->n_fed = fork_n;
         s->st->shared_tokens += fork_n;
@@ -398,6 +404,17 @@ static int build(sched_t *s, int g, egm_err *e) {
     return n;
 }
 
+/* A generated token's log-prob and alternatives (missing ones: id -1). */
+static void keep_logprobs(seq_t *q, const egm_head_out *o) {
+    int k = q->req.logprobs;
+    q->tok_lp[q->n_gen] = o->logprob;
+    for (int j = 0; j < k; j++) {
+        egm_tok_lp *t = &q->top[(size_t)q->n_gen * k + j];
+        t->id = j < o->n_top ? o->top_id[j] : -1;
+        t->logprob = j < o->n_top ? o->top_lp[j] : 0.0f;
+    }
+}
+
 static int process(sched_t *s, const egm_result *r, egm_err *e) {
     int V = s->c->vocab_size;
     for (int k = 0; k < r->n_outs; k++) {
@@ -422,6 +439,7 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
             continue;
         }
         if (q->n_gen == 0) q->t_first = now_s();
+        if (q->tok_lp) keep_logprobs(q, o);
         q->gen[q->n_gen++] = o->token;
         const char *reason = NULL;
         int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
