@@ -292,7 +292,9 @@ int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
 int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
                       egm_chat_template **chat, egm_err *e) {
     *chat = NULL;
-    if (r->mode != EGM_MODE_GENERATE || r->on_score) return 0;
+    /* score reads a chat only when told how: an odd template must not stop
+     * a scoring job that never needed it */
+    if (r->on_score || (r->mode != EGM_MODE_GENERATE && !r->chat_template)) return 0;
     return egm_chat_template_load(r->model, r->chat_template, c, tok, chat, e);
 }
 

@@ -122,8 +122,8 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     }
     if (skipped(s, q)) return 0;
     const egm_config *c = s->c;
-    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->add_bos, origin, &q->toks,
-                          &q->n_prompt, &le))
+    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->mode == EGM_MODE_GENERATE,
+                          s->o->add_bos, origin, &q->toks, &q->n_prompt, &le))
         goto refuse;
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);

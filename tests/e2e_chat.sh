@@ -96,6 +96,13 @@ rc=$?
 rc=$?
 [ $rc -eq 2 ] && grep -q -- "--stop: expected a non-empty string" "$tmp/err" && ok "--stop \"\": usage error" || bad "--stop empty: rc=$rc"
 
+printf '%s\n' '{"id": 1, "messages": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "The king."}]}' > "$tmp/sc.jsonl"
+printf '%s\n' '{"id": 1, "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\nThe king.<|im_end|>\n"}' > "$tmp/sp.jsonl"
+"$BIN" score --chat-template chatml --input "$tmp/sc.jsonl" --out "$tmp/sc.out" 2>/dev/null
+"$BIN" score --input "$tmp/sp.jsonl" --out "$tmp/sp.out" 2>/dev/null
+[ -s "$tmp/sc.out" ] && cmp -s "$tmp/sc.out" "$tmp/sp.out" && ok "score: a chat is scored as its rendering (no assistant turn opened)" \
+  || bad "score chat: $(cat "$tmp/sc.out" | head -c 300)"
+
 # --- stop strings --------------------------------------------------------------
 cat > "$tmp/stop.jsonl" <<'J'
 {"id": "free", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0}

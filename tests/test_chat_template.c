@@ -164,7 +164,7 @@ static void test_chat_tokens(void **state) {
     egm_request r = {.messages = m, .n_messages = 2, .lineno = 3};
     egm_config c = {.vocab_size = 49152, .bos_token_id = 0};
     int *ids, n;
-    if (egm_prompt_tokens(&r, &c, tok, t, 1, "in", &ids, &n, &e)) fail_msg("%s", e.msg);
+    if (egm_prompt_tokens(&r, &c, tok, t, 1, 1, "in", &ids, &n, &e)) fail_msg("%s", e.msg);
     /* <|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n */
     int specials = 0;
     for (int i = 0; i < n; i++) specials += ids[i] == 1 || ids[i] == 2;
@@ -176,7 +176,7 @@ static void test_chat_tokens(void **state) {
     free(back);
     free(ids);
     /* without a template, a chat is refused with what to give */
-    assert_int_equal(egm_prompt_tokens(&r, &c, tok, NULL, 1, "in", &ids, &n, &e), -1);
+    assert_int_equal(egm_prompt_tokens(&r, &c, tok, NULL, 1, 1, "in", &ids, &n, &e), -1);
     assert_string_equal(e.msg, "in:3: \"messages\" need a chat template, and the model has none: "
                         "give --chat-template NAME|FILE (chatml, llama3, llama3.1, llama2, mistral, "
                         "gemma, phi3, zephyr)");
