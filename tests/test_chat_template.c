@@ -82,7 +82,7 @@ static void test_against_jinja2(void **state) {
         free(got);
         egm_chat_template_free(t);
     }
-    assert_int_equal(templates, 14);
+    assert_int_equal(templates, 16);
     json_decref(cases);
 }
 
@@ -96,7 +96,8 @@ static void test_families(void **state) {
         {"mistral-7b-instruct-v0.1", "mistral"}, {"mixtral-8x7b-instruct-v0.1", "mistral"},
         {"gemma-7b-it", "gemma"}, {"gemma-2-2b-it", "gemma"},
         {"phi-3.5-mini-instruct", "phi3"}, {"phi-3-mini-4k-instruct-2024-04", "phi3"},
-        {"zephyr-7b-beta", "zephyr"}};
+        {"zephyr-7b-beta", "zephyr"}, {"qwen2-instruct-gguf", "chatml"},
+        {"phi-3-mini-4k-instruct-gguf", "phi3"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         egm_chat_template *t = parse_file(want[i][0], "<s>", "</s>");
         assert_string_equal(egm_chat_template_family(t), want[i][1]);
