@@ -156,6 +156,12 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
         if (q->max_new > c->max_position_embeddings - q->n_prompt)
             q->max_new = c->max_position_embeddings - q->n_prompt;
         need += q->max_new;
+        if (q->req.logprobs >= 0) {
+            size_t n = (size_t)q->max_new + 1;
+            q->tok_lp = malloc(sizeof(float) * n);
+            q->top = malloc(sizeof(egm_tok_lp) * n * (size_t)(q->req.logprobs + 1));
+            if (!q->tok_lp || !q->top) return egm_fail(e, "out of memory for log-probs");
+        }
     }
     egm_pipe_caps *cap = &s->pipe->caps;
     q->blocks = (need + cap->block_tokens - 1) / cap->block_tokens;
@@ -324,10 +330,6 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     } else {
         q->cap_gen = q->max_new + 1;
         q->gen = malloc(sizeof(int) * (size_t)q->cap_gen);
-        if (q->req.logprobs >= 0) {
-            q->tok_lp = malloc(sizeof(float) * (size_t)q->cap_gen);
-            q->top = malloc(sizeof(egm_tok_lp) * (size_t)q->cap_gen * (size_t)(q->req.logprobs + 1));
-        }
     }
     egm_admit *a = &s->admits[s->n_admits++];
     a->slot = slot;
