@@ -84,7 +84,7 @@ static int run(int mode, int argc, char **argv) {
         {"seed", EGM_OPT_U64, &r.seed, "seed of every request's generator (a line's \"seed\" wins)", 0, 0, "S"},
         {"ignore-eos", EGM_OPT_FLAG, &ignore_eos, "do not stop at end-of-sequence tokens", 0, 0, NULL},
         {"stop", EGM_OPT_STRING, &stop, "stop when the text contains S (excluded from it; a line's \"stop\" wins)", 0, 0, "S"},
-        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N (0-20) most likely alternatives; -1: none", 0, EGM_MAX_LOGPROBS, "N"},
+        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N (0-20) most likely alternatives; -1: none", -1, EGM_MAX_LOGPROBS, "N"},
         {"chat-template", EGM_OPT_STRING, &r.chat_template, "render \"messages\" lines with this family (chatml, llama3, llama3.1, llama2, mistral, gemma, phi3, zephyr) or Jinja file instead of the model's template", 0, 0, "NAME|FILE"},
         {"stats", EGM_OPT_FLAG, &stats, "add per-request statistics to each result", 0, 0, NULL},
         {"resume", EGM_OPT_FLAG, &resume, "skip ids already in --out and append to it (docs/JOBS.md)", 0, 0, NULL},
