@@ -27,14 +27,18 @@ static int run(int mode, int argc, char **argv) {
     egm_run_opts_default(&r);
     egm_engine_opts eo;
     egm_engine_defaults(&eo);
-    const char *dump = NULL;
+    const char *dump = NULL, *stop = NULL;
     const egm_opt io_opts[] = {
         {"input", EGM_OPT_STRING, &r.input, "requests, one JSON object per line (- = stdin)", 0, 0, "IN.jsonl"},
         {"out", EGM_OPT_STRING, &r.out, "results, one JSON object per line (- = stdout)", 0, 0, "OUT.jsonl"},
         {"stats", EGM_OPT_FLAG, &r.stats, "add per-request statistics to each result", 0, 0, NULL},
         {"resume", EGM_OPT_FLAG, &r.resume, "skip ids already in --out and append to it (docs/JOBS.md)", 0, 0, NULL},
-        {"add-bos", EGM_OPT_FLAG, &r.add_bos, "prepend the model's bos_token_id to text prompts", 0, 0, NULL}};
-    const egm_opt sampling_opts[] = {SAMPLING_OPTS(&r.defaults)};
+        {"add-bos", EGM_OPT_FLAG, &r.add_bos, "prepend the model's bos_token_id to text prompts", 0, 0, NULL},
+        {"chat-template", EGM_OPT_STRING, &r.chat_template, "render \"messages\" lines with this family (chatml, llama3, llama3.1, llama2, mistral, gemma, phi3, zephyr) or Jinja file instead of the model's template", 0, 0, "NAME|FILE"}};
+    const egm_opt sampling_opts[] = {
+        SAMPLING_OPTS(&r.defaults),
+        {"stop", EGM_OPT_STRING, &stop, "stop when the text contains S (excluded from it; a line's \"stop\" wins)", 0, 0, "S"},
+        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N (0-20) most likely alternatives; -1: none", -1, EGM_MAX_LOGPROBS, "N"}};
     const egm_opt dump_opt = {"dump-logits", EGM_OPT_STRING, &dump, "write every position's logits (float32 LE)", 0, 0, "FILE"};
     /* generate: how to sample; score: --dump-logits */
     egm_opt own[sizeof io_opts / sizeof *io_opts + sizeof sampling_opts / sizeof *sampling_opts + 1];
@@ -57,6 +61,14 @@ static int run(int mode, int argc, char **argv) {
     int rc = egm_args_main_given(&cmd, argc, argv, given);
     if (rc >= 0) return rc;
     egm_err e;
+    if (stop && !*stop) {
+        fprintf(stderr, "%s: --stop: expected a non-empty string\n", name);
+        return EGM_EXIT_USAGE;
+    }
+    if (stop) {
+        r.defaults.stop[0] = (char *)stop;  /* copied into each request */
+        r.defaults.n_stop = 1;
+    }
     const char *bad = egm_sampling_check(&r.defaults.sampling);
     if (bad) {
         fprintf(stderr, "%s: %s\n", name, bad);

@@ -124,6 +124,7 @@ int egm_run_local(const egm_run_opts *r) {
     egm_run_io io;
     egm_model m;
     egm_tokenizer *tok = NULL;
+    egm_chat_template *chat = NULL;
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
     int rc = EGM_EXIT_FAIL;
@@ -137,10 +138,12 @@ int egm_run_local(const egm_run_opts *r) {
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (r->gate_table ? EGM_LOAD_GATE_TABLE : 0);
     if (egm_model_load(r->model, 0, -1, flags, &m, &e)) goto fail;
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
+    if (egm_run_load_chat(r, &m.cfg, tok, &chat, &e)) goto fail;
     egm_pipe_opts po = {r->max_batch, io.kv_budget, r->block_tokens, !strcmp(r->kv_dtype, "bf16")};
     if (egm_pipe_local_open(&m, &po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
+    so.chat = chat;
     int bad = egm_sched_run(&so, &m.cfg, tok, pipe, io.in, io.out, &st, &e);
     egm_run_io_close(&io);
     rc = egm_run_finish(r, &st, bad, &e);
@@ -150,6 +153,7 @@ fail:
     egm_run_io_close(&io);
 out:
     if (pipe) pipe->close(pipe);
+    egm_chat_template_free(chat);
     egm_tok_free(tok);
     egm_model_free(&m);
     return rc;
@@ -159,5 +163,14 @@ out:
  * prompts fail per line with a clear message. A .gguf carries its own. */
 int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
     return egm_model_tokenizer(model, tok, e);
+}
+
+int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
+                      egm_chat_template **chat, egm_err *e) {
+    *chat = NULL;
+    /* score reads a chat only when told how: an odd template must not stop
+     * a scoring job that never needed it */
+    if (r->on_score || (r->mode != EGM_MODE_GENERATE && !r->chat_template)) return 0;
+    return egm_chat_template_load(r->model, r->chat_template, c, tok, chat, e);
 }
 

@@ -15,6 +15,7 @@
 #include "coordinator/request.h"
 #include "coordinator/resume.h"
 #include "coordinator/sched.h"
+#include "model/chat_template.h"
 #include "model/tokenizer.h"
 
 /* Options of generate/score, resolved. */
@@ -36,6 +37,7 @@ typedef struct {
     egm_score_from_fn score_from; /* NULL: no prefix sharing */
     void *score_ctx;
     const char *job;          /* name in the summary line; NULL: by mode */
+    const char *chat_template; /* --chat-template NAME|FILE, or NULL: the model's */
 } egm_run_opts;
 
 typedef struct {
@@ -55,5 +57,10 @@ void egm_run_io_close(egm_run_io *io);
 void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
 int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
+/* generate: the chat template for "messages" lines (*chat NULL when the
+ * model has none and no --chat-template); an unrecognised one fails. score:
+ * only --chat-template's. Internal score jobs: none. */
+int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
+                      egm_chat_template **chat, egm_err *e);
 
 #endif

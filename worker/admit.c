@@ -36,6 +36,7 @@ int egm_stage_apply(egm_stage *s, egm_head *h, const int *releases, int n_releas
                             a->slot, a->fork_n, a->fork_slot);
         if (h && egm_head_open(h, a->slot, a->mode, &a->sp, a->tokens, a->n_tokens))
             return egm_fail(e, "out of memory opening slot %d", a->slot);
+        if (h) egm_head_set_top(h, a->slot, a->top_logprobs);
     }
     return 0;
 }

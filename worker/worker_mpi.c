@@ -423,7 +423,8 @@ static int apply_admits(worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
         egm_admit *d = &ad[i];
         *d = (egm_admit){.slot = a->slot, .mode = a->mode, .n_reserve = a->n_reserve,
                          .fork_slot = a->fork_slot, .fork_n = a->fork_n,
-                         .tokens = a->tokens, .n_tokens = (int)a->n_tokens};
+                         .tokens = a->tokens, .n_tokens = (int)a->n_tokens,
+                         .top_logprobs = a->top_logprobs};
         egm_sampling_default(&d->sp);
         if (a->sampling) {
             d->sp.temperature = a->sampling->temperature;
@@ -536,6 +537,10 @@ static int send_result(worker *w, send_slot *s, const Egmla__MicroBatch *mb,
         o.logprob = w->outs[i].logprob;
         o.greedy = w->outs[i].greedy != 0;
         o.has_target = w->outs[i].has_target != 0;
+        /* pointers into w->outs, alive until packed below */
+        o.n_top_ids = o.n_top_logprobs = (size_t)w->outs[i].n_top;
+        o.top_ids = (int32_t *)w->outs[i].top_id;
+        o.top_logprobs = w->outs[i].top_lp;
         ov[i] = o;
         op[i] = &ov[i];
     }
