@@ -49,6 +49,7 @@ typedef struct {
     egm_score_from_fn score_from; /* NULL: no prefix sharing */
     void *score_ctx;
     const char *job;          /* name in the summary line; NULL: by mode */
+    egm_sched_feed *feed;     /* egmla serve: requests and results, not files */
 } egm_run_opts;
 
 typedef struct {
