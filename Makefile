@@ -11,7 +11,7 @@
 
 ARCH  ?= native
 SAN   ?= 0
-PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi
+PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi libmicrohttpd
 
 ifeq ($(SAN),1)
 BUILD := build-san

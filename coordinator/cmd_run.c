@@ -64,8 +64,16 @@ const char *egm_default_model(void) {
     return "models/egmla-tiny";
 }
 
-static int run(int mode, int argc, char **argv) {
-    const char *name = mode == EGM_MODE_SCORE ? "egmla score" : "egmla generate";
+/* Options that only mean something for a batch of files. */
+static int batch_only(const char *opt) {
+    static const char *const names[] = {"input", "out", "stats", "resume", "dump-logits"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(opt, names[i])) return 1;
+    return 0;
+}
+
+static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
+    const char *name = x ? x->name : mode == EGM_MODE_SCORE ? "egmla score" : "egmla generate";
     egm_run_opts r;
     egm_run_opts_default(&r);
     int ignore_eos = 0, stats = 0, no_gate_table = 0, add_bos = 0, resume = 0;
@@ -109,6 +117,18 @@ static int run(int mode, int argc, char **argv) {
                        : "Generates a continuation for each input line {\"id\", \"prompt\"|\"tokens\"} and "
                          "writes {\"id\", \"tokens\", \"text\", \"finish_reason\"}.",
                    gen_opts};
+    /* a command built on generate's engine (serve): its options follow */
+    egm_opt all[sizeof gen_opts / sizeof *gen_opts + 16];
+    if (x) {
+        int n = 0;
+        for (const egm_opt *o = gen_opts; o->name; o++)
+            if (!batch_only(o->name)) all[n++] = *o;
+        for (const egm_opt *o = x->opts; o->name && n < (int)(sizeof all / sizeof *all) - 1; o++)
+            all[n++] = *o;
+        all[n] = (egm_opt){NULL, 0, NULL, NULL, 0, 0, NULL};
+        cmd.about = x->about;
+        cmd.opts = all;
+    }
     int rc = egm_args_main(&cmd, argc, argv);
     if (rc >= 0) return rc;
     r.defaults.ignore_eos = ignore_eos;
@@ -140,11 +160,14 @@ static int run(int mode, int argc, char **argv) {
     r.dump_logits = dump;
     r.topology = topology;
     if (!r.model) r.model = egm_default_model();
-    return egm_run(&r);
+    return x ? x->go(&r) : egm_run(&r);
 }
 
-int egm_cmd_generate(int argc, char **argv) { return run(EGM_MODE_GENERATE, argc, argv); }
-int egm_cmd_score(int argc, char **argv) { return run(EGM_MODE_SCORE, argc, argv); }
+int egm_cmd_generate(int argc, char **argv) { return run(EGM_MODE_GENERATE, argc, argv, NULL); }
+int egm_cmd_score(int argc, char **argv) { return run(EGM_MODE_SCORE, argc, argv, NULL); }
+int egm_run_ext_main(const egm_run_ext *x, int argc, char **argv) {
+    return run(EGM_MODE_GENERATE, argc, argv, x);
+}
 
 /* Checks options that need no model, then opens input and output before
  * any model work, so that a bad path fails at once. */

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coordinator/args.h"
 #include "coordinator/jsonl.h"
 #include "coordinator/request.h"
 #include "coordinator/sched.h"
@@ -26,6 +27,7 @@ int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
 int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
 int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
+int egm_cmd_serve(int argc, char **argv);         /* coordinator/cmd_serve.c */
 
 /* Options of generate/score, resolved. */
 typedef struct {
@@ -62,6 +64,16 @@ typedef struct {
 } egm_run_io;
 
 void egm_run_opts_default(egm_run_opts *r);
+
+/* A command on generate's engine options (serve): its own name, help and
+ * options after the engine's (the batch-file ones dropped), and its own
+ * entry instead of egm_run, given the resolved options. */
+typedef struct {
+    const char *name, *about;
+    const egm_opt *opts;      /* {0}-terminated */
+    int (*go)(egm_run_opts *r);
+} egm_run_ext;
+int egm_run_ext_main(const egm_run_ext *x, int argc, char **argv);
 const char *egm_default_model(void);
 int egm_run(const egm_run_opts *r);          /* local or MPI, by world size */
 int egm_run_local(const egm_run_opts *r);

@@ -47,6 +47,7 @@ static void usage(FILE *f) {
             "  eval       multiple-choice accuracy (lm-evaluation-harness semantics)\n"
             "  perplexity perplexity of a text (lm-eval rolling windows)\n"
             "  loglikelihood  lm-eval loglikelihood requests in batch\n"
+            "  serve      an OpenAI-compatible HTTP server (completions, chat, streaming)\n"
             "  info       parameters and KV cache sizes of a model\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
             "  launch     run a command on a cluster topology through mpirun\n"
@@ -80,7 +81,7 @@ int main(int argc, char **argv) {
         {"info", egm_cmd_info},         {"launch", egm_cmd_launch},
         {"slurm", egm_cmd_slurm},       {"bench", egm_cmd_bench},
         {"eval", egm_cmd_eval},         {"perplexity", egm_cmd_perplexity},
-        {"loglikelihood", egm_cmd_loglikelihood},
+        {"loglikelihood", egm_cmd_loglikelihood}, {"serve", egm_cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);

@@ -540,7 +540,6 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
     if (o->feed && o->feed->start(o->feed, c, tok, &pipe->caps, e)) goto done;
     int f_head = 0, f_len = 0;
     egm_sched_load load = {.kv_blocks_total = pipe->caps.kv_blocks, .slots = S};
-    double t_busy = 0;
     for (;;) {
         for (int g = 0; g < M; g++) {
             if (inflight[g]) continue;
@@ -551,8 +550,9 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                               .admits = s.admits, .n_admits = s.n_admits,
                               .releases = s.releases, .n_releases = s.n_releases,
                               .keep_logits = o->dump_fd >= 0};
+            double t_sub = now_s();
             if (pipe->submit(pipe, &sub, e)) goto done;
-            if (f_len == 0) t_busy = now_s();
+            load.busy_s += now_s() - t_sub;
             load.submits++;
             s.n_admits = s.n_releases = 0;
             inflight[g] = 1;
@@ -572,14 +572,13 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
             break;
         }
         egm_result r;
+        double t_col = now_s();
         if (pipe->collect(pipe, &r, e)) goto done;
         int g = fifo[f_head];
         f_head = (f_head + 1) % M;
         f_len--;
         inflight[g] = 0;
-        double t_now = now_s();
-        load.busy_s += t_now - t_busy;
-        t_busy = t_now;
+        load.busy_s += now_s() - t_col;
         if (process(&s, &r, e)) goto done;
         if (o->feed) feed_load(&s, &load);
         /* checked after every micro-batch (milliseconds apart), whether
@@ -602,6 +601,7 @@ done:
         }
     }
     st->seconds = now_s() - s.t_start;
+    if (o->feed && o->feed->stop) o->feed->stop(o->feed);
     progress(&s, 1);
     if (s.seqs)
         for (int i = 0; i < S; i++) seq_clear(&s.seqs[i]);

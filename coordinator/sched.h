@@ -59,7 +59,8 @@ typedef struct {
     int kv_blocks_used, kv_blocks_total;
     int slots;                /* max_seqs */
     long submits;             /* micro-batches submitted so far */
-    double busy_s;            /* seconds with a micro-batch in flight */
+    double busy_s;            /* seconds in the pipe's submit and collect (computing,
+                                 or waiting for the stages to) */
 } egm_sched_load;
 
 typedef struct egm_sched_feed egm_sched_feed;
@@ -82,6 +83,9 @@ struct egm_sched_feed {
     int (*cancelled)(egm_sched_feed *f, const char *id_json);
     /* After every micro-batch (and when idle): the scheduler's state. */
     void (*load)(egm_sched_feed *f, const egm_sched_load *l);
+    /* Once, when the run ends (drained or failed), before the caller frees
+     * the tokenizer: requests still open are answered. */
+    void (*stop)(egm_sched_feed *f);
 };
 
 typedef struct {
