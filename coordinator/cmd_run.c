@@ -78,7 +78,7 @@ static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
     egm_run_opts_default(&r);
     int ignore_eos = 0, stats = 0, no_gate_table = 0, add_bos = 0, resume = 0;
     float rank_timeout = (float)r.rank_timeout;
-    const char *dump = NULL, *topology = NULL;
+    const char *dump = NULL, *topology = NULL, *stop = NULL;
     egm_opt gen_opts[] = {
         {"model", EGM_OPT_STRING, &r.model, "model directory (default: the embedded EG-MLA model)", 0, 0, "DIR"},
         {"input", EGM_OPT_STRING, &r.input, "requests, one JSON object per line (- = stdin)", 0, 0, "IN.jsonl"},
@@ -91,6 +91,9 @@ static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
         {"repetition-penalty", EGM_OPT_FLOAT, &r.repetition_penalty, "penalty for tokens already seen (1 = off)", 0, 1e6, "R"},
         {"seed", EGM_OPT_U64, &r.seed, "seed of every request's generator (a line's \"seed\" wins)", 0, 0, "S"},
         {"ignore-eos", EGM_OPT_FLAG, &ignore_eos, "do not stop at end-of-sequence tokens", 0, 0, NULL},
+        {"stop", EGM_OPT_STRING, &stop, "stop when the text contains S (excluded from it; a line's \"stop\" wins)", 0, 0, "S"},
+        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N most likely alternatives", 0, EGM_MAX_LOGPROBS, "N"},
+        {"chat-template", EGM_OPT_STRING, &r.chat_template, "render \"messages\" lines with this family (chatml, llama3, llama3.1, llama2, mistral, gemma, phi3, zephyr) or Jinja file instead of the model's template", 0, 0, "NAME|FILE"},
         {"stats", EGM_OPT_FLAG, &stats, "add per-request statistics to each result", 0, 0, NULL},
         {"resume", EGM_OPT_FLAG, &resume, "skip ids already in --out and append to it (docs/JOBS.md)", 0, 0, NULL},
         {"add-bos", EGM_OPT_FLAG, &add_bos, "prepend the model's bos_token_id to text prompts", 0, 0, NULL},
@@ -132,6 +135,14 @@ static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
     int rc = egm_args_main(&cmd, argc, argv);
     if (rc >= 0) return rc;
     r.defaults.ignore_eos = ignore_eos;
+    if (stop && !*stop) {
+        fprintf(stderr, "%s: --stop: expected a non-empty string\n", name);
+        return EGM_EXIT_USAGE;
+    }
+    if (stop) {
+        r.defaults.stop[0] = (char *)stop;  /* copied into each request */
+        r.defaults.n_stop = 1;
+    }
     for (int i = 0; i < argc; i++)
         if (!strncmp(argv[i], "--micro-batches", 15)) r.micro_batches_set = 1;
     r.rank_timeout = rank_timeout;
@@ -267,6 +278,7 @@ int egm_run_local(const egm_run_opts *r) {
     egm_run_io io;
     egm_model m;
     egm_tokenizer *tok = NULL;
+    egm_chat_template *chat = NULL;
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
     int rc = EGM_EXIT_FAIL;
@@ -280,10 +292,12 @@ int egm_run_local(const egm_run_opts *r) {
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (r->gate_table ? EGM_LOAD_GATE_TABLE : 0);
     if (egm_model_load(r->model, 0, -1, flags, &m, &e)) goto fail;
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
+    if (egm_run_load_chat(r, &m.cfg, tok, &chat, &e)) goto fail;
     egm_pipe_opts po = {r->max_batch, io.kv_budget, r->block_tokens, !strcmp(r->kv_dtype, "bf16")};
     if (egm_pipe_local_open(&m, &po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
+    so.chat = chat;
     int bad = egm_sched_run(&so, &m.cfg, tok, pipe, io.in, io.out, &st, &e);
     egm_run_io_close(&io);
     rc = egm_run_finish(r, &st, bad, &e);
@@ -293,6 +307,7 @@ fail:
     egm_run_io_close(&io);
 out:
     if (pipe) pipe->close(pipe);
+    egm_chat_template_free(chat);
     egm_tok_free(tok);
     egm_model_free(&m);
     return rc;
@@ -302,6 +317,13 @@ out:
  * prompts fail per line with a clear message. A .gguf carries its own. */
 int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
     return egm_model_tokenizer(model, tok, e);
+}
+
+int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
+                      egm_chat_template **chat, egm_err *e) {
+    *chat = NULL;
+    if (r->mode != EGM_MODE_GENERATE || r->on_score) return 0;
+    return egm_chat_template_load(r->model, r->chat_template, c, tok, chat, e);
 }
 
 int egm_run_is_worker(void) {

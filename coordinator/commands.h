@@ -9,6 +9,7 @@
 #include "coordinator/jsonl.h"
 #include "coordinator/request.h"
 #include "coordinator/sched.h"
+#include "model/chat_template.h"
 #include "model/tokenizer.h"
 
 /* Exit statuses (docs/ERRORS.md). */
@@ -52,6 +53,7 @@ typedef struct {
     void *score_ctx;
     const char *job;          /* name in the summary line; NULL: by mode */
     egm_sched_feed *feed;     /* egmla serve: requests and results, not files */
+    const char *chat_template; /* --chat-template NAME|FILE, or NULL: the model's */
 } egm_run_opts;
 
 typedef struct {
@@ -82,6 +84,11 @@ void egm_run_io_close(egm_run_io *io);
 void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
 int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
+/* generate: the chat template for "messages" lines (*chat NULL when the
+ * model has none and no --chat-template); an unrecognised one fails. Other
+ * modes load none. */
+int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
+                      egm_chat_template **chat, egm_err *e);
 /* 1 on MPI ranks other than 0 (pipeline workers: they print no report). */
 int egm_run_is_worker(void);
 

@@ -24,6 +24,7 @@ typedef struct {
                                the sequence's rows start at fork_n */
     const int *tokens;      /* score: the whole sequence (last stage's targets) */
     int n_tokens;
+    int top_logprobs;       /* generate: alternatives per token (egm_head_set_top) */
 } egm_admit;
 
 typedef struct {

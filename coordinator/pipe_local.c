@@ -41,6 +41,7 @@ static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
             return egm_fail(e, "stage 0: slot %d cannot start from %d positions of slot %d",
                             a->slot, a->fork_n, a->fork_slot);
         egm_head_open(&lp->head, a->slot, a->mode, &a->sp, a->tokens, a->n_tokens);
+        egm_head_set_top(&lp->head, a->slot, a->top_logprobs);
     }
     result_buf *rb = &lp->q[(lp->q_head + lp->q_len) % MAX_INFLIGHT];
     lp->q_len++;

@@ -149,6 +149,7 @@ static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
         ai.n_reserve = a->n_reserve;
         ai.fork_slot = a->fork_slot;
         ai.fork_n = a->fork_n;
+        ai.top_logprobs = a->top_logprobs;
         /* only the last stage needs a scored sequence's tokens */
         ai.n_tokens = a->mode == EGM_MODE_SCORE ? (size_t)a->n_tokens : 0;
         ai.tokens = (int32_t *)a->tokens;
@@ -237,7 +238,22 @@ static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
                      mp->last, o->slot, o->pos, o->token);
             goto out;
         }
-        mp->outs[i] = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target};
+        if (o->n_top_ids != o->n_top_logprobs || o->n_top_ids > EGM_HEAD_MAX_TOP) {
+            egm_fail(e, "rank %d returned %zu top ids with %zu log-probs (at most %d)", mp->last,
+                     o->n_top_ids, o->n_top_logprobs, EGM_HEAD_MAX_TOP);
+            goto out;
+        }
+        egm_head_out *h = &mp->outs[i];
+        *h = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target, 0, {0}, {0}};
+        h->n_top = (int)o->n_top_ids;
+        for (int j = 0; j < h->n_top; j++) {
+            if (o->top_ids[j] < 0 || o->top_ids[j] >= mp->V) {
+                egm_fail(e, "rank %d returned a bad top token %d", mp->last, o->top_ids[j]);
+                goto out;
+            }
+            h->top_id[j] = o->top_ids[j];
+            h->top_lp[j] = o->top_logprobs[j];
+        }
     }
     res->outs = mp->outs;
     res->n_outs = k;

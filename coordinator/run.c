@@ -67,6 +67,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     egm_topology t;
     egm_config cfg;
     egm_tokenizer *tok = NULL;
+    egm_chat_template *chat = NULL;
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
     egm_workers wk = {.world = world}; /* enough to abandon them */
@@ -91,6 +92,7 @@ static int coordinate(const egm_run_opts *r, int world) {
         goto fail;
     }
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
+    if (egm_run_load_chat(r, &cfg, tok, &chat, &e)) goto fail;
     if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
     egm_assign_opts ao = {.model = r->model, .cfg_fp = cfg_fp, .t = &t, .kv_budget = io.kv_budget,
                           .block_tokens = r->block_tokens, .kv_bf16 = !strcmp(r->kv_dtype, "bf16"),
@@ -105,6 +107,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
+    so.chat = chat;
     /* keep every stage busy: at least as many micro-batches as stages (the
      * default of 4 keeps results identical to one process up to 4 stages) */
     if (!r->micro_batches_set && so.micro_batches < world - 1) so.micro_batches = world - 1;
@@ -138,6 +141,7 @@ fail:
 out:
     if (pipe) pipe->close(pipe);
     egm_workers_free(&wk);
+    egm_chat_template_free(chat);
     egm_tok_free(tok);
     egm_topology_free(&t);
     return rc;

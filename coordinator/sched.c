@@ -2,6 +2,9 @@
  * group in flight, results in submission order (see sched.h). */
 #include "sched.h"
 
+#include "coordinator/prompt.h"
+#include "coordinator/stop.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,9 @@ typedef struct {
     int n_fed;             /* positions submitted so far */
     int *gen, n_gen, cap_gen;
     int max_new;
+    egm_stop *stop;        /* generate with stop strings: the text so far */
+    float *tok_lp;         /* generate with logprobs: [max_new + 1] */
+    egm_tok_lp *top;       /* ... and [max_new + 1][req.logprobs] alternatives */
     float *lp;             /* score: [n_prompt - 1] */
     unsigned char *gr;     /* score: greedy flags, [n_prompt - 1] */
     long long dump_off;    /* score: byte offset of this sequence's logits */
@@ -59,6 +65,10 @@ static double now_s(void) {
 }
 
 static void seq_clear(seq_t *q) {
+    if (q->stop) egm_stop_free(q->stop);
+    free(q->stop);
+    free(q->tok_lp);
+    free(q->top);
     egm_request_free(&q->req);
     free(q->toks);
     free(q->gen);
@@ -116,39 +126,21 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     }
     if (skipped(s, q)) return 0;
     const egm_config *c = s->c;
-    if (q->req.prompt) {
-        if (!s->tok) {
-            egm_fail(&le, "%s:%ld: \"prompt\" needs a tokenizer, and the model has no "
-                     "tokenizer.json: give \"tokens\" instead", origin, lineno);
-            goto refuse;
-        }
-        int *ids = NULL, n = 0;
-        if (egm_tok_encode(s->tok, q->req.prompt, strlen(q->req.prompt), 1, &ids, &n, &le)) {
-            egm_wrap(&le, "%s:%ld: \"prompt\"", origin, lineno);
-            goto refuse;
-        }
-        int bos = s->o->add_bos && c->bos_token_id >= 0 && !(n > 0 && ids[0] == c->bos_token_id);
-        q->toks = malloc(sizeof(int) * (size_t)(n + bos + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        if (bos) q->toks[0] = c->bos_token_id;
-        memcpy(q->toks + bos, ids, sizeof(int) * (size_t)n);
-        free(ids);
-        q->n_prompt = n + bos;
-    } else {
-        q->toks = malloc(sizeof(int) * (size_t)(q->req.n_tokens + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        memcpy(q->toks, q->req.tokens, sizeof(int) * (size_t)q->req.n_tokens);
-        q->n_prompt = q->req.n_tokens;
-        for (int i = 0; i < q->n_prompt; i++)
-            if (q->toks[i] >= c->vocab_size) {
-                egm_fail(&le, "%s:%ld: \"tokens\"[%d]: %d is not below the vocabulary size %d",
-                         origin, lineno, i, q->toks[i], c->vocab_size);
-                goto refuse;
-            }
-    }
+    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->add_bos, origin, &q->toks,
+                          &q->n_prompt, &le))
+        goto refuse;
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
+    }
+    if (s->o->mode == EGM_MODE_GENERATE && q->req.n_stop > 0) {
+        if (!s->tok) {
+            egm_fail(&le, "%s:%ld: \"stop\" needs a tokenizer to read the text, and the model "
+                     "has no tokenizer.json", origin, lineno);
+            goto refuse;
+        }
+        if (!(q->stop = malloc(sizeof *q->stop))) return egm_fail(e, "out of memory");
+        egm_stop_init(q->stop, q->req.stop, q->req.n_stop);
     }
     /* internal scoring never feeds the last token: it is only a target */
     int target_only = s->o->mode == EGM_MODE_SCORE && s->o->on_score && q->n_prompt > 1;
@@ -275,14 +267,18 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     } else if (s->o->mode == EGM_MODE_SCORE) {
         line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
     } else {
-        char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
+        /* with stop strings, the text up to one (tokens: every one generated) */
+        if (q->stop && egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
+        char *text = q->stop ? q->stop->text
+                   : s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
                             (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
-        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
-                                   text ? strlen(text) : 0, reason,
-                                   s->o->stats ? &gs : NULL);
-        free(text);
+        egm_gen_logprobs lp = {q->tok_lp, q->top, q->req.logprobs, s->tok};
+        line = egm_result_generate_lp(q->req.id_json, q->gen, q->n_gen, text,
+                                      q->stop ? q->stop->len : text ? strlen(text) : 0, reason,
+                                      s->o->stats ? &gs : NULL, q->req.logprobs >= 0 ? &lp : NULL);
+        if (!q->stop) free(text);
     }
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;
@@ -330,6 +326,10 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     } else {
         q->cap_gen = q->max_new + 1;
         q->gen = malloc(sizeof(int) * (size_t)q->cap_gen);
+        if (q->req.logprobs >= 0) {
+            q->tok_lp = malloc(sizeof(float) * (size_t)q->cap_gen);
+            q->top = malloc(sizeof(egm_tok_lp) * (size_t)q->cap_gen * (size_t)(q->req.logprobs + 1));
+        }
     }
     egm_admit *a = &s->admits[s->n_admits++];
     a->slot = slot;
@@ -340,6 +340,7 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     a->n_tokens = q->n_prompt;
     a->fork_slot = fork_n > 0 ? from : 0;
     a->fork_n = fork_n > 0 ? fork_n : 0;
+    a->top_logprobs = s->o->mode == EGM_MODE_GENERATE && q->req.logprobs > 0 ? q->req.logprobs : 0;
     if (fork_n > 0) {
         q->n_fed = fork_n;
         s->st->shared_tokens += fork_n;
@@ -446,6 +447,17 @@ static int build(sched_t *s, int g, egm_err *e) {
     return n;
 }
 
+/* A generated token's log-prob and alternatives (missing ones: id -1). */
+static void keep_logprobs(seq_t *q, const egm_head_out *o) {
+    int k = q->req.logprobs;
+    q->tok_lp[q->n_gen] = o->logprob;
+    for (int j = 0; j < k; j++) {
+        egm_tok_lp *t = &q->top[(size_t)q->n_gen * k + j];
+        t->id = j < o->n_top ? o->top_id[j] : -1;
+        t->logprob = j < o->n_top ? o->top_lp[j] : 0.0f;
+    }
+}
+
 static int process(sched_t *s, const egm_result *r, egm_err *e) {
     int V = s->c->vocab_size;
     for (int k = 0; k < r->n_outs; k++) {
@@ -470,11 +482,15 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
             continue;
         }
         if (q->n_gen == 0) q->t_first = now_s();
+        if (q->tok_lp) keep_logprobs(q, o);
         q->gen[q->n_gen++] = o->token;
         if (s->o->feed && s->o->feed->token)
             s->o->feed->token(s->o->feed, q->req.id_json, q->gen, q->n_gen);
         const char *reason = NULL;
+        int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
+        if (hit < 0) return egm_fail(e, "out of memory");
         if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
+        else if (hit) reason = "stop";
         else if (q->n_gen >= q->max_new) reason = "length";
         if (reason && finish(s, o->slot, reason, e)) return -1;
     }

@@ -29,6 +29,7 @@
 #include "coordinator/pipe.h"
 #include "coordinator/request.h"
 #include "coordinator/resume.h"
+#include "model/chat_template.h"
 #include "model/config.h"
 #include "model/tokenizer.h"
 
@@ -95,7 +96,8 @@ typedef struct {
     int max_rows;             /* rows per micro-batch (prefill chunking) */
     int add_bos;              /* prepend bos_token_id to text prompts */
     int stats;                /* add per-request statistics to outputs */
-    egm_request defaults;     /* sampling / max_new_tokens / ignore_eos */
+    egm_request defaults;     /* sampling / max_new_tokens / ignore_eos / stop / logprobs */
+    const egm_chat_template *chat; /* renders "messages" lines; NULL: refused */
     int dump_fd;              /* score: --dump-logits file, or -1 */
     int progress;             /* progress line on stderr */
     long total;               /* input lines, for the progress line (-1: unknown) */

@@ -497,6 +497,7 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
             if (bad) return egm_fail(e, "admission to slot %d: %s", a->slot, bad);
             if (egm_head_open(&w->head, a->slot, a->mode, &sp, a->tokens, (int)a->n_tokens))
                 return egm_fail(e, "out of memory opening slot %d", a->slot);
+            egm_head_set_top(&w->head, a->slot, a->top_logprobs);
         }
     }
     for (int r = 0; r < n; r++)
@@ -561,6 +562,10 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
             o.logprob = w->outs[i].logprob;
             o.greedy = w->outs[i].greedy != 0;
             o.has_target = w->outs[i].has_target != 0;
+            /* pointers into w->outs, alive until packed below */
+            o.n_top_ids = o.n_top_logprobs = (size_t)w->outs[i].n_top;
+            o.top_ids = (int32_t *)w->outs[i].top_id;
+            o.top_logprobs = w->outs[i].top_lp;
             ov[i] = o;
             op[i] = &ov[i];
         }
