@@ -72,6 +72,8 @@ struct srv {
     int n_live, cap_live;
     long next_id;
     int started, draining, stopped;
+    int in_progress;          /* HTTP requests not yet fully answered */
+    pthread_cond_t answered;  /* in_progress went down */
     char *taken_line;         /* the line last handed to the scheduler */
     /* metrics */
     long outcomes[SRV_N_OUTCOMES];
@@ -94,6 +96,8 @@ void srv_cancel(srv *s, srv_req *r);
 void srv_release(srv *s, srv_req *r);
 void srv_count(srv *s, int outcome);
 void srv_drain(srv *s);
+/* An HTTP request began (+1) or its answer went out (-1). */
+void srv_in_progress(srv *s, int d);
 
 /* serve_http.c */
 int srv_http_start(srv *s, egm_err *e);

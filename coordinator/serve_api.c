@@ -224,10 +224,59 @@ static json_t *envelope(srv *s, const srv_call *c, long id, int chunk) {
                      (json_int_t)time(NULL), "model", s->model_name);
 }
 
-/* The line's per-token log-probs, as the API puts them (null if none). */
-static json_t *logprobs_of(const json_t *result) {
+static json_t *bytes_of(const char *t) {
+    json_t *a = json_array();
+    for (const unsigned char *p = (const unsigned char *)t; *p; p++)
+        json_array_append_new(a, json_integer(*p));
+    return a;
+}
+
+/* The line's per-token log-probs ({"token", "text", "logprob", "top"}) as
+ * the API puts them: completions' {"tokens", "token_logprobs",
+ * "top_logprobs", "text_offset"}, chat's {"content": [...]}. Only tokens
+ * whose text starts inside the returned text count: not the stop string's
+ * nor an end-of-sequence token. Offsets start at `base` (an echoed
+ * prompt's length). null when none were asked for. */
+static json_t *logprobs_of(int chat, const json_t *result, size_t text_len, size_t base) {
     json_t *lp = json_object_get(result, "logprobs");
-    return lp ? json_incref(lp) : json_null();
+    if (!json_is_array(lp)) return json_null();
+    json_t *toks = json_array(), *lps = json_array(), *tops = json_array(),
+           *offs = json_array(), *content = json_array();
+    size_t off = 0, i;
+    json_t *e;
+    json_array_foreach(lp, i, e) {
+        const char *t = json_string_value(json_object_get(e, "text"));
+        if (!t) t = "";
+        if (off >= text_len && (i > 0 || text_len > 0)) break;
+        json_t *l = json_object_get(e, "logprob"), *top = json_object_get(e, "top");
+        json_t *top_map = json_object(), *top_list = json_array();
+        size_t j;
+        json_t *a;
+        json_array_foreach(top, j, a) {
+            const char *at = json_string_value(json_object_get(a, "text"));
+            json_t *al = json_object_get(a, "logprob");
+            json_object_set(top_map, at ? at : "", al);
+            json_array_append_new(top_list, json_pack("{s:s, s:O, s:o}", "token", at ? at : "",
+                                                      "logprob", al, "bytes", bytes_of(at ? at : "")));
+        }
+        json_array_append_new(toks, json_string(t));
+        json_array_append(lps, l);
+        json_array_append_new(tops, top_map);
+        json_array_append_new(offs, json_integer((json_int_t)(base + off)));
+        json_array_append_new(content, json_pack("{s:s, s:O, s:o, s:o}", "token", t, "logprob", l,
+                                                 "bytes", bytes_of(t), "top_logprobs", top_list));
+        off += strlen(t);
+    }
+    if (chat) {
+        json_decref(toks);
+        json_decref(lps);
+        json_decref(tops);
+        json_decref(offs);
+        return json_pack("{s:o}", "content", content);
+    }
+    json_decref(content);
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", lps,
+                     "top_logprobs", tops, "text_offset", offs);
 }
 
 json_t *srv_api_response(srv *s, const srv_call *c, long id, const char *result, int *status) {
@@ -247,7 +296,7 @@ json_t *srv_api_response(srv *s, const srv_call *c, long id, const char *result,
     json_t *o = envelope(s, c, id, 0), *choice;
     if (c->chat) {
         choice = json_pack("{s:i, s:{s:s, s:s}, s:o, s:s?}", "index", 0, "message", "role",
-                           "assistant", "content", text, "logprobs", logprobs_of(res),
+                           "assistant", "content", text, "logprobs", logprobs_of(1, res, strlen(text), 0),
                            "finish_reason", reason);
     } else {
         size_t pl = c->echo && c->prompt_text ? strlen(c->prompt_text) : 0, tl = strlen(text);
@@ -257,7 +306,7 @@ json_t *srv_api_response(srv *s, const srv_call *c, long id, const char *result,
             memcpy(full + pl, text, tl + 1);
         }
         choice = json_pack("{s:s?, s:i, s:o, s:s?}", "text", full, "index", 0, "logprobs",
-                           logprobs_of(res), "finish_reason", reason);
+                           logprobs_of(0, res, tl, pl), "finish_reason", reason);
         free(full);
     }
     json_object_set_new(o, "choices", json_pack("[o]", choice));

@@ -147,6 +147,13 @@ void srv_drain(srv *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+void srv_in_progress(srv *s, int d) {
+    pthread_mutex_lock(&s->mu);
+    s->in_progress += d;
+    if (d < 0) pthread_cond_broadcast(&s->answered);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- the scheduler's side ---- */
 
 static int feed_start(egm_sched_feed *f, const egm_config *c, const egm_tokenizer *tok,
@@ -290,6 +297,9 @@ static void feed_stop(egm_sched_feed *f) {
     }
     s->q_head = s->q_tail = NULL;
     s->q_len = 0;
+    /* every answer goes out before the daemon closes the connections
+     * (new requests meanwhile get 503 at once) */
+    while (s->in_progress > 0) pthread_cond_wait(&s->answered, &s->mu);
     pthread_mutex_unlock(&s->mu);
     srv_http_stop(s);
     s->tok = NULL;
@@ -309,7 +319,7 @@ int srv_init(srv *s) {
     s->next_id = 1;
     s->t_start = srv_now();
     if (pthread_mutex_init(&s->mu, NULL)) return -1;
-    if (pthread_cond_init(&s->cv, NULL)) return -1;
+    if (pthread_cond_init(&s->cv, NULL) || pthread_cond_init(&s->answered, NULL)) return -1;
     return 0;
 }
 
@@ -319,4 +329,5 @@ void srv_destroy(srv *s) {
     free(s->taken_line);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->answered);
 }

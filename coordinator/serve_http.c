@@ -306,11 +306,12 @@ static enum MHD_Result post_generate(srv *s, struct MHD_Connection *c, conn_t *k
     enum MHD_Result rc;
     if (!wait_for(s, r, fd, call.stream)) {
         rc = MHD_NO; /* the client is gone: nothing to answer */
-    } else if (call.stream && !r->done) {
+    } else if (call.stream && (!r->done || r->ok)) {
+        /* a first token came (or already the whole answer): 200 and SSE */
         rc = start_stream(s, c, r, &call, fd);
         r = NULL; /* the stream owns it */
     } else {
-        /* done: the result (or a request the scheduler refused) */
+        /* done: the result, or why the scheduler refused the request */
         json_t *resp = srv_api_response(s, &call, id, r->result, &status);
         rc = reply_json(c, status, resp, 0);
     }
@@ -393,6 +394,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         k = calloc(1, sizeof *k);
         if (!k) return MHD_NO;
         *con_cls = k;
+        srv_in_progress(s, 1);
         /* a declared length over the limit is refused before it is read */
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoll(cl, NULL, 10) > s->max_body) k->too_large = 1;
@@ -419,11 +421,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode why) {
-    (void)cls;
     (void)c;
     (void)why;
     conn_t *k = *con_cls;
     if (!k) return;
+    srv_in_progress(cls, -1);
     free(k->body);
     free(k);
     *con_cls = NULL;
