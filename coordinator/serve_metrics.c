@@ -65,9 +65,10 @@ char *srv_metrics_text(srv *s) {
     hist(b, "egmla_inter_token_latency_seconds", "Between two tokens of one request.", &s->itl);
     double up = srv_now() - s->t_start;
     counter(b, "egmla_pipeline_busy_seconds_total",
-            "Seconds with at least one micro-batch in the pipeline.", s->load.busy_s);
-    fprintf(b, "# HELP egmla_stage_busy_fraction Fraction of the server's uptime with work in the "
-            "pipeline (every stage, seen from the coordinator).\n"
+            "Seconds the coordinator spent in the pipeline: computing (one process) or waiting "
+            "for the stages' results (mpirun).", s->load.busy_s);
+    fprintf(b, "# HELP egmla_stage_busy_fraction The pipeline's busy seconds over the server's "
+            "uptime, seen from the coordinator (not yet per stage).\n"
             "# TYPE egmla_stage_busy_fraction gauge\n"
             "egmla_stage_busy_fraction{stage=\"pipeline\"} %.6f\n",
         up > 0 ? s->load.busy_s / up : 0);
