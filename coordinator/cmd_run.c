@@ -92,7 +92,7 @@ static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
         {"seed", EGM_OPT_U64, &r.seed, "seed of every request's generator (a line's \"seed\" wins)", 0, 0, "S"},
         {"ignore-eos", EGM_OPT_FLAG, &ignore_eos, "do not stop at end-of-sequence tokens", 0, 0, NULL},
         {"stop", EGM_OPT_STRING, &stop, "stop when the text contains S (excluded from it; a line's \"stop\" wins)", 0, 0, "S"},
-        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N most likely alternatives", 0, EGM_MAX_LOGPROBS, "N"},
+        {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N (0-20) most likely alternatives; -1: none", -1, EGM_MAX_LOGPROBS, "N"},
         {"chat-template", EGM_OPT_STRING, &r.chat_template, "render \"messages\" lines with this family (chatml, llama3, llama3.1, llama2, mistral, gemma, phi3, zephyr) or Jinja file instead of the model's template", 0, 0, "NAME|FILE"},
         {"stats", EGM_OPT_FLAG, &stats, "add per-request statistics to each result", 0, 0, NULL},
         {"resume", EGM_OPT_FLAG, &resume, "skip ids already in --out and append to it (docs/JOBS.md)", 0, 0, NULL},
@@ -322,7 +322,9 @@ int egm_run_load_tokenizer(const char *model, egm_tokenizer **tok, egm_err *e) {
 int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
                       egm_chat_template **chat, egm_err *e) {
     *chat = NULL;
-    if (r->mode != EGM_MODE_GENERATE || r->on_score) return 0;
+    /* score reads a chat only when told how: an odd template must not stop
+     * a scoring job that never needed it */
+    if (r->on_score || (r->mode != EGM_MODE_GENERATE && !r->chat_template)) return 0;
     return egm_chat_template_load(r->model, r->chat_template, c, tok, chat, e);
 }
 

@@ -85,8 +85,8 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
 int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
 int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
 /* generate: the chat template for "messages" lines (*chat NULL when the
- * model has none and no --chat-template); an unrecognised one fails. Other
- * modes load none. */
+ * model has none and no --chat-template); an unrecognised one fails. score:
+ * only --chat-template's. Internal score jobs: none. */
 int egm_run_load_chat(const egm_run_opts *r, const egm_config *c, const egm_tokenizer *tok,
                       egm_chat_template **chat, egm_err *e);
 /* 1 on MPI ranks other than 0 (pipeline workers: they print no report). */

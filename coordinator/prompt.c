@@ -22,8 +22,8 @@ static int from_text(const char *text, int chat, const egm_config *c, const egm_
 }
 
 int egm_prompt_tokens(const egm_request *r, const egm_config *c, const egm_tokenizer *tok,
-                      const egm_chat_template *chat, int add_bos, const char *origin,
-                      int **toks, int *n, egm_err *e) {
+                      const egm_chat_template *chat, int gen_prompt, int add_bos,
+                      const char *origin, int **toks, int *n, egm_err *e) {
     long ln = r->lineno;
     *toks = NULL;
     *n = 0;
@@ -35,7 +35,7 @@ int egm_prompt_tokens(const egm_request *r, const egm_config *c, const egm_token
             return egm_fail(e, "%s:%ld: \"messages\" need a chat template, and the model has "
                             "none: give --chat-template NAME|FILE (%s)", origin, ln,
                             egm_chat_families);
-        char *text = egm_chat_render(chat, r->messages, r->n_messages, 1, e);
+        char *text = egm_chat_render(chat, r->messages, r->n_messages, gen_prompt, e);
         if (!text) return egm_wrap(e, "%s:%ld: \"messages\": the %s chat template refuses them",
                                    origin, ln, egm_chat_template_family(chat));
         int rc = from_text(text, 1, c, tok, add_bos, toks, n, e);

@@ -3,7 +3,7 @@
  *
  * Text prompts are encoded as the tokenizer's post-processor says, with the
  * model's BOS put in front when add_bos asks and it is not there yet. A chat
- * is rendered with add_generation_prompt and encoded as transformers'
+ * is rendered and encoded as transformers'
  * apply_chat_template does: special tokens written by the template (such as
  * <|im_start|>) become their ids, and nothing is added around the text (the
  * template writes its own BOS). */
@@ -15,12 +15,14 @@
 #include "model/config.h"
 #include "model/tokenizer.h"
 
-/* *toks is malloc'd with room for one more id. Messages name the field and
+/* gen_prompt: a chat ends with the assistant's turn opened (generate);
+ * 0 renders the conversation as it is (score). *toks is malloc'd with room
+ * for one more id. Messages name the field and
  * start with "origin:lineno: ". tok and chat may be NULL (then text prompts,
  * or chats, are refused with a message saying what to give instead). Ids of
  * "tokens" are checked against the vocabulary. */
 int egm_prompt_tokens(const egm_request *r, const egm_config *c, const egm_tokenizer *tok,
-                      const egm_chat_template *chat, int add_bos, const char *origin,
-                      int **toks, int *n, egm_err *e);
+                      const egm_chat_template *chat, int gen_prompt, int add_bos,
+                      const char *origin, int **toks, int *n, egm_err *e);
 
 #endif

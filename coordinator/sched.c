@@ -20,7 +20,8 @@ typedef struct {
     int n_fed;             /* positions submitted so far */
     int *gen, n_gen, cap_gen;
     int max_new;
-    egm_stop *stop;        /* generate with stop strings: the text so far */
+    egm_stop *stop;        /* generate with stop strings or on_token: the text so far */
+    size_t sent;           /* on_token: bytes of stop->text delivered */
     float *tok_lp;         /* generate with logprobs: [max_new + 1] */
     egm_tok_lp *top;       /* ... and [max_new + 1][req.logprobs] alternatives */
     float *lp;             /* score: [n_prompt - 1] */
@@ -126,14 +127,14 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     }
     if (skipped(s, q)) return 0;
     const egm_config *c = s->c;
-    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->add_bos, origin, &q->toks,
-                          &q->n_prompt, &le))
+    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->mode == EGM_MODE_GENERATE,
+                          s->o->add_bos, origin, &q->toks, &q->n_prompt, &le))
         goto refuse;
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
     }
-    if (s->o->mode == EGM_MODE_GENERATE && q->req.n_stop > 0) {
+    if (s->o->mode == EGM_MODE_GENERATE && (q->req.n_stop > 0 || (s->o->on_token && s->tok))) {
         if (!s->tok) {
             egm_fail(&le, "%s:%ld: \"stop\" needs a tokenizer to read the text, and the model "
                      "has no tokenizer.json", origin, lineno);
@@ -160,6 +161,12 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
         if (q->max_new > c->max_position_embeddings - q->n_prompt)
             q->max_new = c->max_position_embeddings - q->n_prompt;
         need += q->max_new;
+        if (q->req.logprobs >= 0) {
+            size_t n = (size_t)q->max_new + 1;
+            q->tok_lp = malloc(sizeof(float) * n);
+            q->top = malloc(sizeof(egm_tok_lp) * n * (size_t)(q->req.logprobs + 1));
+            if (!q->tok_lp || !q->top) return egm_fail(e, "out of memory for log-probs");
+        }
     }
     egm_pipe_caps *cap = &s->pipe->caps;
     q->blocks = (need + cap->block_tokens - 1) / cap->block_tokens;
@@ -257,6 +264,18 @@ static int prefix_source(const sched_t *s, int *n) {
     return best_n > 0 ? best : -1;
 }
 
+/* on_token: the text settled since the last event (all of it at the end). */
+static void token_event(sched_t *s, seq_t *q, const egm_head_out *o, const char *reason) {
+    size_t upto = !q->stop ? 0 : reason ? q->stop->len : egm_stop_stable(q->stop);
+    egm_token_event ev = {o ? o->token : -1, o ? q->n_gen - 1 : q->n_gen,
+                          q->stop ? q->stop->text + q->sent : "", upto - q->sent,
+                          o ? o->logprob : 0.0f, o && q->req.logprobs >= 0 ? q->req.logprobs : -1,
+                          o ? o->top_id : NULL, o ? o->top_lp : NULL, reason};
+    if (o && ev.n_top > o->n_top) ev.n_top = o->n_top;
+    q->sent = upto;
+    s->o->on_token(s->o->token_ctx, q->req.id_json, &ev);
+}
+
 static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     seq_t *q = &s->seqs[slot];
     char *line = NULL;
@@ -269,6 +288,7 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     } else {
         /* with stop strings, the text up to one (tokens: every one generated) */
         if (q->stop && egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
+        if (s->o->on_token) token_event(s, q, NULL, reason);
         char *text = q->stop ? q->stop->text
                    : s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
@@ -326,10 +346,6 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     } else {
         q->cap_gen = q->max_new + 1;
         q->gen = malloc(sizeof(int) * (size_t)q->cap_gen);
-        if (q->req.logprobs >= 0) {
-            q->tok_lp = malloc(sizeof(float) * (size_t)q->cap_gen);
-            q->top = malloc(sizeof(egm_tok_lp) * (size_t)q->cap_gen * (size_t)(q->req.logprobs + 1));
-        }
     }
     egm_admit *a = &s->admits[s->n_admits++];
     a->slot = slot;
@@ -492,6 +508,7 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
         if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
         else if (hit) reason = "stop";
         else if (q->n_gen >= q->max_new) reason = "length";
+        if (s->o->on_token) token_event(s, q, o, NULL);
         if (reason && finish(s, o->slot, reason, e)) return -1;
     }
     return 0;

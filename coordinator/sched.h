@@ -89,6 +89,27 @@ struct egm_sched_feed {
     void (*stop)(egm_sched_feed *f);
 };
 
+/* Generate mode, for streaming: one event per generated token, in order,
+ * then one final event (token -1, finish_reason set) just before the
+ * request's result line is written. text is the newly settled text: the
+ * deltas of all events concatenate to the result's "text". A delta may be
+ * empty while the text's end could still be the start of a stop string, or
+ * is an incomplete UTF-8 character; nothing past a stop string is ever
+ * delivered. logprob and the top arrays are set when the request asked for
+ * log-probs (n_top = its "logprobs"), else n_top is -1. */
+typedef struct {
+    int token;                /* -1 on the final event */
+    int index;                /* position in the result's "tokens" */
+    const char *text;         /* not NUL-terminated */
+    size_t text_len;
+    float logprob;
+    int n_top;
+    const int *top_id;
+    const float *top_lp;
+    const char *finish_reason; /* final event: "stop" or "length"; else NULL */
+} egm_token_event;
+typedef void (*egm_token_fn)(void *ctx, const char *id_json, const egm_token_event *ev);
+
 typedef struct {
     int mode;                 /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
     int micro_batches;        /* groups in flight */
@@ -106,6 +127,8 @@ typedef struct {
     egm_score_from_fn score_from; /* with on_score: enables prefix sharing */
     void *score_ctx;
     egm_sched_feed *feed;     /* non-NULL: requests and results go through it */
+    egm_token_fn on_token;    /* generate: per-token events, or NULL */
+    void *token_ctx;
 } egm_sched_opts;
 
 typedef struct {

@@ -136,14 +136,12 @@ static char *chatml_default_system(const char *s) {
     return NULL;
 }
 
-/* Fills f from the template text; 0 when no family matches. */
-static int recognise(const char *s, family *f, char **default_system) {
-    *default_system = NULL;
+/* The family whose signature s (escapes decoded) has; 0 if none. */
+static int recognise_text(const char *s, family *f) {
     /* reasoning templates (<think>) rewrite assistant turns: not ours */
     if (has(s, "<think>")) return 0;
     if (has(s, "<|im_start|>") && has(s, "<|im_end|>")) {
         *f = CHATML;
-        *default_system = chatml_default_system(s);
         return 1;
     }
     if (has(s, "<|start_header_id|>") && has(s, "<|eot_id|>")) {
@@ -180,7 +178,7 @@ static int recognise(const char *s, family *f, char **default_system) {
     if (has(s, "<|end|>") && has(s, "<|user|>") && has(s, "<|assistant|>")) {
         *f = PHI3;
         f->bos_first = starts_with_bos(s);
-        if (has(s, "'<|end|>' + '\\n' + '<|assistant|>' + '\\n'")) {
+        if (has(s, "'<|end|>' + '\n' + '<|assistant|>' + '\n'")) {
             /* early Phi-3-mini: a user turn opens the assistant's; no system */
             f->sys = SYS_DROP;
             f->pre[R_SYSTEM] = NULL;
@@ -200,6 +198,27 @@ static int recognise(const char *s, family *f, char **default_system) {
         return 1;
     }
     return 0;
+}
+
+/* Fills f from the template text; 0 when no family matches. Signatures
+ * are written with "\n" as a newline: the text is matched with its Jinja
+ * escapes \n decoded (GGUF files store templates decoded, JSON ones not). */
+static int recognise(const char *raw, family *f, char **default_system) {
+    char *s = strdup(raw), *o = s;
+    if (!s) return 0;
+    for (const char *p = raw; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'n') {
+            *o++ = '\n';
+            p++;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+    int ok = recognise_text(s, f);
+    free(s);
+    *default_system = ok && !strcmp(f->family, "chatml") ? chatml_default_system(raw) : NULL;
+    return ok;
 }
 
 static egm_chat_template *make(const family *f, char *default_system, const char *bos,

@@ -1,7 +1,8 @@
 """chat_templates.py - expected renderings of real chat templates, by jinja2.
 
 Renders every tests/fixtures/chat_templates/*.jinja (the chat_template strings
-published with the models the file names) over a set of conversations, the way
+published with the models the file names; *-gguf ones are as stored in GGUF
+files, string escapes already decoded) over a set of conversations, the way
 transformers' apply_chat_template does (sandboxed jinja2, trim_blocks,
 lstrip_blocks, raise_exception), and writes expected.json next to them:
 [{"template", "bos", "eos", "add_generation_prompt", "messages",
@@ -26,6 +27,8 @@ SPECIAL = {
     "smollm2-135m-instruct": ("<|im_start|>", "<|im_end|>"),
     "openhermes-2.5-mistral-7b": ("<s>", "<|im_end|>"),
     "qwen2.5-7b-instruct": ("", "<|im_end|>"),
+    "qwen2-instruct-gguf": ("<|endoftext|>", "<|endoftext|>"),
+    "phi-3-mini-4k-instruct-gguf": ("<s>", "<|endoftext|>"),
     "meta-llama-3-8b-instruct": ("<|begin_of_text|>", "<|eot_id|>"),
     "meta-llama-3-8b-instruct-first-release": ("<|begin_of_text|>", "<|eot_id|>"),
     "llama-3.1-8b-instruct": ("<|begin_of_text|>", "<|eot_id|>"),

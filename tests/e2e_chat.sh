@@ -87,6 +87,22 @@ rc=$?
 [ $rc -eq 1 ] && grep -q -- '--chat-template: "nosuch" is neither a family' "$tmp/err" \
   && ok "--chat-template with an unknown name: refused" || bad "--chat-template nosuch: rc=$rc $(cat "$tmp/err")"
 
+echo '{"id": "g", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]}' > "$tmp/gemma.jsonl"
+"$BIN" generate --chat-template gemma --input "$tmp/gemma.jsonl" --out "$tmp/gemma.out" 2>/dev/null
+rc=$?
+[ $rc -eq 3 ] && grep -q '"error":".*gemma.jsonl:1: \\"messages\\": the gemma chat template refuses them: System role not supported"' "$tmp/gemma.out" \
+  && ok "a chat the template refuses: error record with the template's message (exit 3)" || bad "gemma refusal: rc=$rc $(cat "$tmp/gemma.out")"
+"$BIN" generate --stop "" --input "$tmp/gemma.jsonl" >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q -- "--stop: expected a non-empty string" "$tmp/err" && ok "--stop \"\": usage error" || bad "--stop empty: rc=$rc"
+
+printf '%s\n' '{"id": 1, "messages": [{"role": "user", "content": "Who?"}, {"role": "assistant", "content": "The king."}]}' > "$tmp/sc.jsonl"
+printf '%s\n' '{"id": 1, "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start|>assistant\nThe king.<|im_end|>\n"}' > "$tmp/sp.jsonl"
+"$BIN" score --chat-template chatml --input "$tmp/sc.jsonl" --out "$tmp/sc.out" 2>/dev/null
+"$BIN" score --input "$tmp/sp.jsonl" --out "$tmp/sp.out" 2>/dev/null
+[ -s "$tmp/sc.out" ] && cmp -s "$tmp/sc.out" "$tmp/sp.out" && ok "score: a chat is scored as its rendering (no assistant turn opened)" \
+  || bad "score chat: $(cat "$tmp/sc.out" | head -c 300)"
+
 # --- stop strings --------------------------------------------------------------
 cat > "$tmp/stop.jsonl" <<'J'
 {"id": "free", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0}

@@ -82,7 +82,7 @@ static void test_against_jinja2(void **state) {
         free(got);
         egm_chat_template_free(t);
     }
-    assert_int_equal(templates, 14);
+    assert_int_equal(templates, 16);
     json_decref(cases);
 }
 
@@ -96,7 +96,8 @@ static void test_families(void **state) {
         {"mistral-7b-instruct-v0.1", "mistral"}, {"mixtral-8x7b-instruct-v0.1", "mistral"},
         {"gemma-7b-it", "gemma"}, {"gemma-2-2b-it", "gemma"},
         {"phi-3.5-mini-instruct", "phi3"}, {"phi-3-mini-4k-instruct-2024-04", "phi3"},
-        {"zephyr-7b-beta", "zephyr"}};
+        {"zephyr-7b-beta", "zephyr"}, {"qwen2-instruct-gguf", "chatml"},
+        {"phi-3-mini-4k-instruct-gguf", "phi3"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         egm_chat_template *t = parse_file(want[i][0], "<s>", "</s>");
         assert_string_equal(egm_chat_template_family(t), want[i][1]);
@@ -164,7 +165,7 @@ static void test_chat_tokens(void **state) {
     egm_request r = {.messages = m, .n_messages = 2, .lineno = 3};
     egm_config c = {.vocab_size = 49152, .bos_token_id = 0};
     int *ids, n;
-    if (egm_prompt_tokens(&r, &c, tok, t, 1, "in", &ids, &n, &e)) fail_msg("%s", e.msg);
+    if (egm_prompt_tokens(&r, &c, tok, t, 1, 1, "in", &ids, &n, &e)) fail_msg("%s", e.msg);
     /* <|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n */
     int specials = 0;
     for (int i = 0; i < n; i++) specials += ids[i] == 1 || ids[i] == 2;
@@ -176,7 +177,7 @@ static void test_chat_tokens(void **state) {
     free(back);
     free(ids);
     /* without a template, a chat is refused with what to give */
-    assert_int_equal(egm_prompt_tokens(&r, &c, tok, NULL, 1, "in", &ids, &n, &e), -1);
+    assert_int_equal(egm_prompt_tokens(&r, &c, tok, NULL, 1, 1, "in", &ids, &n, &e), -1);
     assert_string_equal(e.msg, "in:3: \"messages\" need a chat template, and the model has none: "
                         "give --chat-template NAME|FILE (chatml, llama3, llama3.1, llama2, mistral, "
                         "gemma, phi3, zephyr)");
