@@ -12,7 +12,7 @@
 
 ARCH  ?= x86-64-v2
 SAN   ?= 0
-PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi
+PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi libmicrohttpd
 
 ifeq ($(SAN),1)
 BUILD := build-san

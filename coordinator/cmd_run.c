@@ -20,9 +20,19 @@
     {"seed", EGM_OPT_U64, &(d)->sampling.seed, "seed of every request's generator (a line's \"seed\" wins)", 0, 0, "S"}, \
     {"ignore-eos", EGM_OPT_FLAG, &(d)->ignore_eos, "do not stop at end-of-sequence tokens", 0, 0, NULL}
 
-static int run(int mode, int argc, char **argv) {
+/* Options that only mean something for a batch of files. */
+static int batch_only(const char *opt) {
+    static const char *const names[] = {"input", "out", "stats", "resume", "dump-logits"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(opt, names[i])) return 1;
+    return 0;
+}
+
+/* x: a command built on generate's engine (serve): its own options replace
+ * the batch-file ones, and x->go runs instead of egm_run. */
+static int run(int mode, int argc, char **argv, const egm_run_ext *x) {
     const int score = mode == EGM_MODE_SCORE;
-    const char *name = score ? "egmla score" : "egmla generate";
+    const char *name = x ? x->name : score ? "egmla score" : "egmla generate";
     egm_run_opts r;
     egm_run_opts_default(&r);
     egm_engine_opts eo;
@@ -40,19 +50,24 @@ static int run(int mode, int argc, char **argv) {
         {"stop", EGM_OPT_STRING, &stop, "stop when the text contains S (excluded from it; a line's \"stop\" wins)", 0, 0, "S"},
         {"logprobs", EGM_OPT_INT, &r.defaults.logprobs, "report each generated token's log-prob and its N (0-20) most likely alternatives; -1: none", -1, EGM_MAX_LOGPROBS, "N"}};
     const egm_opt dump_opt = {"dump-logits", EGM_OPT_STRING, &dump, "write every position's logits (float32 LE)", 0, 0, "FILE"};
-    /* generate: how to sample; score: --dump-logits */
-    egm_opt own[sizeof io_opts / sizeof *io_opts + sizeof sampling_opts / sizeof *sampling_opts + 1];
+    enum { EXT_MAX = 16 };
+    /* generate: how to sample; score: --dump-logits; serve: its own */
+    egm_opt own[sizeof io_opts / sizeof *io_opts + sizeof sampling_opts / sizeof *sampling_opts + EXT_MAX + 1];
     int n = 0;
-    for (size_t i = 0; i < sizeof io_opts / sizeof *io_opts; i++) own[n++] = io_opts[i];
+    for (size_t i = 0; i < sizeof io_opts / sizeof *io_opts; i++)
+        if (!x || !batch_only(io_opts[i].name)) own[n++] = io_opts[i];
     if (score) own[n++] = dump_opt;
     else
         for (size_t i = 0; i < sizeof sampling_opts / sizeof *sampling_opts; i++) own[n++] = sampling_opts[i];
+    for (const egm_opt *o = x ? x->opts : NULL; o && o->name && n < (int)(sizeof own / sizeof *own) - 1; o++)
+        own[n++] = *o;
     own[n] = (egm_opt){NULL, 0, NULL, NULL, 0, 0, NULL};
     egm_opt tab[sizeof own / sizeof *own + EGM_ENGINE_N_OPTS];
     unsigned char given[sizeof tab / sizeof *tab] = {0};
     int first = egm_engine_table(own, &eo, tab, (int)(sizeof tab / sizeof *tab));
     egm_cmd cmd = {name, NULL,
-                   score
+                   x ? x->about
+                   : score
                        ? "Scores token sequences: for each input line {\"id\", \"tokens\"|\"prompt\"} writes "
                          "{\"id\", \"logprobs\"} with log p(token i | tokens before i), i = 1..n-1."
                        : "Generates a continuation for each input line {\"id\", \"prompt\"|\"tokens\"} and "
@@ -81,8 +96,11 @@ static int run(int mode, int argc, char **argv) {
     egm_engine_to_run(&eo, &r);
     r.mode = mode;
     r.dump_logits = dump;
-    return egm_run(&r);
+    return x ? x->go(&r) : egm_run(&r);
 }
 
-int egm_cmd_generate(int argc, char **argv) { return run(EGM_MODE_GENERATE, argc, argv); }
-int egm_cmd_score(int argc, char **argv) { return run(EGM_MODE_SCORE, argc, argv); }
+int egm_cmd_generate(int argc, char **argv) { return run(EGM_MODE_GENERATE, argc, argv, NULL); }
+int egm_cmd_score(int argc, char **argv) { return run(EGM_MODE_SCORE, argc, argv, NULL); }
+int egm_run_ext_main(const egm_run_ext *x, int argc, char **argv) {
+    return run(EGM_MODE_GENERATE, argc, argv, x);
+}

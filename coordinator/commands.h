@@ -15,5 +15,6 @@ int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
 int egm_cmd_quantize(int argc, char **argv);      /* coordinator/cmd_quantize.c */
 int egm_cmd_plan(int argc, char **argv);          /* coordinator/cmd_plan.c */
+int egm_cmd_serve(int argc, char **argv);         /* coordinator/cmd_serve.c */
 
 #endif

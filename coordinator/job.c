@@ -43,6 +43,7 @@ int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e) {
     if (strcmp(r->kv_dtype, "fp32") && strcmp(r->kv_dtype, "bf16"))
         return egm_fail(e, "--kv-dtype: expected fp32 or bf16, found \"%s\"", r->kv_dtype);
     io->total = -1;
+    if (r->feed) return 0; /* egmla serve: no files */
     if (r->in_file) {
         /* an internal score job: no JSONL output */
         io->in = egm_jsonl_from_file(r->in_file, r->in_name);
@@ -98,6 +99,8 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
     so->on_score = r->on_score;
     so->score_from = r->score_from;
     so->score_ctx = r->score_ctx;
+    so->feed = r->feed;
+    if (r->feed) so->progress = 0;
 }
 
 /* Prints the summary and turns the outcome into an exit status. */
@@ -114,7 +117,11 @@ int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_
         fprintf(stderr, "egmla %s: %ld of the %ld prompt positions were shared contexts, copied "
                 "from another sequence's cache instead of computed\n", job, st->shared_tokens,
                 st->prompt_tokens);
+    if (st->cancelled)
+        fprintf(stderr, "egmla %s: %ld requests cancelled by their clients\n", job, st->cancelled);
     if (failed_run) return EGM_EXIT_FAIL;
+    /* a server that drained has done its job, whatever its clients sent */
+    if (r->feed) return 0;
     return st->failed ? EGM_EXIT_SOME_FAILED : 0;
 }
 

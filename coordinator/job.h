@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "base/args.h"
 #include "base/err.h"
 #include "base/rank.h"
 #include "coordinator/jsonl.h"
@@ -38,6 +39,7 @@ typedef struct {
     void *score_ctx;
     const char *job;          /* name in the summary line; NULL: by mode */
     const char *chat_template; /* --chat-template NAME|FILE, or NULL: the model's */
+    egm_sched_feed *feed;     /* egmla serve: requests and results, not files */
 } egm_run_opts;
 
 typedef struct {
@@ -50,6 +52,16 @@ typedef struct {
 } egm_run_io;
 
 void egm_run_opts_default(egm_run_opts *r);
+
+/* A command on generate's engine options (serve): its own name, help and
+ * options after the engine's (the batch-file ones dropped), and its own
+ * entry instead of egm_run, given the resolved options. */
+typedef struct {
+    const char *name, *about;
+    const egm_opt *opts;      /* {0}-terminated */
+    int (*go)(egm_run_opts *r);
+} egm_run_ext;
+int egm_run_ext_main(const egm_run_ext *x, int argc, char **argv);
 /* Single process: the coordinator drives an in-process stage. */
 int egm_run_local(const egm_run_opts *r);
 int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e);

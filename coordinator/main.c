@@ -57,6 +57,7 @@ static void usage(FILE *f) {
             "  eval       multiple-choice accuracy (lm-evaluation-harness semantics)\n"
             "  perplexity perplexity of a text (lm-eval rolling windows)\n"
             "  loglikelihood  lm-eval loglikelihood requests in batch\n"
+            "  serve      an OpenAI-compatible HTTP server (completions, chat, streaming)\n"
             "  info       parameters and KV cache sizes of a model\n"
             "  quantize   write a model as a GGUF file (f32 ... q4_k), for egmla or llama.cpp\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
@@ -128,6 +129,7 @@ int main(int argc, char **argv) {
         {"loglikelihood", egm_cmd_loglikelihood},
         {"quantize", egm_cmd_quantize},
         {"plan", egm_cmd_plan},
+        {"serve", egm_cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return worker_wait_for_rank0(cmds[i].fn(argc - 2, argv + 2));

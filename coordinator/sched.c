@@ -83,8 +83,13 @@ static void seq_clear(seq_t *q) {
     memset(q, 0, sizeof *q);
 }
 
-static int write_line(sched_t *s, char *line, egm_err *e) {
+static int write_line(sched_t *s, const char *id_json, char *line, int ok, egm_err *e) {
     if (!line) return egm_fail(e, "out of memory formatting a result");
+    if (s->o->feed) {
+        s->o->feed->result(s->o->feed, id_json, line, ok);
+        free(line);
+        return 0;
+    }
     int rc = egm_out_write_line(s->out, line, e);
     free(line);
     s->dirty = 1;
@@ -98,7 +103,7 @@ static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err
         s->o->on_score(s->o->score_ctx, id_json, NULL, NULL, 0, msg);
         return 0;
     }
-    return write_line(s, egm_result_error(id_json, msg), e);
+    return write_line(s, id_json, egm_result_error(id_json, msg), 0, e);
 }
 
 /* Could the line be a JSON object at all? (a NUL byte or a first
@@ -176,7 +181,7 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
     memset(q, 0, sizeof *q);
     q->t_read = egm_now();
     egm_err le;
-    const char *origin = egm_jsonl_origin(s->in);
+    const char *origin = s->o->feed ? s->o->feed->origin : egm_jsonl_origin(s->in);
     if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
         if (skipped(s, q)) return 0;
         int j = junk_line(s, line, len, lineno, le.msg, e);
@@ -250,15 +255,19 @@ refuse:
     return rc ? -1 : 0;
 }
 
-/* Makes s->next hold a request, unless the input is done. */
-static int read_ahead(sched_t *s, egm_err *e) {
+/* Makes s->next hold a request, unless the input is done (or, from a feed
+ * and without `wait`, none is queued now). */
+static int read_ahead(sched_t *s, int wait, egm_err *e) {
+    egm_sched_feed *f = s->o->feed;
     while (!s->have_next && !s->input_done) {
         const char *line;
         size_t len;
         long lineno;
         egm_err le;
-        int r = egm_jsonl_next(s->in, &line, &len, &lineno, &le);
+        int r = f ? f->next(f, wait, &line, &len, &lineno, &le)
+                  : egm_jsonl_next(s->in, &line, &len, &lineno, &le);
         if (r < 0) return egm_fail(e, "%s", le.msg);
+        if (r == 2) break;
         if (r == 0) {
             s->input_done = 1;
             if (flush_junk(s, e)) return -1;
@@ -342,6 +351,8 @@ static void token_event(sched_t *s, seq_t *q, const egm_head_out *o, const char 
 static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     seq_t *q = &s->seqs[slot];
     char *line = NULL;
+    /* the slot is cleared before the line goes out */
+    char *id_json = q->req.id_json ? strdup(q->req.id_json) : NULL;
     if (s->o->mode == EGM_MODE_SCORE && s->o->on_score) {
         s->o->on_score(s->o->score_ctx, q->req.id_json, q->lp, q->gr, q->n_prompt - 1, NULL);
     } else if (s->o->mode == EGM_MODE_SCORE) {
@@ -375,7 +386,12 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         seq_clear(q);
     }
     /* a request counts as done only once its line is written */
-    if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) && write_line(s, line, e)) return -1;
+    if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) &&
+        write_line(s, id_json, line, 1, e)) {
+        free(id_json);
+        return -1;
+    }
+    free(id_json);
     s->st->requests++;
     s->st->ok++;
     return 0;
@@ -441,11 +457,38 @@ static int room(sched_t *s) {
     return 1;
 }
 
+/* A feed's client went away: group g (not in flight) drops its sequences
+ * at once, their slots and KV released with the next micro-batch; a
+ * request read ahead and waiting goes too. */
+static void drop_cancelled(sched_t *s, int g) {
+    egm_sched_feed *f = s->o->feed;
+    if (!f) return;
+    for (int i = 0; i < s->o->max_seqs; i++) {
+        seq_t *q = &s->seqs[i];
+        if (!q->active || q->group != g || !f->cancelled(f, q->req.id_json)) continue;
+        f->result(f, q->req.id_json, NULL, 0);
+        s->st->cancelled++;
+        s->st->prompt_tokens += q->n_fed < q->n_prompt ? q->n_fed : q->n_prompt;
+        s->st->generated_tokens += q->n_gen;
+        s->group_n[g]--;
+        s->releases[s->n_releases++] = i;
+        s->free_blocks += q->blocks;
+        seq_clear(q);
+    }
+    if (s->have_next && f->cancelled(f, s->next.req.id_json)) {
+        f->result(f, s->next.req.id_json, NULL, 0);
+        s->st->cancelled++;
+        seq_clear(&s->next);
+        s->have_next = 0;
+    }
+}
+
 /* Builds group g's next micro-batch: decode rows, then prefill chunks. */
 static int build(sched_t *s, int g, egm_err *e) {
     s->held_used = 0;
+    drop_cancelled(s, g);
     while (s->group_n[g] < s->per_group && n_active(s) < s->o->max_seqs) {
-        if (read_ahead(s, e)) return -1;
+        if (read_ahead(s, 0, e)) return -1;
         if (!s->have_next) break;
         /* a source still prefilling the shared part: wait for its rows */
         int fork_n = 0, from = prefix_source(s, &fork_n);
@@ -529,6 +572,8 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
         if (q->n_gen == 0) q->t_first = egm_now();
         if (q->tok_lp) keep_logprobs(q, o);
         q->gen[q->n_gen++] = o->token;
+        if (s->o->feed && s->o->feed->token)
+            s->o->feed->token(s->o->feed, q->req.id_json, q->gen, q->n_gen);
         const char *reason = NULL;
         int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
         if (hit < 0) return egm_fail(e, "out of memory");
@@ -564,6 +609,14 @@ static void progress(sched_t *s, int last) {
             st->failed, st->skipped, toks / el, eta, last ? "\n" : "");
 }
 
+static void feed_load(sched_t *s, egm_sched_load *l) {
+    if (!s->o->feed->load) return;
+    l->running = n_active(s);
+    l->waiting = s->have_next;
+    l->kv_blocks_used = l->kv_blocks_total - s->free_blocks;
+    s->o->feed->load(s->o->feed, l);
+}
+
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                   const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,
                   egm_out *out, egm_sched_stats *st, egm_err *e) {
@@ -588,12 +641,14 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         egm_fail(e, "out of memory for %d sequences", S);
         goto done;
     }
-    if (!o->on_score && !(s.ids = egm_idset_new())) {
+    if (!o->on_score && !o->feed && !(s.ids = egm_idset_new())) {
         egm_fail(e, "out of memory");
         goto done;
     }
     s.t_start = s.t_sync = s.t_progress = egm_now();
+    if (o->feed && o->feed->start(o->feed, c, tok, &pipe->caps, e)) goto done;
     int f_head = 0, f_len = 0;
+    egm_sched_load load = {.kv_blocks_total = pipe->caps.kv_blocks, .slots = S};
     for (;;) {
         for (int g = 0; g < M; g++) {
             if (inflight[g]) continue;
@@ -604,10 +659,19 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                               .admits = s.admits, .n_admits = s.n_admits,
                               .releases = s.releases, .n_releases = s.n_releases,
                               .keep_logits = o->dump_fd >= 0};
+            double t_sub = egm_now();
             if (pipe->submit(pipe, &sub, e)) goto done;
+            load.busy_s += egm_now() - t_sub;
+            load.submits++;
             s.n_admits = s.n_releases = 0;
             inflight[g] = 1;
             fifo[(f_head + f_len++) % M] = g;
+        }
+        if (f_len == 0 && o->feed && !s.have_next && !s.input_done) {
+            /* idle: say so, then sleep until a request comes */
+            feed_load(&s, &load);
+            if (read_ahead(&s, 1, e)) goto done;
+            continue;
         }
         if (f_len == 0) {
             if (s.have_next || !s.input_done) {
@@ -617,12 +681,15 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
             break;
         }
         egm_result r;
+        double t_col = egm_now();
         if (pipe->collect(pipe, &r, e)) goto done;
         int g = fifo[f_head];
         f_head = (f_head + 1) % M;
         f_len--;
         inflight[g] = 0;
+        load.busy_s += egm_now() - t_col;
         if (process(&s, &r, e)) goto done;
+        if (o->feed) feed_load(&s, &load);
         /* checked after every micro-batch (milliseconds apart), whether
          * or not a request finished in it */
         double t = egm_now();
@@ -644,6 +711,7 @@ done:
         }
     }
     st->seconds = egm_now() - s.t_start;
+    if (o->feed && o->feed->stop) o->feed->stop(o->feed);
     progress(&s, 1);
     if (s.seqs)
         for (int i = 0; i < S; i++) seq_clear(&s.seqs[i]);

@@ -140,7 +140,7 @@ check "the installed binary finds its default model" grep -q "$T/prefix/bin/../s
 # --- stdin/stdout, --help, --version, info
 printf '{"id":"p","tokens":[1,2]}\n' | $BIN score --model $FX/llama_gqa_tied --input - --out - 2>/dev/null > $T/stdout.jsonl
 check "score reads stdin and writes stdout" grep -q '"id":"p","logprobs":\[' $T/stdout.jsonl
-for c in generate score info launch slurm bench; do
+for c in generate score info launch slurm bench serve; do
   $BIN $c --help > $T/help 2>&1
   check "$c --help" test $? -eq 0 -a -s $T/help
 done
