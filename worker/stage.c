@@ -107,6 +107,10 @@ static int segment_threads(const egm_stage *s) {
     return nt < 1 ? 1 : nt;
 }
 
+static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out);
+static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
+                          float *out);
+
 static void attention_llama(egm_stage *s, const egm_layer *w, int li,
                             const egm_mbatch *b, const float *xn, float *out) {
     const egm_config *c = s->c;
@@ -126,6 +130,15 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
             egm_rope(kv + (long)r * E + h * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
         egm_kv_write(&s->kv, &s->seqs[b->slot[r]], li, b->pos[r], kv + (long)r * E);
     }
+    attend_llama(s, li, b, out);
+}
+
+/* The per-sequence part of MHA: each segment's rows of s->q against its
+ * cached keys and values. */
+static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out) {
+    const egm_config *c = s->c;
+    int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
+    const float *q = s->q.p;
     float scale = 1.0f / sqrtf((float)dh);
     int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
     if (nt > 1) openblas_set_num_threads(1);
@@ -219,9 +232,8 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
                              const egm_mbatch *b, const float *xn, float *out) {
     const egm_config *c = s->c;
     int n = b->n, H = c->num_heads, D = c->hidden_size;
-    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     int dq = dn + dr, dc = c->kv_lora_rank, E = dc + dr;
-    int du = egm_config_latent_dim(c);
     int eg = c->arch == EGM_EGMLA;
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
@@ -247,6 +259,18 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
         egm_kv_write(&s->kv, sq, li, b->pos[r], row);
         if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);
     }
+    attend_latent(s, w, li, b, out);
+}
+
+/* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
+ * all rows, each segment against its cached latents, W_UV over all rows. */
+static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
+                          float *out) {
+    const egm_config *c = s->c;
+    int n = b->n, H = c->num_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
+    int dv = c->v_head_dim, dq = dn + dr, du = egm_config_latent_dim(c);
+    int eg = c->arch == EGM_EGMLA;
+    const float *q = s->q.p;
     float scale = 1.0f / sqrtf((float)dq);
     float *qlat = egm_buf_need(&s->qlat, (long)n * H * du);
     float *olat = egm_buf_need(&s->olat, (long)n * H * du);
@@ -301,6 +325,19 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
         egm_linear(u, xn, w->w_up, n, F, D);
         egm_swiglu(g, u, n * F);
         egm_linear_acc(x, g, w->w_down, n, D, F);
+    }
+}
+
+void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b) {
+    const egm_config *c = s->c;
+    const egm_model *m = s->m;
+    find_segments(s, b);
+    float *att = s->attn.p;
+    for (int l = m->lo; l < m->hi; l++) {
+        if (c->arch == EGM_LLAMA)
+            attend_llama(s, l - m->lo, b, att);
+        else
+            attend_latent(s, &m->layers[l - m->lo], l - m->lo, b, att);
     }
 }
 

@@ -65,6 +65,11 @@ int egm_stage_fork(egm_stage *s, int slot, int from, int n);
  * out. Positions of the batch are appended to the cache. */
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x);
 
+/* The attention of egm_stage_forward(s, b) alone, every layer, against
+ * the cache as it is (its positions are not written again): for timing.
+ * Call it right after a forward of the same batch, whose queries it reuses. */
+void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b);
+
 /* logits[k, V] = lm_head(RMSNorm(x[rows[k]])) for k < n_rows (last stage). */
 void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
                       int n_rows, float *logits);
