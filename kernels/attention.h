@@ -56,4 +56,10 @@ long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr);
 void egm_latent_output(float *out, int ldo, const float *olat, int n,
                        const float *kv_b, int H, int dn, int dv, int du);
 
+/* Steps 1 and 3 for head h alone (the same bits): heads can go to threads. */
+void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,
+                           int H, int dn, int dr, int dv, int du, int h);
+void egm_latent_output_head(float *out, int ldo, const float *olat, int n, const float *kv_b,
+                            int H, int dn, int dv, int du, int h);
+
 #endif

@@ -10,11 +10,11 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/pool.h"
 #include "kernels/ops.h"
 
 /* Positions per block of latent attention: 128 rows of [z | kpe] (160 KiB
@@ -29,6 +29,60 @@ float *egm_buf_need(egm_buf *b, long n) {
         if (!b->p) abort(); /* scratch is bounded by batch and context; OOM is fatal */
     }
     return b->p;
+}
+
+/* ------------------------------------------------------------ threads
+ *
+ * The stage's pool (kernels/pool.h) runs every parallel loop; BLAS is
+ * single-threaded for the whole forward (blas_single), so there is one
+ * kind of thread and none spins while idle. Weight matrices are split
+ * into fixed blocks of output columns, the same for any thread count, so
+ * the bits never depend on --threads or on the pipeline split. */
+
+/* Output columns per task of a projection: a multiple of every kernel's
+ * column tile; with 2 threads, 768 columns make 6 even tasks. */
+#define EGM_COL_BLOCK 128
+
+static int blas_single(void) {
+    int nt = openblas_get_num_threads();
+    if (nt != 1) openblas_set_num_threads(1);
+    return nt;
+}
+
+static void blas_restore(int nt) {
+    if (nt != 1) openblas_set_num_threads(nt);
+}
+
+typedef struct {
+    float *y;
+    const float *x, *W;
+    int M, N, K, ldx, ldy;
+    float beta;
+} lin_job;
+
+static void lin_task(void *v, int t, int thread) {
+    (void)thread;
+    const lin_job *j = v;
+    int n0 = t * EGM_COL_BLOCK, nc = j->N - n0 < EGM_COL_BLOCK ? j->N - n0 : EGM_COL_BLOCK;
+    egm_gemm(0, 1, j->M, nc, j->K, 1.0f, j->x, j->ldx, j->W + (long)n0 * j->K, j->K, j->beta,
+             j->y + n0, j->ldy);
+}
+
+/* y[M, N] (row stride ldy) = x[M, K] W[N, K]^T + beta * y, over the pool. */
+static void stage_gemm_nt(egm_stage *s, float *y, int ldy, const float *x, int ldx,
+                          const float *W, int M, int N, int K, float beta) {
+    lin_job j = {y, x, W, M, N, K, ldx, ldy, beta};
+    egm_pool_run(s->pool, (N + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
+}
+
+static void stage_linear(egm_stage *s, float *y, const float *x, const float *W, int M, int N,
+                         int K) {
+    stage_gemm_nt(s, y, N, x, K, W, M, N, K, 0.0f);
+}
+
+static void stage_linear_acc(egm_stage *s, float *y, const float *x, const float *W, int M,
+                             int N, int K) {
+    stage_gemm_nt(s, y, N, x, K, W, M, N, K, 1.0f);
 }
 
 int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
@@ -49,6 +103,10 @@ int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
                         m->lo, m->hi - 1);
     s->seqs = calloc((size_t)n_slots, sizeof *s->seqs);
     if (!s->seqs) return egm_fail(e, "out of memory for %d sequence slots", n_slots);
+    /* --threads reaches every command as the BLAS thread count */
+    int nt = openblas_get_num_threads();
+    s->pool = egm_pool_new(nt > EGM_STAGE_MAX_THREADS ? EGM_STAGE_MAX_THREADS : nt);
+    if (!s->pool) return egm_fail(e, "out of memory for a pool of %d threads", nt);
     return 0;
 }
 
@@ -66,6 +124,7 @@ void egm_stage_free(egm_stage *s) {
         free(sc->ids.p);
     }
     free(s->seg_start);
+    egm_pool_free(s->pool);
     memset(s, 0, sizeof *s);
 }
 
@@ -97,16 +156,6 @@ static void find_segments(egm_stage *s, const egm_mbatch *b) {
     s->seg_start[s->n_segs] = b->n;
 }
 
-/* The per-sequence part of attention runs one segment per thread, each
- * with single-threaded BLAS (small GEMMs pay more for OpenBLAS's thread
- * handoff than they gain); one long segment keeps BLAS's own threads. */
-static int segment_threads(const egm_stage *s) {
-    int nt = openblas_get_num_threads();
-    if (nt > EGM_STAGE_MAX_THREADS) nt = EGM_STAGE_MAX_THREADS;
-    if (nt > s->n_segs) nt = s->n_segs;
-    return nt < 1 ? 1 : nt;
-}
-
 static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out);
 static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
                           float *out);
@@ -118,11 +167,10 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     int E = 2 * Hkv * dh;
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_linear(q, xn, w->wq, n, H * dh, c->hidden_size);
-    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wk,
-             c->hidden_size, 0.0f, kv, E);
-    egm_gemm(0, 1, n, Hkv * dh, c->hidden_size, 1.0f, xn, c->hidden_size, w->wv,
-             c->hidden_size, 0.0f, kv + Hkv * dh, E);
+    int D = c->hidden_size;
+    stage_linear(s, q, xn, w->wq, n, H * dh, D);
+    stage_gemm_nt(s, kv, E, xn, D, w->wk, n, Hkv * dh, D, 0.0f);
+    stage_gemm_nt(s, kv + Hkv * dh, E, xn, D, w->wv, n, Hkv * dh, D, 0.0f);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -133,26 +181,38 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     attend_llama(s, li, b, out);
 }
 
-/* The per-sequence part of MHA: each segment's rows of s->q against its
- * cached keys and values. */
-static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out) {
+typedef struct {
+    egm_stage *s;
+    int li;
+    const egm_mbatch *b;
+    float *out;
+    const float *q;
+    float scale;
+} mha_job;
+
+/* One sequence segment of MHA, on thread `thread`'s scratch. */
+static void mha_task(void *v, int k, int thread) {
+    const mha_job *j = v;
+    egm_stage *s = j->s;
     const egm_config *c = s->c;
     int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
+    egm_seg_scratch *sc = &s->scr[thread];
+    int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = j->b->pos[r], P = pos0 + T;
+    float *seg = egm_buf_need(&sc->seg, (long)P * E);
+    egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
+    float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
+    egm_attn_mha(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T, pos0, seg,
+                 E, H, Hkv, dh, j->scale, S);
+}
+
+/* The per-sequence part of MHA: each segment's rows of s->q against its
+ * cached keys and values, one segment per task. */
+static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out) {
     const float *q = s->q.p;
+    int dh = s->c->head_dim;
     float scale = 1.0f / sqrtf((float)dh);
-    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
-    if (nt > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int k = 0; k < s->n_segs; k++) {
-        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
-        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r], P = pos0 + T;
-        float *seg = egm_buf_need(&sc->seg, (long)P * E);
-        egm_kv_gather(&s->kv, &s->seqs[b->slot[r]], li, 0, P, seg);
-        float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
-        egm_attn_mha(out + (long)r * H * dh, H * dh, q + (long)r * H * dh, H * dh, T,
-                     pos0, seg, E, H, Hkv, dh, scale, S);
-    }
-    if (nt > 1) openblas_set_num_threads(blas_nt);
+    mha_job j = {s, li, b, out, q, scale};
+    egm_pool_run(s->pool, s->n_segs, mha_task, &j);
 }
 
 /* Where the blocked attention kernel gets a sequence's latents from. */
@@ -238,17 +298,17 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
     if (w->q_proj) {
-        egm_linear(q, xn, w->q_proj, n, H * dq, D);
+        stage_linear(s, q, xn, w->q_proj, n, H * dq, D);
     } else {
         int rq = c->q_lora_rank;
         float *qa = egm_buf_need(&s->qa, (long)n * rq);
-        egm_linear(qa, xn, w->q_a, n, rq, D);
+        stage_linear(s, qa, xn, w->q_a, n, rq, D);
         for (int r = 0; r < n; r++)
             egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, c->rms_norm_eps);
-        egm_linear(q, qa, w->q_b, n, H * dq, rq);
+        stage_linear(s, q, qa, w->q_b, n, H * dq, rq);
     }
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_linear(kv, xn, w->kv_a, n, E, D);
+    stage_linear(s, kv, xn, w->kv_a, n, E, D);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -264,32 +324,64 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
 
 /* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
  * all rows, each segment against its cached latents, W_UV over all rows. */
+typedef struct {
+    egm_stage *s;
+    const egm_layer *w;
+    int li;
+    const egm_mbatch *b;
+    float *out, *qlat, *olat;
+    const float *q;
+} latent_job;
+
+/* kv_b_proj's W_UK for one head, over every row. */
+static void query_task(void *v, int h, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_config *c = j->s->c;
+    egm_latent_query_head(j->qlat, j->q, c->num_heads * (c->qk_nope_head_dim + c->qk_rope_head_dim),
+                          j->b->n, j->w->kv_b, c->num_heads, c->qk_nope_head_dim,
+                          c->qk_rope_head_dim, c->v_head_dim, egm_config_latent_dim(c), h);
+}
+
+/* kv_b_proj's W_UV for one head, over every row. */
+static void output_task(void *v, int h, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_config *c = j->s->c;
+    egm_latent_output_head(j->out, c->num_heads * c->v_head_dim, j->olat, j->b->n, j->w->kv_b,
+                           c->num_heads, c->qk_nope_head_dim, c->v_head_dim,
+                           egm_config_latent_dim(c), h);
+}
+
+/* One sequence segment against its cached latents, on thread's scratch. */
+static void segment_task(void *v, int k, int thread) {
+    const latent_job *j = v;
+    egm_stage *s = j->s;
+    const egm_config *c = s->c;
+    int H = c->num_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dq = dn + dr;
+    int du = egm_config_latent_dim(c);
+    egm_seg_scratch *sc = &s->scr[thread];
+    int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = j->b->pos[r];
+    zrows_ctx zc = {s, sc, j->w, &s->seqs[j->b->slot[r]], j->li};
+    float *S = egm_buf_need(&sc->att, egm_attn_latent_blocked_scratch(T, H, EGM_ZBLOCK, du, dr));
+    egm_latent_attend_blocked(j->olat + (long)r * H * du, j->qlat + (long)r * H * du,
+                              j->q + (long)r * H * dq, H * dq, T, pos0,
+                              c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
+                              1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
+}
+
+/* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
+ * all rows (a head per task), each segment against its cached latents (a
+ * segment per task), W_UV over all rows (a head per task). */
 static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
                           float *out) {
     const egm_config *c = s->c;
-    int n = b->n, H = c->num_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
-    int dv = c->v_head_dim, dq = dn + dr, du = egm_config_latent_dim(c);
-    int eg = c->arch == EGM_EGMLA;
-    const float *q = s->q.p;
-    float scale = 1.0f / sqrtf((float)dq);
-    float *qlat = egm_buf_need(&s->qlat, (long)n * H * du);
-    float *olat = egm_buf_need(&s->olat, (long)n * H * du);
-    egm_latent_query(qlat, q, H * dq, n, w->kv_b, H, dn, dr, dv, du);
-    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
-    if (nt > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int k = 0; k < s->n_segs; k++) {
-        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
-        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r];
-        const egm_kv_seq *sq = &s->seqs[b->slot[r]];
-        zrows_ctx zc = {s, sc, w, sq, li};
-        float *S = egm_buf_need(&sc->att, egm_attn_latent_blocked_scratch(T, H, EGM_ZBLOCK, du, dr));
-        egm_latent_attend_blocked(olat + (long)r * H * du, qlat + (long)r * H * du,
-                                  q + (long)r * H * dq, H * dq, T, pos0, eg ? egmla_rows : mla_rows,
-                                  &zc, H, dn, dr, du, scale, EGM_ZBLOCK, S);
-    }
-    if (nt > 1) openblas_set_num_threads(blas_nt);
-    egm_latent_output(out, H * dv, olat, n, w->kv_b, H, dn, dv, du);
+    long n = b->n, H = c->num_heads, du = egm_config_latent_dim(c);
+    latent_job j = {s, w, li, b, out, egm_buf_need(&s->qlat, n * H * du),
+                    egm_buf_need(&s->olat, n * H * du), s->q.p};
+    egm_pool_run(s->pool, (int)H, query_task, &j);
+    egm_pool_run(s->pool, s->n_segs, segment_task, &j);
+    egm_pool_run(s->pool, (int)H, output_task, &j);
 }
 
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
@@ -301,6 +393,7 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
 
     find_segments(s, b);
+    int blas = blas_single();
     float *xn = egm_buf_need(&s->xn, (long)n * D);
     int attn_w = c->arch == EGM_LLAMA ? c->num_heads * c->head_dim
                                       : c->num_heads * c->v_head_dim;
@@ -311,27 +404,29 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
         if (c->arch == EGM_LLAMA) {
             attention_llama(s, w, l - m->lo, b, xn, att);
-            egm_linear_acc(x, att, w->wo, n, D, attn_w);
+            stage_linear_acc(s, x, att, w->wo, n, D, attn_w);
         } else {
             attention_latent(s, w, l - m->lo, b, xn, att);
-            egm_linear_acc(x, att, w->o_proj, n, D, attn_w);
+            stage_linear_acc(s, x, att, w->o_proj, n, D, attn_w);
         }
         /* SwiGLU FFN, F wide */
         for (int r = 0; r < n; r++)
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        egm_linear(g, xn, w->w_gate, n, F, D);
-        egm_linear(u, xn, w->w_up, n, F, D);
+        stage_linear(s, g, xn, w->w_gate, n, F, D);
+        stage_linear(s, u, xn, w->w_up, n, F, D);
         egm_swiglu(g, u, n * F);
-        egm_linear_acc(x, g, w->w_down, n, D, F);
+        stage_linear_acc(s, x, g, w->w_down, n, D, F);
     }
+    blas_restore(blas);
 }
 
 void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b) {
     const egm_config *c = s->c;
     const egm_model *m = s->m;
     find_segments(s, b);
+    int blas = blas_single();
     float *att = s->attn.p;
     for (int l = m->lo; l < m->hi; l++) {
         if (c->arch == EGM_LLAMA)
@@ -339,6 +434,7 @@ void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b) {
         else
             attend_latent(s, &m->layers[l - m->lo], l - m->lo, b, att);
     }
+    blas_restore(blas);
 }
 
 void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
@@ -348,5 +444,7 @@ void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
     float *xn = egm_buf_need(&s->xn, (long)n_rows * D);
     for (int k = 0; k < n_rows; k++)
         egm_rmsnorm(xn + (long)k * D, x + (long)rows[k] * D, s->m->norm, D, c->rms_norm_eps);
-    egm_linear(logits, xn, s->m->lm_head, n_rows, c->vocab_size, D);
+    int blas = blas_single();
+    stage_linear(s, logits, xn, s->m->lm_head, n_rows, c->vocab_size, D);
+    blas_restore(blas);
 }

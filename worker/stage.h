@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "kernels/pool.h"
 #include "model/weights.h"
 #include "worker/kvcache.h"
 
@@ -44,6 +45,8 @@ typedef struct {
     egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u;
     egm_seg_scratch scr[EGM_STAGE_MAX_THREADS];
     int *seg_start, n_segs, cap_segs;  /* segments of the current batch */
+    egm_pool *pool;      /* every parallel loop; as many threads as BLAS had
+                          * at init (--threads), BLAS itself single-threaded */
 } egm_stage;
 
 /* kv_budget: bytes for this stage's cache; block_tokens: positions per
