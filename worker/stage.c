@@ -124,6 +124,7 @@ void egm_stage_free(egm_stage *s) {
         free(sc->ids.p);
     }
     free(s->seg_start);
+    free(s->tasks), free(s->groups), free(s->part.p), free(s->ml.p);
     egm_pool_free(s->pool);
     memset(s, 0, sizeof *s);
 }
@@ -154,6 +155,62 @@ static void find_segments(egm_stage *s, const egm_mbatch *b) {
     for (int r = 0; r < b->n; r++)
         if (r == 0 || b->slot[r] != b->slot[r - 1]) s->seg_start[s->n_segs++] = r;
     s->seg_start[s->n_segs] = b->n;
+}
+
+/* Attention is split into tasks that depend only on the batch, never on
+ * the thread count (so neither do the bits): each segment's rows in groups
+ * of ROWS_PER_TASK, each group against ranges of POS_PER_TASK positions up
+ * to its last row's (the causal triangle). A group's first range writes
+ * the final rows; the others write partial states that merge_task folds
+ * in, in order. Decode (one row per segment) splits a long context over
+ * threads; prefill splits rows and positions. */
+#define ROWS_PER_TASK 32
+#define POS_PER_TASK (2 * EGM_ZBLOCK)
+#define MHA_ROWS_PER_TASK 128
+
+struct egm_attn_task {
+    int seg, t0, t1;    /* rows of the segment */
+    int j0, j1;         /* positions */
+    int part;           /* -1: the group's first range; else its partial slot */
+};
+
+struct egm_attn_group {
+    int first, n;       /* its tasks */
+};
+
+static void add_task(egm_stage *s, struct egm_attn_task t) {
+    if (s->n_tasks == s->cap_tasks) {
+        s->cap_tasks = s->cap_tasks ? 2 * s->cap_tasks : 64;
+        s->tasks = realloc(s->tasks, sizeof *s->tasks * (size_t)s->cap_tasks);
+        if (!s->tasks) abort();
+    }
+    s->tasks[s->n_tasks++] = t;
+}
+
+static void add_group(egm_stage *s, int first, int n) {
+    if (s->n_groups == s->cap_groups) {
+        s->cap_groups = s->cap_groups ? 2 * s->cap_groups : 64;
+        s->groups = realloc(s->groups, sizeof *s->groups * (size_t)s->cap_groups);
+        if (!s->groups) abort();
+    }
+    s->groups[s->n_groups++] = (struct egm_attn_group){first, n};
+}
+
+static void plan_attention(egm_stage *s, const egm_mbatch *b) {
+    s->n_tasks = s->n_groups = s->n_parts = 0;
+    int rows = s->c->arch == EGM_LLAMA ? MHA_ROWS_PER_TASK : ROWS_PER_TASK;
+    for (int k = 0; k < s->n_segs; k++) {
+        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r];
+        for (int t0 = 0; t0 < T; t0 += rows) {
+            int t1 = T - t0 < rows ? T : t0 + rows, last = pos0 + t1, first = s->n_tasks;
+            /* MHA: one task per group, over all its positions */
+            int step = s->c->arch == EGM_LLAMA ? last : POS_PER_TASK;
+            for (int j0 = 0; j0 < last; j0 += step)
+                add_task(s, (struct egm_attn_task){k, t0, t1, j0, j0 + step < last ? j0 + step : last,
+                                                   j0 ? s->n_parts++ : -1});
+            add_group(s, first, s->n_tasks - first);
+        }
+    }
 }
 
 static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out);
@@ -190,14 +247,16 @@ typedef struct {
     float scale;
 } mha_job;
 
-/* One sequence segment of MHA, on thread `thread`'s scratch. */
-static void mha_task(void *v, int k, int thread) {
+/* A group of a segment's MHA rows, on thread `thread`'s scratch: its
+ * rows attend positions up to the last one's. */
+static void mha_task(void *v, int i, int thread) {
     const mha_job *j = v;
     egm_stage *s = j->s;
     const egm_config *c = s->c;
+    const struct egm_attn_task *a = &s->tasks[i];
     int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
     egm_seg_scratch *sc = &s->scr[thread];
-    int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = j->b->pos[r], P = pos0 + T;
+    int r = s->seg_start[a->seg] + a->t0, T = a->t1 - a->t0, pos0 = j->b->pos[r], P = pos0 + T;
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
     egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
     float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
@@ -205,14 +264,14 @@ static void mha_task(void *v, int k, int thread) {
                  E, H, Hkv, dh, j->scale, S);
 }
 
-/* The per-sequence part of MHA: each segment's rows of s->q against its
- * cached keys and values, one segment per task. */
+/* The per-sequence part of MHA: groups of each segment's rows of s->q
+ * against their cached keys and values, one group per task. */
 static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out) {
     const float *q = s->q.p;
     int dh = s->c->head_dim;
     float scale = 1.0f / sqrtf((float)dh);
     mha_job j = {s, li, b, out, q, scale};
-    egm_pool_run(s->pool, s->n_segs, mha_task, &j);
+    egm_pool_run(s->pool, s->n_tasks, mha_task, &j);
 }
 
 /* Where the blocked attention kernel gets a sequence's latents from. */
@@ -353,34 +412,88 @@ static void output_task(void *v, int h, int thread) {
                            egm_config_latent_dim(c), h);
 }
 
-/* One sequence segment against its cached latents, on thread's scratch. */
-static void segment_task(void *v, int k, int thread) {
+/* Floats of one partial state: olat, m (floats) and l (doubles) of
+ * ROWS_PER_TASK rows x H heads. */
+static long part_floats(const egm_config *c) {
+    long R = (long)ROWS_PER_TASK * c->num_heads;
+    return R * (egm_config_latent_dim(c) + 1 + 2) + 2;
+}
+
+/* Where a task's state goes: the final olat rows and m, l of the batch for
+ * a group's first range, its partial slot otherwise. */
+static void task_state(const latent_job *j, const struct egm_attn_task *a, float **o, float **m,
+                       double **l) {
+    egm_stage *s = j->s;
+    const egm_config *c = s->c;
+    long H = c->num_heads, du = egm_config_latent_dim(c), n = j->b->n;
+    long r = s->seg_start[a->seg] + a->t0;
+    if (a->part < 0) {
+        *o = j->olat + r * H * du;
+        *m = s->ml.p + r * H;
+        *l = (double *)(s->ml.p + 2 * n * H) + r * H; /* after m, 8-byte aligned */
+    } else {
+        float *p = s->part.p + a->part * part_floats(c);
+        long R0 = (long)ROWS_PER_TASK * H;
+        *o = p;
+        *m = p + R0 * du;
+        *l = (double *)(p + R0 * (du + 1) + ((R0 * (du + 1)) & 1));
+    }
+}
+
+/* A group of a segment's rows against a range of its cached latents. */
+static void range_task(void *v, int i, int thread) {
     const latent_job *j = v;
     egm_stage *s = j->s;
     const egm_config *c = s->c;
+    const struct egm_attn_task *a = &s->tasks[i];
     int H = c->num_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dq = dn + dr;
-    int du = egm_config_latent_dim(c);
+    int du = egm_config_latent_dim(c), T = a->t1 - a->t0;
+    int r = s->seg_start[a->seg] + a->t0;
     egm_seg_scratch *sc = &s->scr[thread];
-    int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = j->b->pos[r];
     zrows_ctx zc = {s, sc, j->w, &s->seqs[j->b->slot[r]], j->li};
-    float *S = egm_buf_need(&sc->att, egm_attn_latent_blocked_scratch(T, H, EGM_ZBLOCK, du, dr));
-    egm_latent_attend_blocked(j->olat + (long)r * H * du, j->qlat + (long)r * H * du,
-                              j->q + (long)r * H * dq, H * dq, T, pos0,
-                              c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
-                              1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
+    float *S = egm_buf_need(&sc->att, egm_attn_latent_range_scratch(T, H, EGM_ZBLOCK, du, dr));
+    float *o, *m;
+    double *l;
+    task_state(j, a, &o, &m, &l);
+    egm_latent_attend_range(o, m, l, j->qlat + (long)r * H * du, j->q + (long)r * H * dq, H * dq,
+                            T, j->b->pos[r], a->j0, a->j1,
+                            c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
+                            1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
+}
+
+/* A group's later ranges folded into its first, in order, then divided. */
+static void merge_task(void *v, int g, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_stage *s = j->s;
+    const struct egm_attn_group *gr = &s->groups[g];
+    const struct egm_attn_task *a = &s->tasks[gr->first];
+    int R = (a->t1 - a->t0) * s->c->num_heads, du = egm_config_latent_dim(s->c);
+    float *o, *m, *o2, *m2;
+    double *l, *l2;
+    task_state(j, a, &o, &m, &l);
+    for (int k = 1; k < gr->n; k++) {
+        task_state(j, &s->tasks[gr->first + k], &o2, &m2, &l2);
+        egm_latent_merge(o, m, l, o2, m2, l2, R, du);
+    }
+    egm_latent_finish(o, l, R, du);
 }
 
 /* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
- * all rows (a head per task), each segment against its cached latents (a
- * segment per task), W_UV over all rows (a head per task). */
+ * all rows (a head per task), groups of rows against ranges of their
+ * segment's cached latents (plan_attention), the ranges merged, W_UV over
+ * all rows (a head per task). */
 static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
                           float *out) {
     const egm_config *c = s->c;
     long n = b->n, H = c->num_heads, du = egm_config_latent_dim(c);
     latent_job j = {s, w, li, b, out, egm_buf_need(&s->qlat, n * H * du),
                     egm_buf_need(&s->olat, n * H * du), s->q.p};
+    egm_buf_need(&s->ml, 4 * n * H + 2);
+    egm_buf_need(&s->part, (long)s->n_parts * part_floats(c) + 1);
     egm_pool_run(s->pool, (int)H, query_task, &j);
-    egm_pool_run(s->pool, s->n_segs, segment_task, &j);
+    egm_pool_run(s->pool, s->n_tasks, range_task, &j);
+    egm_pool_run(s->pool, s->n_groups, merge_task, &j);
     egm_pool_run(s->pool, (int)H, output_task, &j);
 }
 
@@ -393,6 +506,7 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
 
     find_segments(s, b);
+    plan_attention(s, b);
     int blas = blas_single();
     float *xn = egm_buf_need(&s->xn, (long)n * D);
     int attn_w = c->arch == EGM_LLAMA ? c->num_heads * c->head_dim
@@ -426,6 +540,7 @@ void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b) {
     const egm_config *c = s->c;
     const egm_model *m = s->m;
     find_segments(s, b);
+    plan_attention(s, b);
     int blas = blas_single();
     float *att = s->attn.p;
     for (int l = m->lo; l < m->hi; l++) {

@@ -45,6 +45,13 @@ typedef struct {
     egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u;
     egm_seg_scratch scr[EGM_STAGE_MAX_THREADS];
     int *seg_start, n_segs, cap_segs;  /* segments of the current batch */
+    /* attention's tasks for the current batch: a group of a segment's rows
+     * against a range of positions (worker/stage.c, plan_attention) */
+    struct egm_attn_task *tasks;
+    int n_tasks, cap_tasks;
+    struct egm_attn_group *groups;
+    int n_groups, cap_groups, n_parts;
+    egm_buf part, ml;    /* partial states of ranges after a group's first; final m, l */
     egm_pool *pool;      /* every parallel loop; as many threads as BLAS had
                           * at init (--threads), BLAS itself single-threaded */
 } egm_stage;
