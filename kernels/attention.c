@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn_small.h"
 #include "ops.h"
 
 /* Masked softmax of one score row: positions > last are excluded. */
@@ -118,7 +119,10 @@ void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat
             egm_gemm(0, 1, Rb, nb, dr, scale, qc + (long)r0 * K + du, K, kpe, ldk, 1.0f, S, nb);
         }
         block_softmax(S, nb, olat, m, l, r0, R, H, T, pos0, j0, du);
-        egm_gemm(0, 0, Rb, du, nb, 1.0f, S, nb, Z, ldz, 1.0f, olat + (long)r0 * du, du);
+        if (Rb <= EGM_ATTN_SMALL_MAX_R) /* decode: OpenBLAS is slow at few rows */
+            egm_attn_wsum(Rb, du, nb, S, nb, Z, ldz, olat + (long)r0 * du, du);
+        else
+            egm_gemm(0, 0, Rb, du, nb, 1.0f, S, nb, Z, ldz, 1.0f, olat + (long)r0 * du, du);
     }
 }
 
