@@ -382,7 +382,7 @@ int egm_cmd_bench(int argc, char **argv) {
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
         {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},
         {"steps", EGM_OPT_INT, &o.steps, "timed decode steps per (batch, context)", 1, 1 << 20, "N"},
-        {"threads", EGM_OPT_INT, &o.threads, "BLAS threads, also the bandwidth test's (0: one per "
+        {"threads", EGM_OPT_INT, &o.threads, "threads of the stage's pool (BLAS single-threaded in it) and of the roofline's BLAS and bandwidth test (0: one per "
          "CPU; under mpirun: each stage's, 0 = the topology's, 1 without one)", 0, 256, "N"},
         {"kv-dtype", EGM_OPT_STRING, &o.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
         {"kv-budget", EGM_OPT_STRING, &o.budget_s, "KV budget for the capacity report", 0, 0, "SIZE"},

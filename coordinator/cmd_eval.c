@@ -39,7 +39,7 @@ typedef struct {
     {"micro-batches", EGM_OPT_INT, &(j)->r.micro_batches, "micro-batches in flight", 1, 1024, "N"},          \
     {"chunk", EGM_OPT_INT, &(j)->r.chunk, "rows per micro-batch at most", 1, 1 << 20, "N"},                  \
     {"block-tokens", EGM_OPT_INT, &(j)->r.block_tokens, "positions per KV block", 1, 65536, "N"},            \
-    {"threads", EGM_OPT_INT, &(j)->r.threads, "BLAS threads per rank (0 = OpenBLAS default)", 0, 1024, "N"}, \
+    {"threads", EGM_OPT_INT, &(j)->r.threads, "threads per rank, the stage's pool (BLAS runs single-threaded in it; 0 = OPENBLAS_NUM_THREADS or one per CPU)", 0, 1024, "N"}, \
     {"no-gate-table", EGM_OPT_FLAG, &(j)->no_gate_table, "EG-MLA: no precomputed gate table", 0, 0, NULL},  \
     {"topology", EGM_OPT_STRING, &(j)->topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},     \
     {"wire-dtype", EGM_OPT_STRING, &(j)->r.wire_dtype, "activations between stages: bf16, fp32 or int8", 0, 0, "T"}
