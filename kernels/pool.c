@@ -11,9 +11,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* ~5-20 us of polling before sleeping: long enough to bridge the gap
- * between two loops of one forward step, short enough to be invisible on
- * a machine whose other cores are busy. */
+/* Polling before sleeping: 2000 pauses, some 10-50 us depending on the
+ * CPU's pause latency. Long enough to bridge the gap between two loops of
+ * one forward step, short enough not to matter on a machine whose other
+ * cores are busy. */
 #define SPIN 2000
 
 struct egm_pool {

@@ -9,8 +9,8 @@
  * OMP_WAIT_POLICY.
  *
  * Idle workers sleep on a condition variable after a short bounded spin
- * (a few microseconds, so back-to-back loops do not pay a futex wake each;
- * short enough not to steal a busy machine's other core). The caller of
+ * (tens of microseconds, so back-to-back loops do not pay a futex wake
+ * each; short enough not to steal a busy machine's other core). The caller of
  * egm_pool_run is thread 0 and runs tasks too. Tasks are handed out one at
  * a time in index order (dynamic schedule); which thread runs a task must
  * not change its result, so results never depend on the thread count. */
