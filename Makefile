@@ -23,7 +23,7 @@ OPT   := -O2 -g -march=$(ARCH)
 endif
 
 CC      ?= cc
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(OPT) \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpointer-arith -Werror -fopenmp $(OPT) \
            -I. -I$(BUILD)/proto $(shell pkg-config --cflags $(PKGS))
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
 LDFLAGS := -fopenmp $(filter -fsanitize=%,$(OPT))

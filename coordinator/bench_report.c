@@ -73,6 +73,9 @@ void egm_bench_prefill_cost(const egm_config *c, int ctx, int chunk, long positi
     int n_chunks = (ctx + chunk - 1) / chunk;
     out->weight_bytes = out->weight_bytes * n_chunks -
                         (n_chunks - 1) * 4.0 * c->vocab_size * c->hidden_size;
+    /* Row t attends t + 1 positions (the causal triangle); EG-MLA rebuilds
+     * z for every position each chunk attends. */
+    out->attn_flops = egm_attn_flops_of(c, ctx, (long)ctx * (ctx + 1) / 2, positions, gate_table);
 }
 
 void egm_bench_decode_cost(const egm_config *c, int b, int ctx, int steps, int gate_table,
@@ -81,10 +84,17 @@ void egm_bench_decode_cost(const egm_config *c, int b, int ctx, int steps, int g
     long pos_mean2 = 2L * ctx + 4 + (steps - 1); /* 2 x mean, to stay integral */
     egm_step_cost_of(c, b, b, (long)b * pos_mean2, gate_table, kv_bf16, out);
     out->gate_bytes /= 2, out->kv_bytes /= 2;
+    /* attention's per-row work at 2 x the rows, so halving keeps it exact */
+    out->attn_flops = egm_attn_flops_of(c, 2L * b, (long)b * pos_mean2, (long)b * pos_mean2,
+                                        gate_table) / 2;
 }
 
 static double ratio_sgemm(const egm_bench_row *r) {
     return r->cost.proj_flops / r->secs * 1e-9 / r->sgemm;
+}
+/* (projection + attention flops) / step time / the GEMM ceiling at its M */
+static double ratio_compute(const egm_bench_row *r) {
+    return (r->cost.proj_flops + r->cost.attn_flops) / r->secs * 1e-9 / r->sgemm;
 }
 static double stream_gbs(const egm_bench_row *r) {
     return (r->cost.weight_bytes + r->cost.gate_bytes) / r->secs * 1e-9;
@@ -106,6 +116,7 @@ json_t *egm_bench_row_json(const egm_bench_row *r, int ranks) {
     json_object_set_new(o, "ratio_to_sgemm", json_real(ratio_sgemm(r)));
     json_object_set_new(o, "ratio_to_bw", json_real(stream_gbs(r) / bw));
     json_object_set_new(o, "ratio_to_bw_with_kv", json_real(stream_gbs(r) / bw + kv_gbs / bw));
+    json_object_set_new(o, "ratio_to_compute_roofline", json_real(ratio_compute(r)));
     json_object_set_new(o, "ratio_to_roofline",
                         json_real((t_flop > t_mem ? t_flop : t_mem) / r->secs));
     if (!strcmp(r->phase, "decode")) {
@@ -117,6 +128,7 @@ json_t *egm_bench_row_json(const egm_bench_row *r, int ranks) {
             json_object_set_new(o, "proj_gemm_ratio_to_sgemm",
                                 json_real(r->cost.proj_flops / r->proj_secs * 1e-9 / r->sgemm));
         }
+        if (r->attn_secs > 0) json_object_set_new(o, "attn_ms", json_real(r->attn_secs * 1e3));
     } else {
         json_object_set_new(o, "ttft_ms", json_real(r->secs * 1e3));
         json_object_set_new(o, "chunk_rows", json_integer(r->sgemm_m));
@@ -127,6 +139,7 @@ json_t *egm_bench_row_json(const egm_bench_row *r, int ranks) {
     json_object_set_new(o, "mem_bw_gbs", json_real(r->bw));
     json_object_set_new(o, "sgemm_m", json_integer(r->sgemm_m));
     json_object_set_new(o, "proj_flops", json_real(r->cost.proj_flops));
+    json_object_set_new(o, "attn_flops", json_real(r->cost.attn_flops));
     json_object_set_new(o, "weight_bytes", json_real(r->cost.weight_bytes));
     json_object_set_new(o, "gate_bytes", json_real(r->cost.gate_bytes));
     json_object_set_new(o, "kv_bytes", json_real(r->cost.kv_bytes));
@@ -135,22 +148,27 @@ json_t *egm_bench_row_json(const egm_bench_row *r, int ranks) {
 }
 
 void egm_bench_print_head(FILE *f) {
-    fprintf(f, "\n%-8s %5s %7s %10s %9s %9s %7s %8s %6s %7s %8s %7s %7s %6s", "phase", "batch",
-            "context", "tokens/s", "ms", "proj GF/s", "%sgemm", "GB/s", "%bw", "%bw+kv", "proj ms",
-            "%sgemm", "sgemm", "bw");
+    fprintf(f, "\n%-8s %5s %7s %10s %9s %9s %7s %7s %8s %6s %7s %8s %7s %8s %7s %6s", "phase",
+            "batch", "context", "tokens/s", "ms", "proj GF/s", "%sgemm", "%comp", "GB/s", "%bw",
+            "%bw+kv", "proj ms", "%sgemm", "attn ms", "sgemm", "bw");
 }
 
 void egm_bench_print_row(FILE *f, const egm_bench_row *r) {
     double bw = r->bw;
-    fprintf(f, "%-8s %5d %7d %10.1f %9.2f %9.1f %7.1f %8.1f %6.1f %7.1f", r->phase, r->batch,
-            r->context, r->tokens_per_s, r->secs * 1e3, r->cost.proj_flops / r->secs * 1e-9,
-            100 * ratio_sgemm(r), stream_gbs(r), 100 * stream_gbs(r) / bw,
+    fprintf(f, "%-8s %5d %7d %10.1f %9.2f %9.1f %7.1f %7.1f %8.1f %6.1f %7.1f", r->phase,
+            r->batch, r->context, r->tokens_per_s, r->secs * 1e3,
+            r->cost.proj_flops / r->secs * 1e-9, 100 * ratio_sgemm(r), 100 * ratio_compute(r),
+            stream_gbs(r), 100 * stream_gbs(r) / bw,
             100 * (stream_gbs(r) + r->cost.kv_bytes / r->secs * 1e-9) / bw);
     if (r->proj_secs > 0)
         fprintf(f, " %8.2f %7.1f", r->proj_secs * 1e3,
                 100 * r->cost.proj_flops / r->proj_secs * 1e-9 / r->sgemm);
     else
         fprintf(f, " %8s %7s", "-", "-");
+    if (r->attn_secs > 0)
+        fprintf(f, " %8.2f", r->attn_secs * 1e3);
+    else
+        fprintf(f, " %8s", "-");
     fprintf(f, " %7.1f %6.1f", r->sgemm, r->bw);
 }
 

@@ -38,6 +38,7 @@ typedef struct {
     double secs;          /* prefill: whole prompt; decode: one step */
     double mean_secs;     /* decode: mean step */
     double proj_secs;     /* decode: the step's projections replayed alone (0: not measured) */
+    double attn_secs;     /* decode: the step's attention replayed alone (0: not measured) */
     double tokens_per_s;
     egm_step_cost cost;   /* per step (decode) or whole prefill */
     double sgemm;         /* ceilings used for this row: GFLOP/s at its M, */

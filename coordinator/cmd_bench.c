@@ -344,12 +344,20 @@ static int bench_one(const egm_bench_opts *o) {
             }
             /* The median step: robust to the other loads of a shared machine. */
             t = egm_bench_median(times, steps);
-            double pt[3];
+            double pt[3], at[3];
             for (int k = 0; k < 3; k++) pt[k] = replay_proj(&m, b, px, py);
+            /* attention alone: the last step's rows, against the cache as is */
+            egm_mbatch lb = {b, g.slot, g.pos, g.tok};
+            for (int k = 0; k < 3; k++) {
+                double a0 = egm_now();
+                egm_stage_attention_replay(&g.st, &lb);
+                at[k] = egm_now() - a0;
+            }
             r = &res[nres++];
             *r = (egm_bench_row){.phase = "decode", .batch = b, .context = ctx, .steps = steps,
                                  .secs = t, .mean_secs = total / steps,
-                                 .proj_secs = egm_bench_median(pt, 3), .tokens_per_s = b / t,
+                                 .proj_secs = egm_bench_median(pt, 3),
+                                 .attn_secs = egm_bench_median(at, 3), .tokens_per_s = b / t,
                                  .sgemm_m = b};
             egm_bench_row_ceilings(&rf, r, b);
             egm_bench_decode_cost(c, b, ctx, steps, gate_table, bf16, &r->cost);

@@ -55,7 +55,7 @@ int egm_engine_table(const egm_opt *own, egm_engine_opts *o, egm_opt *out, int c
         {"micro-batches", EGM_OPT_INT, &o->micro_batches, "micro-batches in flight (results depend on it, not on the split; under mpirun default: at least one per stage)", 1, 1024, "N"},
         {"chunk", EGM_OPT_INT, &o->chunk, "rows per micro-batch at most (prefill chunk)", 1, 1 << 20, "N"},
         {"block-tokens", EGM_OPT_INT, &o->block_tokens, "positions per KV block", 1, 65536, "N"},
-        {"threads", EGM_OPT_INT, &o->threads, "BLAS threads per rank (0 = OpenBLAS default)", 0, 1024, "N"},
+        {"threads", EGM_OPT_INT, &o->threads, "threads per rank: the stage's pool, BLAS single-threaded in it (0 = OPENBLAS_NUM_THREADS or one per CPU)", 0, 1024, "N"},
         {"no-gate-table", EGM_OPT_FLAG, &o->no_gate_table, "EG-MLA: gather the gate from eg_embed each step instead of a precomputed [V, d_u] table", 0, 0, NULL},
         {"rank-timeout", EGM_OPT_FLOAT, &o->rank_timeout, "under MPI: seconds without a result before rank 0 looks for a dead or hung rank", 0.1, 1e6, "S"},
         {"topology", EGM_OPT_STRING, &o->topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},

@@ -63,6 +63,23 @@ static double g_proj_bpe = 4.0;
 
 void egm_set_weight_bytes_per_elem(double b) { g_proj_bpe = b > 0 ? b : 4.0; }
 
+double egm_attn_flops_of(const egm_config *c, long rows, long row_positions,
+                         long seg_positions, int gate_table) {
+    double H = c->num_heads, L = c->num_layers, f;
+    if (c->arch == EGM_LLAMA)
+        return L * 4.0 * H * c->head_dim * (double)row_positions;
+    double du = egm_config_latent_dim(c), dr = c->qk_rope_head_dim;
+    f = 2.0 * H * (2.0 * du + dr) * (double)row_positions +
+        2.0 * H * (c->qk_nope_head_dim + c->v_head_dim) * du * (double)rows;
+    if (c->arch == EGM_EGMLA) {
+        double per_pos = 8.0 * du;
+        if (c->eg_latent_dim != c->kv_lora_rank) per_pos += 2.0 * c->kv_lora_rank * du;
+        if (!gate_table) per_pos += 2.0 * c->eg_embed_dim * du;
+        f += per_pos * (double)seg_positions;
+    }
+    return L * f;
+}
+
 void egm_step_cost_of(const egm_config *c, long rows, long head_rows, long positions,
                       int gate_table, int kv_bf16, egm_step_cost *o) {
     egm_proj_shape s[EGM_MAX_PROJ];
@@ -95,6 +112,7 @@ void egm_step_cost_of(const egm_config *c, long rows, long head_rows, long posit
             o->gate_bytes = 4.0 * L * de * (double)positions;
         }
     }
+    o->attn_flops = egm_attn_flops_of(c, rows, positions, positions, gate_table);
     o->kv_bytes = (double)positions *
                   (double)egm_kv_bytes_per_token(c->num_layers, egm_config_kv_elems(c),
                                                  c->arch == EGM_EGMLA, kv_bf16);

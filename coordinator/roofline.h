@@ -48,7 +48,23 @@ typedef struct {
                            * head_rows > 0 */
     double gate_bytes;    /* EG-MLA: gate-table rows gathered (positions x layers) */
     double kv_bytes;      /* KV cache read: positions x bytes per token */
+    double attn_flops;    /* attention work (egm_attn_flops_of); decode: every
+                           * row is its own segment of `positions / rows` */
 } egm_step_cost;
+
+/* Flops of attention over `rows` query rows, per the whole model:
+ *   - every head's scores and weighted sum over every position a row
+ *     attends (`row_positions`, summed over rows: the causal triangle in
+ *     prefill): MHA 4 * H * dh, latent 2 * H * (2 * d_u + dr) per pair;
+ *   - latent: the absorbed kv_b_proj products of each row,
+ *     2 * H * (dn + dv) * d_u;
+ *   - EG-MLA: the rebuild of z for every position of every segment
+ *     (`seg_positions`): 2 * d_c * d_u for up(c) (when d_u != d_c), 8 * d_u
+ *     for the gate product and the norm, and without the gate table
+ *     2 * d_e * d_u for eg_gate_proj.
+ * Softmax exponentials and masking are not counted. Times num_layers. */
+double egm_attn_flops_of(const egm_config *c, long rows, long row_positions,
+                         long seg_positions, int gate_table);
 
 /* gate_table: EG-MLA gate rows come from G [V, d_u] (fp32) rather than
  * eg_embed [V, d_e] (fp32 in synthetic models) + eg_gate_proj. */

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "attn_small.h"
 #include "ops.h"
 
 /* Masked softmax of one score row: positions > last are excluded. */
@@ -29,28 +30,68 @@ void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
     }
 }
 
+void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,
+                           int H, int dn, int dr, int dv, int du, int h) {
+    const float *W_UK = kv_b + (long)h * (dn + dv) * du; /* [dn, du] */
+    egm_gemm(0, 0, n, du, dn, 1.0f, q + h * (dn + dr), ldq, W_UK, du, 0.0f,
+             qlat + (long)h * du, H * du);
+}
+
 void egm_latent_query(float *qlat, const float *q, int ldq, int n,
                       const float *kv_b, int H, int dn, int dr, int dv, int du) {
-    for (int h = 0; h < H; h++) {
-        const float *W_UK = kv_b + (long)h * (dn + dv) * du; /* [dn, du] */
-        egm_gemm(0, 0, n, du, dn, 1.0f, q + h * (dn + dr), ldq, W_UK, du, 0.0f,
-                 qlat + (long)h * du, H * du);
-    }
+    for (int h = 0; h < H; h++) egm_latent_query_head(qlat, q, ldq, n, kv_b, H, dn, dr, dv, du, h);
+}
+
+long egm_attn_latent_range_scratch(int T, int H, int block, int du, int dr) {
+    return (long)H * T * (block + du + dr);
 }
 
 long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr) {
-    /* scores, [qlat | q_pe] rows, running max, padding, running sum (double) */
-    return (long)H * T * (block + du + dr + 3) + 2;
+    /* the range's scratch, running max, padding, running sum (double) */
+    return egm_attn_latent_range_scratch(T, H, block, du, dr) + (long)H * T * 3 + 2;
 }
 
-void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, int ldq,
-                               int T, int pos0, egm_latent_rows_fn rows, void *ctx,
-                               int H, int dn, int dr, int du, float scale, int block,
-                               float *scratch) {
+/* Online softmax of one block's scores for rows [r0, R): rescales what a
+ * row has so far to the new max and adds the block's mass to l. */
+static void block_softmax(float *S, int nb, float *olat, float *m, double *l, int r0, int R,
+                          int H, int T, int pos0, int j0, int du) {
+    for (int r = r0; r < R; r++) {
+        int t = r / H;
+        (void)T;
+        int n = pos0 + t - j0 + 1; /* causal: positions <= pos0 + t */
+        if (n > nb) n = nb;
+        float *s = S + (long)(r - r0) * nb;
+        if (n <= 0) { /* the whole block is after this row */
+            for (int j = 0; j < nb; j++) s[j] = 0.0f;
+            continue;
+        }
+        float mx = m[r];
+        for (int j = 0; j < n; j++)
+            if (s[j] > mx) mx = s[j];
+        double sum = 0.0;
+        for (int j = 0; j < n; j++) {
+            s[j] = expf(s[j] - mx);
+            sum += s[j];
+        }
+        for (int j = n; j < nb; j++) s[j] = 0.0f;
+        if (mx != m[r]) {
+            float c = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
+            float *o = olat + (long)r * du;
+            for (int k = 0; k < du; k++) o[k] *= c;
+            l[r] *= c;
+            m[r] = mx;
+        }
+        l[r] += sum;
+    }
+}
+
+void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat,
+                             const float *q, int ldq, int T, int pos0, int j_begin, int j_end,
+                             egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
+                             float scale, int block, float *scratch) {
     int P = pos0 + T, R = H * T, dq = dn + dr, K = du + dr;
-    float *S = scratch, *qc = S + (long)R * block, *m = qc + (long)R * K;
-    long off = (long)R * (block + K + 1);
-    double *l = (double *)(scratch + off + (off & 1)); /* 8-byte aligned, as scratch is */
+    if (j_end > P) j_end = P;
+    float *S = scratch, *qc = S + (long)R * block;
     for (int r = 0; r < R; r++) {
         m[r] = -INFINITY;
         l[r] = 0.0;
@@ -61,51 +102,51 @@ void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, i
                sizeof(float) * dr);
     }
     for (long i = 0; i < (long)R * du; i++) olat[i] = 0.0f;
-    for (int j0 = 0; j0 < P; j0 += block) {
-        int nb = P - j0 < block ? P - j0 : block;
+    for (int j0 = j_begin; j0 < j_end; j0 += block) {
+        int nb = j_end - j0 < block ? j_end - j0 : block;
+        /* rows whose last position is before the block see none of it:
+         * prefill's work is the causal triangle, by blocks */
+        int t_lo = j0 > pos0 ? j0 - pos0 : 0, r0 = t_lo * H, Rb = R - r0;
         const float *Z, *kpe;
         int ldz, ldk;
         rows(ctx, j0, j0 + nb, &Z, &ldz, &kpe, &ldk);
         /* S[(t,h), nb] = scale * (qlat Z^T + q_pe kpe^T): one GEMM when the
          * rows are [z | kpe] side by side */
         if (kpe == Z + du && ldk == ldz) {
-            egm_gemm(0, 1, R, nb, K, scale, qc, K, Z, ldz, 0.0f, S, nb);
+            egm_gemm(0, 1, Rb, nb, K, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
         } else {
-            egm_gemm(0, 1, R, nb, du, scale, qc, K, Z, ldz, 0.0f, S, nb);
-            egm_gemm(0, 1, R, nb, dr, scale, qc + du, K, kpe, ldk, 1.0f, S, nb);
+            egm_gemm(0, 1, Rb, nb, du, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
+            egm_gemm(0, 1, Rb, nb, dr, scale, qc + (long)r0 * K + du, K, kpe, ldk, 1.0f, S, nb);
         }
-        /* online softmax: rescale what the row has so far to the new max */
-        for (int t = 0; t < T; t++) {
-            int n = pos0 + t - j0 + 1; /* causal: positions <= pos0 + t */
-            if (n > nb) n = nb;
-            for (int h = 0; h < H; h++) {
-                int r = t * H + h;
-                float *s = S + (long)r * nb;
-                if (n <= 0) { /* the whole block is after this row */
-                    for (int j = 0; j < nb; j++) s[j] = 0.0f;
-                    continue;
-                }
-                float mx = m[r];
-                for (int j = 0; j < n; j++)
-                    if (s[j] > mx) mx = s[j];
-                double sum = 0.0;
-                for (int j = 0; j < n; j++) {
-                    s[j] = expf(s[j] - mx);
-                    sum += s[j];
-                }
-                for (int j = n; j < nb; j++) s[j] = 0.0f;
-                if (mx != m[r]) {
-                    float c = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);
-                    float *o = olat + (long)r * du;
-                    for (int k = 0; k < du; k++) o[k] *= c;
-                    l[r] *= c;
-                    m[r] = mx;
-                }
-                l[r] += sum;
-            }
-        }
-        egm_gemm(0, 0, R, du, nb, 1.0f, S, nb, Z, ldz, 1.0f, olat, du);
+        block_softmax(S, nb, olat, m, l, r0, R, H, T, pos0, j0, du);
+        if (Rb <= EGM_ATTN_SMALL_MAX_R) /* decode: OpenBLAS is slow at few rows */
+            egm_attn_wsum(Rb, du, nb, S, nb, Z, ldz, olat + (long)r0 * du, du);
+        else
+            egm_gemm(0, 0, Rb, du, nb, 1.0f, S, nb, Z, ldz, 1.0f, olat + (long)r0 * du, du);
     }
+}
+
+void egm_latent_merge(float *olat, float *m, double *l, const float *olat2, const float *m2,
+                      const double *l2, int R, int du) {
+    for (int r = 0; r < R; r++) {
+        if (m2[r] == -INFINITY) continue; /* saw no position */
+        float *o = olat + (long)r * du;
+        const float *o2 = olat2 + (long)r * du;
+        if (m[r] == -INFINITY) {
+            memcpy(o, o2, sizeof(float) * du);
+            m[r] = m2[r];
+            l[r] = l2[r];
+            continue;
+        }
+        float mx = m[r] > m2[r] ? m[r] : m2[r];
+        float a = expf(m[r] - mx), b = expf(m2[r] - mx);
+        for (int k = 0; k < du; k++) o[k] = o[k] * a + o2[k] * b;
+        l[r] = l[r] * a + l2[r] * b;
+        m[r] = mx;
+    }
+}
+
+void egm_latent_finish(float *olat, const double *l, int R, int du) {
     for (int r = 0; r < R; r++) {
         float inv = (float)(1.0 / l[r]);
         float *o = olat + (long)r * du;
@@ -113,11 +154,28 @@ void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, i
     }
 }
 
+void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, int ldq,
+                               int T, int pos0, egm_latent_rows_fn rows, void *ctx,
+                               int H, int dn, int dr, int du, float scale, int block,
+                               float *scratch) {
+    int R = H * T;
+    long off = egm_attn_latent_range_scratch(T, H, block, du, dr);
+    float *m = scratch + off;
+    off += R;
+    double *l = (double *)(scratch + off + (off & 1)); /* 8-byte aligned, as scratch is */
+    egm_latent_attend_range(olat, m, l, qlat, q, ldq, T, pos0, 0, pos0 + T, rows, ctx, H, dn,
+                            dr, du, scale, block, scratch);
+    egm_latent_finish(olat, l, R, du);
+}
+
+void egm_latent_output_head(float *out, int ldo, const float *olat, int n, const float *kv_b,
+                            int H, int dn, int dv, int du, int h) {
+    const float *W_UV = kv_b + ((long)h * (dn + dv) + dn) * du; /* [dv, du] */
+    egm_gemm(0, 1, n, dv, du, 1.0f, olat + (long)h * du, H * du, W_UV, du, 0.0f, out + h * dv,
+             ldo);
+}
+
 void egm_latent_output(float *out, int ldo, const float *olat, int n,
                        const float *kv_b, int H, int dn, int dv, int du) {
-    for (int h = 0; h < H; h++) {
-        const float *W_UV = kv_b + ((long)h * (dn + dv) + dn) * du; /* [dv, du] */
-        egm_gemm(0, 1, n, dv, du, 1.0f, olat + (long)h * du, H * du, W_UV, du, 0.0f,
-                 out + h * dv, ldo);
-    }
+    for (int h = 0; h < H; h++) egm_latent_output_head(out, ldo, olat, n, kv_b, H, dn, dv, du, h);
 }

@@ -56,4 +56,28 @@ long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr);
 void egm_latent_output(float *out, int ldo, const float *olat, int n,
                        const float *kv_b, int H, int dn, int dv, int du);
 
+/* Step 2 in pieces, so that one segment can be split over threads by
+ * positions and rows: egm_latent_attend_range attends the segment's T rows
+ * to positions [j_begin, j_end) (clipped to causality; blocks start at
+ * j_begin) and leaves the unnormalised state — olat, the running max m
+ * [T*H] and sum l [T*H] — without dividing; egm_latent_merge folds another
+ * range's state into it (ranges merged in a fixed order give the same bits
+ * whatever ran them); egm_latent_finish divides. Rows whose positions all
+ * precede a block skip it: a prefill segment costs the causal triangle.
+ * scratch: egm_attn_latent_range_scratch(T, H, block, du, dr) floats. */
+void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat,
+                             const float *q, int ldq, int T, int pos0, int j_begin, int j_end,
+                             egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
+                             float scale, int block, float *scratch);
+long egm_attn_latent_range_scratch(int T, int H, int block, int du, int dr);
+void egm_latent_merge(float *olat, float *m, double *l, const float *olat2, const float *m2,
+                      const double *l2, int R, int du);
+void egm_latent_finish(float *olat, const double *l, int R, int du);
+
+/* Steps 1 and 3 for head h alone (the same bits): heads can go to threads. */
+void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,
+                           int H, int dn, int dr, int dv, int du, int h);
+void egm_latent_output_head(float *out, int ldo, const float *olat, int n, const float *kv_b,
+                            int H, int dn, int dv, int du, int h);
+
 #endif

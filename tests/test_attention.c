@@ -1,8 +1,9 @@
 /* test_attention.c - latent attention, blocked (online softmax over blocks
  * of built latents) against the one-pass form it replaced and against a
  * naive double-precision computation: decode and prefill rows, a segment
- * starting mid-sequence, blocks that do not divide the length, and q rows
- * with extra stride. */
+ * starting mid-sequence, blocks that do not divide the length, q rows
+ * with extra stride, and split into row groups and position ranges that
+ * are merged (as the stage's threads run it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/attn_small.h"
 #include "kernels/ops.h"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
@@ -74,7 +76,33 @@ static void one_pass(float *olat, const float *qlat, const float *q, int ldq, in
     egm_gemm(0, 0, R, du, P, 1.0f, S, P, Z, ldz, 0.0f, olat, du);
 }
 
-static void check1(int T, int pos0, int block, int extra_ldq, int side_by_side) {
+/* Step 2 the way the stage splits it over threads: rows in groups of g,
+ * each group against ranges of `span` positions up to its last row's,
+ * merged in order, then divided. */
+static void split_attend(float *got, const float *qlat, const float *q, int ldq, int T, int pos0,
+                         rows_ctx *c, int H, int dn, int dr, int du, float scale, int block, int g,
+                         int span) {
+    float *S = malloc(sizeof(float) * egm_attn_latent_range_scratch(g, H, block, du, dr));
+    float *o2 = malloc(sizeof(float) * g * H * du), *m = malloc(sizeof(float) * g * H);
+    float *m2 = malloc(sizeof(float) * g * H);
+    double *l = malloc(sizeof(double) * g * H), *l2 = malloc(sizeof(double) * g * H);
+    for (int t0 = 0; t0 < T; t0 += g) {
+        int n = T - t0 < g ? T - t0 : g, last = pos0 + t0 + n, R = n * H;
+        float *o = got + (long)t0 * H * du;
+        for (int j0 = 0; j0 < last; j0 += span) {
+            c->last_j1 = j0; /* the range's blocks start at j0, in order */
+            egm_latent_attend_range(j0 ? o2 : o, j0 ? m2 : m, j0 ? l2 : l, qlat + (long)t0 * H * du,
+                                    q + (long)t0 * ldq, ldq, n, pos0 + t0, j0, j0 + span, rows, c,
+                                    H, dn, dr, du, scale, block, S);
+            assert_int_equal(c->last_j1, j0 + span < last ? j0 + span : last);
+            if (j0) egm_latent_merge(o, m, l, o2, m2, l2, R, du);
+        }
+        egm_latent_finish(o, l, R, du);
+    }
+    free(S), free(o2), free(m), free(m2), free(l), free(l2);
+}
+
+static void check1(int T, int pos0, int block, int extra_ldq, int side_by_side, int g, int span) {
     const int H = 3, dn = 4, dr = 2, du = 8, dq = dn + dr, P = pos0 + T, R = H * T;
     int ldq = H * dq + extra_ldq;
     float *q = rand_vec((long)T * ldq, 1), *qlat = rand_vec((long)R * du, 1);
@@ -86,9 +114,14 @@ static void check1(int T, int pos0, int block, int extra_ldq, int side_by_side) 
     one_pass(want, qlat, q, ldq, T, pos0, Z, du, K, dr, H, dn, dr, du, scale, S);
     rows_ctx c = {Z, K, du, dr, 0, 0, side_by_side, malloc(sizeof(float) * block * (du + dr)),
                   malloc(sizeof(float) * block * dr)};
-    egm_latent_attend_blocked(got, qlat, q, ldq, T, pos0, rows, &c, H, dn, dr, du, scale, block, Sb);
-    assert_int_equal(c.calls, (P + block - 1) / block);
-    assert_int_equal(c.last_j1, P);
+    if (g) {
+        split_attend(got, qlat, q, ldq, T, pos0, &c, H, dn, dr, du, scale, block, g, span);
+    } else {
+        egm_latent_attend_blocked(got, qlat, q, ldq, T, pos0, rows, &c, H, dn, dr, du, scale,
+                                  block, Sb);
+        assert_int_equal(c.calls, (P + block - 1) / block);
+        assert_int_equal(c.last_j1, P);
+    }
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++) {
             int r = t * H + h, last = pos0 + t;
@@ -114,8 +147,19 @@ static void check1(int T, int pos0, int block, int extra_ldq, int side_by_side) 
 }
 
 static void check(int T, int pos0, int block, int extra_ldq) {
-    check1(T, pos0, block, extra_ldq, 0);
-    check1(T, pos0, block, extra_ldq, 1);
+    check1(T, pos0, block, extra_ldq, 0, 0, 0);
+    check1(T, pos0, block, extra_ldq, 1, 0, 0);
+}
+
+/* Rows in groups and positions in ranges (as the stage's threads take
+ * them): the same answer, to fp32 rounding. */
+static void test_split(void **st) {
+    (void)st;
+    check1(1, 39, 5, 0, 1, 1, 10);   /* decode: 4 ranges of 2 blocks */
+    check1(1, 39, 5, 0, 0, 1, 15);   /* last range short */
+    check1(30, 50, 4, 0, 1, 8, 16);  /* prefill: 4 row groups, ranges by triangle */
+    check1(7, 0, 5, 2, 1, 3, 5);     /* from position 0: a group's rows start in its range */
+    check1(12, 30, 4, 0, 0, 5, 40);  /* one range: a plain group split */
 }
 
 static void test_decode(void **st) {
@@ -140,11 +184,48 @@ static void test_strided_q(void **st) {
     check(1, 22, 6, 5);
 }
 
+/* The few-rows weighted sum against a naive double loop, with every tail:
+ * rows not a multiple of the tile's 6, columns not of 16; strided
+ * operands; AVX2 and plain C. */
+static void small_kernels(int R, int nb, int K, int du) {
+    int ldz = (K > du ? K : du) + 5, lds = nb + 2, ldo = du + 1;
+    float *Z = rand_vec((long)nb * ldz, 1);
+    float *S = rand_vec((long)R * lds, 1), *O = rand_vec((long)R * ldo, 1);
+    float *O0 = malloc(sizeof(float) * R * ldo);
+    memcpy(O0, O, sizeof(float) * R * ldo);
+    egm_attn_wsum(R, du, nb, S, lds, Z, ldz, O, ldo);
+    for (int r = 0; r < R; r++)
+        for (int k = 0; k < du; k++) {
+            double v = O0[r * ldo + k], mag = fabs(v);
+            for (int j = 0; j < nb; j++) {
+                v += (double)S[r * lds + j] * Z[j * ldz + k];
+                mag += fabs((double)S[r * lds + j] * Z[j * ldz + k]);
+            }
+            assert_true(fabs(O[r * ldo + k] - v) <= mag * (nb + 1) * 0x1p-24 + 1e-30);
+        }
+    free(Z), free(S), free(O), free(O0);
+}
+
+static void test_small_kernels(void **st) {
+    (void)st;
+    for (int simd = 1; simd >= 0; simd--) {
+        egm_attn_small_allow_simd(simd);
+        small_kernels(12, 128, 320, 256); /* the paper configs' decode */
+        small_kernels(1, 5, 7, 3);
+        small_kernels(4, 9, 17, 33);
+        small_kernels(7, 130, 24, 16);
+        small_kernels(16, 3, 8, 40);
+    }
+    egm_attn_small_allow_simd(1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode),
         cmocka_unit_test(test_prefill),
         cmocka_unit_test(test_strided_q),
+        cmocka_unit_test(test_split),
+        cmocka_unit_test(test_small_kernels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -88,16 +88,33 @@ static void check_report(const char *model, int batches, int contexts, int steps
             assert_int_equal(b, 1);
             assert_true(num(r, "ttft_ms") > 0);
             egm_step_cost_of(&c, ctx, 1, 0, 1, 0, &k);
+            /* the causal triangle: row t attends t + 1 positions; each
+             * chunk rebuilds EG-MLA's z for every position up to its end */
+            int chunk = (int)json_integer_value(field(r, "chunk_rows"));
+            long seg = 0;
+            for (int p0 = 0; p0 < ctx; p0 += chunk) seg += p0 + chunk < ctx ? p0 + chunk : ctx;
+            assert_true(num(r, "attn_flops") ==
+                        egm_attn_flops_of(&c, ctx, (long)ctx * (ctx + 1) / 2, seg, 1));
         } else {
             assert_string_equal(ph, "decode");
             assert_int_equal(json_integer_value(field(r, "steps")), steps);
             assert_true(num(r, "ms_per_step") > 0);
             assert_true(num(r, "proj_ms") > 0);
+            assert_true(num(r, "attn_ms") > 0);
             egm_step_cost_of(&c, b, b, 0, 1, 0, &k);
+            /* step k of `steps` attends ctx + 2 + k positions per row */
+            double mean = ctx + 2 + (steps - 1) / 2.0;
+            double want = egm_attn_flops_of(&c, b, 0, 0, 1) +
+                          (egm_attn_flops_of(&c, 0, b, b, 1) * mean);
+            assert_true(fabs(num(r, "attn_flops") - want) <= 1e-9 * want);
             /* tokens/s is batch over the step time */
             assert_true(fabs(num(r, "tokens_per_s") * num(r, "ms_per_step") / 1e3 - b) < 1e-6 * b);
         }
         assert_true(num(r, "proj_flops") == k.proj_flops);
+        /* the compute roofline counts projections and attention */
+        double secs = !strcmp(ph, "prefill") ? num(r, "ttft_ms") / 1e3 : num(r, "ms_per_step") / 1e3;
+        double rc = (k.proj_flops + num(r, "attn_flops")) / secs * 1e-9 / num(r, "sgemm_gflops");
+        assert_true(fabs(num(r, "ratio_to_compute_roofline") - rc) <= 1e-9 * rc);
     }
     assert_int_equal(n_prefill, contexts);
 

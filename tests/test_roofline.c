@@ -129,6 +129,38 @@ static void test_cost_mla_mha(void **st) {
     assert_true(k.kv_bytes == 80.0 * 18432 * 4);
 }
 
+/* Attention flops by hand, per docs/PAPER.md's counts per cached position
+ * and layer: 6,912 multiply-adds of absorbed attention (MLA and EG-MLA),
+ * 16,384 more for EG-MLA's up(c), MHA 12 heads x 2 x 64. */
+static void test_attn_flops(void **st) {
+    (void)st;
+    egm_config c;
+    load("egmla", &c);
+    /* one row, 100 positions, one segment */
+    double per_pos = 2.0 * 6912 + 2.0 * 16384 + 8.0 * 256;
+    double per_row = 2.0 * 12 * (64 + 64) * 256; /* W_UK and W_UV absorbed */
+    assert_true(egm_attn_flops_of(&c, 1, 100, 100, 1) == 12 * (per_row + 100 * per_pos));
+    /* prefill of 4 rows in one segment: the triangle 1+2+3+4 for scores,
+     * 4 positions rebuilt once */
+    assert_true(egm_attn_flops_of(&c, 4, 10, 4, 1) ==
+                12 * (4 * per_row + 10 * 2.0 * 6912 + 4 * (2.0 * 16384 + 8.0 * 256)));
+    /* no gate table: eg_gate_proj [256, 256] per position as well */
+    assert_true(egm_attn_flops_of(&c, 1, 100, 100, 0) ==
+                12 * (per_row + 100 * (per_pos + 2.0 * 256 * 256)));
+    /* the step cost carries it, each decode row its own segment */
+    egm_step_cost k;
+    egm_step_cost_of(&c, 32, 32, 32 * 2049L, 1, 0, &k);
+    assert_true(k.attn_flops == 12 * (32 * per_row + 32 * 2049.0 * per_pos));
+
+    load("mla", &c);
+    assert_true(egm_attn_flops_of(&c, 1, 100, 100, 1) == 12 * (per_row + 100 * 2.0 * 6912));
+    /* z is cached: the segment's positions cost nothing more */
+    assert_true(egm_attn_flops_of(&c, 1, 100, 5000, 1) == egm_attn_flops_of(&c, 1, 100, 0, 1));
+
+    load("mha", &c);
+    assert_true(egm_attn_flops_of(&c, 3, 100, 100, 1) == 12 * 100 * 4.0 * 12 * 64);
+}
+
 static void test_triad(void **st) {
     (void)st;
     size_t n = 1003;
@@ -175,7 +207,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paper_configs_kv), cmocka_unit_test(test_shapes_egmla),
         cmocka_unit_test(test_shapes_mha),       cmocka_unit_test(test_cost_egmla),
-        cmocka_unit_test(test_cost_mla_mha),     cmocka_unit_test(test_triad),
+        cmocka_unit_test(test_cost_mla_mha),     cmocka_unit_test(test_attn_flops),
+        cmocka_unit_test(test_triad),
         cmocka_unit_test(test_measurements_sane),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

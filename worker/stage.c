@@ -10,17 +10,73 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/attention.h"
 #include "kernels/matmul.h"
+#include "base/pool.h"
 #include "kernels/ops.h"
 
 /* Positions per block of latent attention: 128 rows of [z | kpe] (160 KiB
  * for EG-MLA's d_u = 256) stay in L2 from their build to their last use. */
 #define EGM_ZBLOCK 128
+
+/* ------------------------------------------------------------ threads
+ *
+ * The stage's pool (base/pool.h) runs every parallel loop; BLAS is
+ * single-threaded for the whole forward (blas_single), so there is one
+ * kind of thread and none spins while idle. Weight matrices are split
+ * into fixed blocks of output columns, the same for any thread count, so
+ * the bits never depend on --threads or on the pipeline split. */
+
+/* Output columns per task of a projection: a multiple of every kernel's
+ * column tile; with 2 threads, 768 columns make 6 even tasks. */
+#define EGM_COL_BLOCK 128
+
+static int blas_single(void) {
+    int nt = openblas_get_num_threads();
+    if (nt != 1) openblas_set_num_threads(1);
+    return nt;
+}
+
+static void blas_restore(int nt) {
+    if (nt != 1) openblas_set_num_threads(nt);
+}
+
+typedef struct {
+    float *y;
+    const float *x;
+    const egm_mat *W;
+    int M, ldx, ldy, acc;
+} lin_job;
+
+/* One block of W's rows (output columns): a view of the stored matrix, in
+ * whatever precision it is kept (kernels/matmul.h). */
+static void lin_task(void *v, int t, int thread) {
+    (void)thread;
+    const lin_job *j = v;
+    int n0 = t * EGM_COL_BLOCK, N = j->W->rows;
+    egm_mat blk = *j->W;
+    blk.rows = N - n0 < EGM_COL_BLOCK ? N - n0 : EGM_COL_BLOCK;
+    blk.data = (const char *)j->W->data + (size_t)n0 * j->W->row_bytes;
+    egm_mat_mul(&blk, j->M, j->x, j->ldx, j->y + n0, j->ldy, j->acc);
+}
+
+/* y[M, W.rows] (row stride ldy) = x[M, W.cols] W^T (acc: +=), over the pool. */
+static void stage_mat_mul(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
+                          float *y, int ldy, int acc) {
+    lin_job j = {y, x, W, M, ldx, ldy, acc};
+    egm_pool_run(s->pool, (W->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
+}
+
+static void stage_linear(egm_stage *s, float *y, const float *x, const egm_mat *W, int M) {
+    stage_mat_mul(s, W, M, x, W->cols, y, W->rows, 0);
+}
+
+static void stage_linear_acc(egm_stage *s, float *y, const float *x, const egm_mat *W, int M) {
+    stage_mat_mul(s, W, M, x, W->cols, y, W->rows, 1);
+}
 
 int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
                    size_t kv_budget, int block_tokens, int kv_bf16,
@@ -40,6 +96,10 @@ int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
                         m->lo, m->hi - 1);
     s->seqs = calloc((size_t)n_slots, sizeof *s->seqs);
     if (!s->seqs) return egm_fail(e, "out of memory for %d sequence slots", n_slots);
+    /* --threads reaches every command as the BLAS thread count */
+    int nt = openblas_get_num_threads();
+    s->pool = egm_pool_new(nt > EGM_STAGE_MAX_THREADS ? EGM_STAGE_MAX_THREADS : nt);
+    if (!s->pool) return egm_fail(e, "out of memory for a pool of %d threads", nt);
     return 0;
 }
 
@@ -57,6 +117,8 @@ void egm_stage_free(egm_stage *s) {
         free(sc->ids.p);
     }
     free(s->seg_start);
+    free(s->tasks), free(s->groups), free(s->part.p), free(s->ml.p);
+    egm_pool_free(s->pool);
     memset(s, 0, sizeof *s);
 }
 
@@ -88,15 +150,65 @@ static void find_segments(egm_stage *s, const egm_mbatch *b) {
     s->seg_start[s->n_segs] = b->n;
 }
 
-/* The per-sequence part of attention runs one segment per thread, each
- * with single-threaded BLAS (small GEMMs pay more for OpenBLAS's thread
- * handoff than they gain); one long segment keeps BLAS's own threads. */
-static int segment_threads(const egm_stage *s) {
-    int nt = openblas_get_num_threads();
-    if (nt > EGM_STAGE_MAX_THREADS) nt = EGM_STAGE_MAX_THREADS;
-    if (nt > s->n_segs) nt = s->n_segs;
-    return nt < 1 ? 1 : nt;
+/* Attention is split into tasks that depend only on the batch, never on
+ * the thread count (so neither do the bits): each segment's rows in groups
+ * of ROWS_PER_TASK, each group against ranges of POS_PER_TASK positions up
+ * to its last row's (the causal triangle). A group's first range writes
+ * the final rows; the others write partial states that merge_task folds
+ * in, in order. Decode (one row per segment) splits a long context over
+ * threads; prefill splits rows and positions. */
+#define ROWS_PER_TASK 32
+#define POS_PER_TASK (2 * EGM_ZBLOCK)
+#define MHA_ROWS_PER_TASK 128
+
+struct egm_attn_task {
+    int seg, t0, t1;    /* rows of the segment */
+    int j0, j1;         /* positions */
+    int part;           /* -1: the group's first range; else its partial slot */
+};
+
+struct egm_attn_group {
+    int first, n;       /* its tasks */
+};
+
+static void add_task(egm_stage *s, struct egm_attn_task t) {
+    if (s->n_tasks == s->cap_tasks) {
+        s->cap_tasks = s->cap_tasks ? 2 * s->cap_tasks : 64;
+        s->tasks = realloc(s->tasks, sizeof *s->tasks * (size_t)s->cap_tasks);
+        if (!s->tasks) abort();
+    }
+    s->tasks[s->n_tasks++] = t;
 }
+
+static void add_group(egm_stage *s, int first, int n) {
+    if (s->n_groups == s->cap_groups) {
+        s->cap_groups = s->cap_groups ? 2 * s->cap_groups : 64;
+        s->groups = realloc(s->groups, sizeof *s->groups * (size_t)s->cap_groups);
+        if (!s->groups) abort();
+    }
+    s->groups[s->n_groups++] = (struct egm_attn_group){first, n};
+}
+
+static void plan_attention(egm_stage *s, const egm_mbatch *b) {
+    s->n_tasks = s->n_groups = s->n_parts = 0;
+    int rows = s->c->arch == EGM_LLAMA ? MHA_ROWS_PER_TASK : ROWS_PER_TASK;
+    for (int k = 0; k < s->n_segs; k++) {
+        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r];
+        for (int t0 = 0; t0 < T; t0 += rows) {
+            int t1 = T - t0 < rows ? T : t0 + rows, last = pos0 + t1, first = s->n_tasks;
+            /* MHA: one task per group, over all its positions */
+            int step = s->c->arch == EGM_LLAMA ? last : POS_PER_TASK;
+            for (int j0 = 0; j0 < last; j0 += step)
+                add_task(s, (struct egm_attn_task){k, t0, t1, j0, j0 + step < last ? j0 + step : last,
+                                                   j0 ? s->n_parts++ : -1});
+            add_group(s, first, s->n_tasks - first);
+        }
+    }
+}
+
+static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out);
+static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
+                          float *out);
 
 static void attention_llama(egm_stage *s, const egm_layer *w, int li,
                             const egm_mbatch *b, const float *xn, float *out) {
@@ -105,9 +217,10 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     int E = 2 * Hkv * dh;
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_matmul(q, xn, &w->wq, n);
-    egm_mat_mul(&w->wk, n, xn, c->hidden_size, kv, E, 0);
-    egm_mat_mul(&w->wv, n, xn, c->hidden_size, kv + Hkv * dh, E, 0);
+    int D = c->hidden_size;
+    stage_linear(s, q, xn, &w->wq, n);
+    stage_mat_mul(s, &w->wk, n, xn, D, kv, E, 0);
+    stage_mat_mul(s, &w->wv, n, xn, D, kv + Hkv * dh, E, 0);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -115,20 +228,43 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
             egm_rope(kv + (long)r * E + h * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
         egm_kv_write(&s->kv, &s->seqs[b->slot[r]], li, b->pos[r], kv + (long)r * E);
     }
+    attend_llama(s, li, b, out);
+}
+
+typedef struct {
+    egm_stage *s;
+    int li;
+    const egm_mbatch *b;
+    float *out;
+    const float *q;
+    float scale;
+} mha_job;
+
+/* A group of a segment's MHA rows, on thread `thread`'s scratch: its
+ * rows attend positions up to the last one's. */
+static void mha_task(void *v, int i, int thread) {
+    const mha_job *j = v;
+    egm_stage *s = j->s;
+    const egm_config *c = s->c;
+    const struct egm_attn_task *a = &s->tasks[i];
+    int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
+    egm_seg_scratch *sc = &s->scr[thread];
+    int r = s->seg_start[a->seg] + a->t0, T = a->t1 - a->t0, pos0 = j->b->pos[r], P = pos0 + T;
+    float *seg = egm_buf_need(&sc->seg, (long)P * E);
+    egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
+    float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
+    egm_attn_mha(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T, pos0, seg,
+                 E, H, Hkv, dh, j->scale, S);
+}
+
+/* The per-sequence part of MHA: groups of each segment's rows of s->q
+ * against their cached keys and values, one group per task. */
+static void attend_llama(egm_stage *s, int li, const egm_mbatch *b, float *out) {
+    const float *q = s->q.p;
+    int dh = s->c->head_dim;
     float scale = 1.0f / sqrtf((float)dh);
-    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
-    if (nt > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int k = 0; k < s->n_segs; k++) {
-        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
-        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r], P = pos0 + T;
-        float *seg = egm_buf_need(&sc->seg, (long)P * E);
-        egm_kv_gather(&s->kv, &s->seqs[b->slot[r]], li, 0, P, seg);
-        float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
-        egm_attn_mha(out + (long)r * H * dh, H * dh, q + (long)r * H * dh, H * dh, T,
-                     pos0, seg, E, H, Hkv, dh, scale, S);
-    }
-    if (nt > 1) openblas_set_num_threads(blas_nt);
+    mha_job j = {s, li, b, out, q, scale};
+    egm_pool_run(s->pool, s->n_tasks, mha_task, &j);
 }
 
 /* Where the blocked attention kernel gets a sequence's latents from. */
@@ -208,24 +344,23 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
                              const egm_mbatch *b, const float *xn, float *out) {
     const egm_config *c = s->c;
     int n = b->n, H = c->num_heads;
-    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dv = c->v_head_dim;
+    int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     int dq = dn + dr, dc = c->kv_lora_rank, E = dc + dr;
-    int du = egm_config_latent_dim(c);
     int eg = c->arch == EGM_EGMLA;
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
     if (w->q_proj.data) {
-        egm_matmul(q, xn, &w->q_proj, n);
+        stage_linear(s, q, xn, &w->q_proj, n);
     } else {
         int rq = c->q_lora_rank;
         float *qa = egm_buf_need(&s->qa, (long)n * rq);
-        egm_matmul(qa, xn, &w->q_a, n);
+        stage_linear(s, qa, xn, &w->q_a, n);
         for (int r = 0; r < n; r++)
             egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, EGM_LATENT_NORM_EPS);
-        egm_matmul(q, qa, &w->q_b, n);
+        stage_linear(s, q, qa, &w->q_b, n);
     }
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    egm_matmul(kv, xn, &w->kv_a, n);
+    stage_linear(s, kv, xn, &w->kv_a, n);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -236,25 +371,123 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
         egm_kv_write(&s->kv, sq, li, b->pos[r], row);
         if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);
     }
-    float scale = 1.0f / sqrtf((float)dq);
-    float *qlat = egm_buf_need(&s->qlat, (long)n * H * du);
-    float *olat = egm_buf_need(&s->olat, (long)n * H * du);
-    egm_latent_query(qlat, q, H * dq, n, w->kv_b, H, dn, dr, dv, du);
-    int nt = segment_threads(s), blas_nt = openblas_get_num_threads();
-    if (nt > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (nt > 1)
-    for (int k = 0; k < s->n_segs; k++) {
-        egm_seg_scratch *sc = &s->scr[omp_get_thread_num()];
-        int r = s->seg_start[k], T = s->seg_start[k + 1] - r, pos0 = b->pos[r];
-        const egm_kv_seq *sq = &s->seqs[b->slot[r]];
-        zrows_ctx zc = {s, sc, w, sq, li};
-        float *S = egm_buf_need(&sc->att, egm_attn_latent_blocked_scratch(T, H, EGM_ZBLOCK, du, dr));
-        egm_latent_attend_blocked(olat + (long)r * H * du, qlat + (long)r * H * du,
-                                  q + (long)r * H * dq, H * dq, T, pos0, eg ? egmla_rows : mla_rows,
-                                  &zc, H, dn, dr, du, scale, EGM_ZBLOCK, S);
+    attend_latent(s, w, li, b, out);
+}
+
+/* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
+ * all rows, each segment against its cached latents, W_UV over all rows. */
+typedef struct {
+    egm_stage *s;
+    const egm_layer *w;
+    int li;
+    const egm_mbatch *b;
+    float *out, *qlat, *olat;
+    const float *q;
+} latent_job;
+
+/* kv_b_proj's W_UK for one head, over every row. */
+static void query_task(void *v, int h, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_config *c = j->s->c;
+    egm_latent_query_head(j->qlat, j->q, c->num_heads * (c->qk_nope_head_dim + c->qk_rope_head_dim),
+                          j->b->n, j->w->kv_b, c->num_heads, c->qk_nope_head_dim,
+                          c->qk_rope_head_dim, c->v_head_dim, egm_config_latent_dim(c), h);
+}
+
+/* kv_b_proj's W_UV for one head, over every row. */
+static void output_task(void *v, int h, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_config *c = j->s->c;
+    egm_latent_output_head(j->out, c->num_heads * c->v_head_dim, j->olat, j->b->n, j->w->kv_b,
+                           c->num_heads, c->qk_nope_head_dim, c->v_head_dim,
+                           egm_config_latent_dim(c), h);
+}
+
+/* Floats of one partial state: olat, m (floats) and l (doubles) of
+ * ROWS_PER_TASK rows x H heads. */
+static long part_floats(const egm_config *c) {
+    long R = (long)ROWS_PER_TASK * c->num_heads;
+    return R * (egm_config_latent_dim(c) + 1 + 2) + 2;
+}
+
+/* Where a task's state goes: the final olat rows and m, l of the batch for
+ * a group's first range, its partial slot otherwise. */
+static void task_state(const latent_job *j, const struct egm_attn_task *a, float **o, float **m,
+                       double **l) {
+    egm_stage *s = j->s;
+    const egm_config *c = s->c;
+    long H = c->num_heads, du = egm_config_latent_dim(c), n = j->b->n;
+    long r = s->seg_start[a->seg] + a->t0;
+    if (a->part < 0) {
+        *o = j->olat + r * H * du;
+        *m = (float *)s->ml.p + r * H;
+        *l = (double *)((float *)s->ml.p + 2 * n * H) + r * H; /* after m, 8-byte aligned */
+    } else {
+        float *p = (float *)s->part.p + a->part * part_floats(c);
+        long R0 = (long)ROWS_PER_TASK * H;
+        *o = p;
+        *m = p + R0 * du;
+        *l = (double *)(p + R0 * (du + 1) + ((R0 * (du + 1)) & 1));
     }
-    if (nt > 1) openblas_set_num_threads(blas_nt);
-    egm_latent_output(out, H * dv, olat, n, w->kv_b, H, dn, dv, du);
+}
+
+/* A group of a segment's rows against a range of its cached latents. */
+static void range_task(void *v, int i, int thread) {
+    const latent_job *j = v;
+    egm_stage *s = j->s;
+    const egm_config *c = s->c;
+    const struct egm_attn_task *a = &s->tasks[i];
+    int H = c->num_heads, dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim, dq = dn + dr;
+    int du = egm_config_latent_dim(c), T = a->t1 - a->t0;
+    int r = s->seg_start[a->seg] + a->t0;
+    egm_seg_scratch *sc = &s->scr[thread];
+    zrows_ctx zc = {s, sc, j->w, &s->seqs[j->b->slot[r]], j->li};
+    float *S = egm_buf_need(&sc->att, egm_attn_latent_range_scratch(T, H, EGM_ZBLOCK, du, dr));
+    float *o, *m;
+    double *l;
+    task_state(j, a, &o, &m, &l);
+    egm_latent_attend_range(o, m, l, j->qlat + (long)r * H * du, j->q + (long)r * H * dq, H * dq,
+                            T, j->b->pos[r], a->j0, a->j1,
+                            c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
+                            1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
+}
+
+/* A group's later ranges folded into its first, in order, then divided. */
+static void merge_task(void *v, int g, int thread) {
+    (void)thread;
+    const latent_job *j = v;
+    const egm_stage *s = j->s;
+    const struct egm_attn_group *gr = &s->groups[g];
+    const struct egm_attn_task *a = &s->tasks[gr->first];
+    int R = (a->t1 - a->t0) * s->c->num_heads, du = egm_config_latent_dim(s->c);
+    float *o, *m, *o2, *m2;
+    double *l, *l2;
+    task_state(j, a, &o, &m, &l);
+    for (int k = 1; k < gr->n; k++) {
+        task_state(j, &s->tasks[gr->first + k], &o2, &m2, &l2);
+        egm_latent_merge(o, m, l, o2, m2, l2, R, du);
+    }
+    egm_latent_finish(o, l, R, du);
+}
+
+/* Absorbed latent attention of every row of s->q: kv_b_proj's W_UK over
+ * all rows (a head per task), groups of rows against ranges of their
+ * segment's cached latents (plan_attention), the ranges merged, W_UV over
+ * all rows (a head per task). */
+static void attend_latent(egm_stage *s, const egm_layer *w, int li, const egm_mbatch *b,
+                          float *out) {
+    const egm_config *c = s->c;
+    long n = b->n, H = c->num_heads, du = egm_config_latent_dim(c);
+    latent_job j = {s, w, li, b, out, egm_buf_need(&s->qlat, n * H * du),
+                    egm_buf_need(&s->olat, n * H * du), s->q.p};
+    egm_buf_need(&s->ml, 4 * n * H + 2);
+    egm_buf_need(&s->part, (long)s->n_parts * part_floats(c) + 1);
+    egm_pool_run(s->pool, (int)H, query_task, &j);
+    egm_pool_run(s->pool, s->n_tasks, range_task, &j);
+    egm_pool_run(s->pool, s->n_groups, merge_task, &j);
+    egm_pool_run(s->pool, (int)H, output_task, &j);
 }
 
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
@@ -265,6 +498,8 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
         for (int r = 0; r < n; r++) egm_mat_row(&m->embed, b->token[r], x + (long)r * D);
 
     find_segments(s, b);
+    plan_attention(s, b);
+    int blas = blas_single();
     float *xn = egm_buf_need(&s->xn, (long)n * D);
     int attn_w = c->arch == EGM_LLAMA ? c->num_heads * c->head_dim
                                       : c->num_heads * c->v_head_dim;
@@ -275,21 +510,38 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
         if (c->arch == EGM_LLAMA) {
             attention_llama(s, w, l - m->lo, b, xn, att);
-            egm_matmul_acc(x, att, &w->wo, n);
+            stage_linear_acc(s, x, att, &w->wo, n);
         } else {
             attention_latent(s, w, l - m->lo, b, xn, att);
-            egm_matmul_acc(x, att, &w->o_proj, n);
+            stage_linear_acc(s, x, att, &w->o_proj, n);
         }
         /* SwiGLU FFN, F wide */
         for (int r = 0; r < n; r++)
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        egm_matmul(g, xn, &w->w_gate, n);
-        egm_matmul(u, xn, &w->w_up, n);
+        stage_linear(s, g, xn, &w->w_gate, n);
+        stage_linear(s, u, xn, &w->w_up, n);
         egm_swiglu(g, u, n * F);
-        egm_matmul_acc(x, g, &w->w_down, n);
+        stage_linear_acc(s, x, g, &w->w_down, n);
     }
+    blas_restore(blas);
+}
+
+void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b) {
+    const egm_config *c = s->c;
+    const egm_model *m = s->m;
+    find_segments(s, b);
+    plan_attention(s, b);
+    int blas = blas_single();
+    float *att = s->attn.p;
+    for (int l = m->lo; l < m->hi; l++) {
+        if (c->arch == EGM_LLAMA)
+            attend_llama(s, l - m->lo, b, att);
+        else
+            attend_latent(s, &m->layers[l - m->lo], l - m->lo, b, att);
+    }
+    blas_restore(blas);
 }
 
 void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
@@ -299,5 +551,7 @@ void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
     float *xn = egm_buf_need(&s->xn, (long)n_rows * D);
     for (int k = 0; k < n_rows; k++)
         egm_rmsnorm(xn + (long)k * D, x + (long)rows[k] * D, s->m->norm, D, c->rms_norm_eps);
-    egm_matmul(logits, xn, &s->m->lm_head, n_rows);
+    int blas = blas_single();
+    stage_linear(s, logits, xn, &s->m->lm_head, n_rows);
+    blas_restore(blas);
 }

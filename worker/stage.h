@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 #include "base/buf.h"
+#include "base/pool.h"
 #include "model/weights.h"
 #include "worker/kvcache.h"
 
@@ -40,6 +41,15 @@ typedef struct {
     egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u;
     egm_seg_scratch scr[EGM_STAGE_MAX_THREADS];
     int *seg_start, n_segs, cap_segs;  /* segments of the current batch */
+    /* attention's tasks for the current batch: a group of a segment's rows
+     * against a range of positions (worker/stage.c, plan_attention) */
+    struct egm_attn_task *tasks;
+    int n_tasks, cap_tasks;
+    struct egm_attn_group *groups;
+    int n_groups, cap_groups, n_parts;
+    egm_buf part, ml;    /* partial states of ranges after a group's first; final m, l */
+    egm_pool *pool;      /* every parallel loop; as many threads as BLAS had
+                          * at init (--threads), BLAS itself single-threaded */
 } egm_stage;
 
 /* kv_budget: bytes for this stage's cache; block_tokens: positions per
@@ -60,6 +70,11 @@ int egm_stage_fork(egm_stage *s, int slot, int from, int n);
 /* x: [n, D] activations in (ignored on the first stage, which embeds) and
  * out. Positions of the batch are appended to the cache. */
 void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x);
+
+/* The attention of egm_stage_forward(s, b) alone, every layer, against
+ * the cache as it is (its positions are not written again): for timing.
+ * Call it right after a forward of the same batch, whose queries it reuses. */
+void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b);
 
 /* logits[k, V] = lm_head(RMSNorm(x[rows[k]])) for k < n_rows (last stage). */
 void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
