@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) void SFX(k_q4_1)(int n, const void 
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[m]);
-            corr[m] += mn * a->d * (float)a->sum;
+            corr[m] += mn * a->s;
         }
     }
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
@@ -116,12 +116,14 @@ static inline __attribute__((always_inline)) void SFX(k_q5)(int n, const void *w
         memcpy(&hd, b, 2);
         if (q51) memcpy(&hm, b + 2, 2);
         __m256i q = _mm256_or_si256(SFX(nibbles)(p + 4), SFX(bit5)(p));
-        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : -16.0f * d;
+        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : 0.0f;
         for (int m = 0; m < M; m++) {
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i pr = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            if (!q51) /* (q - 16) . a, in integers: -16 sum(a) in lane 0 */
+                pr = _mm256_add_epi32(pr, _mm256_setr_epi32(-16 * a->sum, 0, 0, 0, 0, 0, 0, 0));
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), _mm256_set1_ps(d * a->d), acc[m]);
-            corr[m] += mn * a->d * (float)a->sum;
+            if (q51) corr[m] += mn * a->s;
         }
     }
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
