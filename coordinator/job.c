@@ -100,7 +100,11 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
     so->score_from = r->score_from;
     so->score_ctx = r->score_ctx;
     so->feed = r->feed;
-    if (r->feed) so->progress = 0;
+    if (r->feed) {
+        so->progress = 0;
+        so->on_token = r->feed->token;
+        so->token_ctx = r->feed;
+    }
 }
 
 /* Prints the summary and turns the outcome into an exit status. */
