@@ -21,7 +21,7 @@ args=(generate --model "$PWD/$M" --input $T/in.jsonl --out $T/out.jsonl --max-ne
 
 # --- a rank running another build: relink the binary with a different revision
 san=""; [ "$BUILD" = build-san ] && san="-fsanitize=address,undefined"
-PK="openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi"
+PK=$(sed -n "s/^PKGS *:= *//p" Makefile)   # the build's own packages
 if cc -std=c11 -D_GNU_SOURCE -fopenmp -O1 $san -I. -I$BUILD/proto $(pkg-config --cflags $PK) \
       -DEGM_VERSION='"0.0.0-other"' -DEGM_GITREV='"other"' -c worker/worker_mpi.c -o $T/worker_mpi.o &&
    cc -fopenmp $san -o $T/egmla-other $BUILD/coordinator/main.o $T/worker_mpi.o $BUILD/libegmla.a \
