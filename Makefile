@@ -1,17 +1,18 @@
 # egmla - build, test, sanitize.
 #
-#   make                 bin/egmla, optimised for this CPU (ARCH=native)
-#   make ARCH=x86-64-v3  target another CPU
+#   make                 bin/egmla for any x86-64-v2 CPU (the hot kernels pick
+#                        AVX2 / AVX-512 at run time; `egmla --version` names them)
+#   make ARCH=native     everything else tuned for this CPU too (not portable)
 #   make test            every test (unit, golden, end-to-end)
 #   make SAN=1 test      the same under ASan + UBSan, in build-san/
 #
-# Sources are found by folder: every .c under kernels/ model/ worker/
+# Sources are found by folder: every .c under base/ kernels/ model/ worker/
 # coordinator/ deploy/ goes into build/libegmla.a; coordinator/main.c is the
 # binary's entry; tests/test_*.c are one cmocka binary each.
 
-ARCH  ?= native
+ARCH  ?= x86-64-v2
 SAN   ?= 0
-PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi
+PKGS  := openblas jansson libpcre2-8 yaml-0.1 libprotobuf-c ompi libmicrohttpd
 
 ifeq ($(SAN),1)
 BUILD := build-san
@@ -22,7 +23,7 @@ OPT   := -O2 -g -march=$(ARCH)
 endif
 
 CC      ?= cc
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fopenmp $(OPT) \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpointer-arith -Werror -fopenmp $(OPT) \
            -I. -I$(BUILD)/proto $(shell pkg-config --cflags $(PKGS))
 LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm -lpthread
 LDFLAGS := -fopenmp $(filter -fsanitize=%,$(OPT))
@@ -31,7 +32,7 @@ BIN      := $(if $(filter 1,$(SAN)),$(BUILD)/egmla,bin/egmla)
 PROTO    := $(wildcard proto/*.proto)
 PROTO_C  := $(patsubst proto/%.proto,$(BUILD)/proto/%.pb-c.c,$(PROTO))
 PROTO_H  := $(PROTO_C:.c=.h)
-LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard kernels/*.c model/*.c worker/*.c coordinator/*.c deploy/*.c))
+LIB_SRC  := $(filter-out coordinator/main.c,$(wildcard base/*.c kernels/*.c model/*.c worker/*.c coordinator/*.c deploy/*.c))
 LIB_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC)) $(PROTO_C:.c=.o)
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
@@ -83,13 +84,31 @@ test: $(TEST_BIN) $(BIN)
 clean:
 	rm -rf build build-san bin
 
+# make install PREFIX=DIR: the binary, its default model (found from
+# PREFIX/bin through ../share/egmla/models) and the docs. INSTALL_FROM
+# installs another build of the binary (tests use it for build-san/egmla).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+.PHONY: install
+install: $(if $(INSTALL_FROM),,$(BIN))
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/egmla/models/egmla-tiny \
+	  $(DESTDIR)$(PREFIX)/share/doc/egmla
+	install -m 755 $(or $(INSTALL_FROM),$(BIN)) $(DESTDIR)$(PREFIX)/bin/egmla
+	install -m 644 models/egmla-tiny/config.json models/egmla-tiny/model.safetensors \
+	  models/egmla-tiny/tokenizer.json $(DESTDIR)$(PREFIX)/share/egmla/models/egmla-tiny
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/egmla
+
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 # Fuzzing (clang libFuzzer + ASan + UBSan, into build-fuzz/): each harness
 # in tests/fuzz/ for FUZZ_SECONDS. Valgrind memcheck of the single-rank path
 # (its own AVX2 build in build-vg/: valgrind does not know AVX-512).
 FUZZ_SECONDS ?= 30
-.PHONY: fuzz valgrind
+.PHONY: fuzz valgrind check-transformers
+# checkpoints saved by transformers' save_pretrained, against its forward
+# pass (installs torch + transformers into build/venv-tf once: ~4 GB)
+check-transformers: $(BIN)
+	BIN=$(BIN) bash tests/check_transformers.sh
 fuzz:
 	bash tests/fuzz/run.sh $(FUZZ_SECONDS)
 valgrind:

@@ -2,8 +2,8 @@
  * ranks 1..N-1, driven by rank 0, against the roofline rank 0 measures.
  *
  * Rank 0 starts the workers as a scheduled run does (coordinator/workers.c;
- * the layer split, threads and wire dtype of --topology, or `auto`: equal
- * layer counts, one thread per stage, bf16), then drives the pipe
+ * the layer split, threads and wire dtype of --topology, or `auto`:
+ * cost-balanced layers, one thread per stage, bf16), then drives the pipe
  * (coordinator/pipe.h) itself with synthetic sequences. With --config the
  * workers read no files: their Assign carries the config text and the seed,
  * and each generates its own layers with the generator one process uses
@@ -30,6 +30,7 @@
  * last result is back; each stage answers with its cumulative busy, wait
  * and bubble seconds and bytes sent, so the difference covers exactly the
  * row's micro-batches on every stage, on that stage's own clock. */
+#include "base/clock.h"
 #include "coordinator/bench_mpi.h"
 
 #include <cblas.h>
@@ -44,6 +45,7 @@
 #include "coordinator/commands.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "model/source.h"
 #include "worker/head.h"
 #include "worker/kvcache.h"
@@ -402,19 +404,24 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
         goto fail;
     }
     if (egm_bench_check_context(o, &cfg)) {
-        rc = EGM_EXIT_USAGE;
+        wk.exit_status = rc = EGM_EXIT_USAGE;
         egm_workers_abandon(&wk);
         goto out;
     }
     if (egm_workers_init(&wk, world, &e)) goto fail;
-    /* the stages: a topology's, or `auto` (equal layer counts, 1 thread) */
+    /* the stages: a topology's, or `auto` (cost-balanced layers, 1 thread) */
     if (o->topology ? egm_topology_load(o->topology, &t, &e) : egm_topology_auto(B.S, &t)) {
         if (!o->topology) egm_fail(&e, "out of memory for a %d-stage topology", B.S);
+        else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
         goto fail;
     }
     if (egm_topology_check_world(&t, world, &e) ||
-        egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+        egm_split_topology(&t, &cfg, NULL, &e)) {
         egm_wrap(&e, "MPI world size %d", world);
+        goto fail;
+    }
+    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
+        rc = EGM_EXIT_USAGE;
         goto fail;
     }
     B.wd = t.wire_dtype;
@@ -510,6 +517,7 @@ fail:
         fflush(stderr);
         MPI_Abort(MPI_COMM_WORLD, EGM_EXIT_FAIL);
     }
+    wk.exit_status = rc;
     egm_workers_abandon(&wk);
 out:
     if (pipe) pipe->close(pipe);

@@ -24,6 +24,7 @@
  * (ceilings, rows, KV report, JSON) is in coordinator/bench_report.c. */
 #include <cblas.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,15 @@
 
 #include <mpi.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
+#include "base/clock.h"
+#include "base/size.h"
 #include "coordinator/bench.h"
 #include "coordinator/bench_mpi.h"
 #include "coordinator/bench_report.h"
+#include "coordinator/calibrate.h"
 #include "coordinator/commands.h"
+#include "coordinator/engine.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/roofline.h"
 #include "coordinator/workers.h"
@@ -145,33 +150,58 @@ static void decode_step(rig *g, int batch, int pos, int *next) {
  * sampling were free. x and y hold M * egm_max_width floats. */
 static double replay_proj(const egm_model *m, int M, const float *x, float *y) {
     const egm_config *c = &m->cfg;
-    int D = c->hidden_size, F = c->intermediate_size, H = c->num_heads;
     double t0 = egm_now();
     for (int l = m->lo; l < m->hi; l++) {
         const egm_layer *w = &m->layers[l - m->lo];
         if (c->arch == EGM_LLAMA) {
-            int dh = c->head_dim, Hkv = c->num_kv_heads;
-            egm_linear(y, x, w->wq, M, H * dh, D);
-            egm_linear(y, x, w->wk, M, Hkv * dh, D);
-            egm_linear(y, x, w->wv, M, Hkv * dh, D);
-            egm_linear(y, x, w->wo, M, D, H * dh);
+            egm_matmul(y, x, &w->wq, M);
+            egm_matmul(y, x, &w->wk, M);
+            egm_matmul(y, x, &w->wv, M);
+            egm_matmul(y, x, &w->wo, M);
         } else {
-            int dq = c->qk_nope_head_dim + c->qk_rope_head_dim, rq = c->q_lora_rank;
-            if (w->q_proj) {
-                egm_linear(y, x, w->q_proj, M, H * dq, D);
+            if (w->q_proj.data) {
+                egm_matmul(y, x, &w->q_proj, M);
             } else {
-                egm_linear(y, x, w->q_a, M, rq, D);
-                egm_linear(y, x, w->q_b, M, H * dq, rq);
+                egm_matmul(y, x, &w->q_a, M);
+                egm_matmul(y, x, &w->q_b, M);
             }
-            egm_linear(y, x, w->kv_a, M, c->kv_lora_rank + c->qk_rope_head_dim, D);
-            egm_linear(y, x, w->o_proj, M, D, H * c->v_head_dim);
+            egm_matmul(y, x, &w->kv_a, M);
+            egm_matmul(y, x, &w->o_proj, M);
         }
-        egm_linear(y, x, w->w_gate, M, F, D);
-        egm_linear(y, x, w->w_up, M, F, D);
-        egm_linear(y, x, w->w_down, M, D, F);
+        egm_matmul(y, x, &w->w_gate, M);
+        egm_matmul(y, x, &w->w_up, M);
+        egm_matmul(y, x, &w->w_down, M);
     }
-    egm_linear(y, x, m->lm_head, M, c->vocab_size, D);
+    egm_matmul(y, x, &m->lm_head, M);
     return egm_now() - t0;
+}
+
+/* Elements of the projections (egm_proj_shapes, lm_head included). */
+static double proj_elems(const egm_config *c) {
+    egm_proj_shape s[EGM_MAX_PROJ];
+    int n = egm_proj_shapes(c, s);
+    double e = 0;
+    for (int i = 0; i < n; i++) e += (double)s[i].N * s[i].K * s[i].count;
+    return e;
+}
+
+/* Bytes of the projections as loaded (the embedding is not one, unless
+ * tied to lm_head), and the bytes per element the roofline then uses. */
+static double stored_proj_bytes(const egm_model *m) {
+    double b = 0;
+    for (int t = 0; t <= EGM_GGML_BF16; t++) b += (double)m->mat_bytes[t];
+    if (m->embed.data && m->embed.data != m->lm_head.data) b -= (double)egm_mat_bytes(&m->embed);
+    egm_set_weight_bytes_per_elem(b / proj_elems(&m->cfg));
+    return b;
+}
+
+/* --weights as a ggml type, -1 if unknown. */
+static int weights_type(const char *s) {
+    if (!s || !strcmp(s, "f32")) return EGM_GGML_F32;
+    if (!strcmp(s, "bf16")) return EGM_GGML_BF16;
+    if (!strcmp(s, "f16")) return EGM_GGML_F16;
+    if (!strcmp(s, "q8_0")) return EGM_GGML_Q8_0;
+    return -1;
 }
 
 /* Widest input or output of any projection. */
@@ -199,8 +229,15 @@ static int bench_one(const egm_bench_opts *o) {
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
     if (config) {
         egm_config cfg;
+        int wt = weights_type(o->weights);
+        if (wt < 0) {
+            fprintf(stderr, "egmla bench: --weights: expected f32, bf16, f16 or q8_0, found \"%s\"\n",
+                    o->weights);
+            return EGM_EXIT_USAGE;
+        }
         if (egm_config_load(config, &cfg, &e) ||
-            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e)) {
+            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e) ||
+            (wt != EGM_GGML_F32 && egm_model_convert(&m, wt, &e))) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             return EGM_EXIT_FAIL;
         }
@@ -210,6 +247,7 @@ static int bench_one(const egm_bench_opts *o) {
     }
     const egm_config *c = &m.cfg;
     FILE *tab = egm_bench_table(o);
+    double stored = stored_proj_bytes(&m);
     int gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;
     if (egm_bench_check_context(o, c)) {
         egm_model_free(&m);
@@ -232,6 +270,8 @@ static int bench_one(const egm_bench_opts *o) {
     fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
            src, c->model_type, config ? "yes" : "no", c->num_layers, c->hidden_size,
            c->vocab_size, threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
+    fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
+            stored, stored / proj_elems(c));
     fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
            "shapes:", rf.bw, rf.read_bw, o->bw_mib);
     for (int i = 0; i < nb; i++)
@@ -362,79 +402,91 @@ static int bench_under_mpi(const egm_bench_opts *o) {
 }
 
 /* Bad command lines exit 2 on every rank, but only rank 0 says why. */
-static int usage_error(const char *fmt, const char *a) {
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...) {
     if (!egm_run_is_worker()) {
-        fprintf(stderr, fmt, a);
+        va_list ap;
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
         fputc('\n', stderr);
     }
     return EGM_EXIT_USAGE;
 }
 
+/* The engine options (engine.h), in the bench's own terms. */
+static void bench_engine_opts(egm_bench_opts *o, const egm_engine_opts *eo) {
+    o->model = eo->model;
+    o->threads = eo->threads;
+    o->kv_dtype = eo->kv_dtype;
+    o->bf16 = eo->kv_bf16;
+    o->budget_s = eo->kv_budget;
+    o->budget = eo->kv_budget_bytes;
+    o->block_tokens = eo->block_tokens;
+    o->chunk = eo->chunk;
+    o->no_gate_table = eo->no_gate_table;
+    o->topology = eo->topology;
+    o->wire_dtype = eo->wire_dtype;
+    o->micro_batches = eo->micro_batches_set ? eo->micro_batches : 0; /* 0: one per stage */
+    o->rank_timeout = eo->rank_timeout;
+}
+
 int egm_cmd_bench(int argc, char **argv) {
-    egm_bench_opts o = {.kv_dtype = "fp32", .budget_s = "4GiB",
-                        .steps = 16, .chunk = 512, .block_tokens = 16, .reps = 5, .bw_mib = 256,
-                        .seed = 1, .rank_timeout = EGM_RANK_TIMEOUT_DEFAULT};
+    egm_bench_opts o = {.steps = 16, .reps = 5, .bw_mib = 256, .seed = 1}; /* + the engine's */
     const char *batch_s = "1,8,32", *ctx_s = "128,2048";
-    float rank_timeout = EGM_RANK_TIMEOUT_DEFAULT;
+    int calibrate = 0;
     egm_opt opts[] = {
+        {"calibrate", EGM_OPT_FLAG, &calibrate, "measure this node's layer, head, embedding and "
+         "link costs for egmla plan (JSON to --json, default stdout)", 0, 0, NULL},
         {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
-        {"model", EGM_OPT_STRING, &o.model, "a model directory (real weights)", 0, 0, "DIR"},
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
         {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},
         {"steps", EGM_OPT_INT, &o.steps, "timed decode steps per (batch, context)", 1, 1 << 20, "N"},
-        {"threads", EGM_OPT_INT, &o.threads, "threads of the stage's pool (BLAS single-threaded in it) and of the roofline's BLAS and bandwidth test (0: one per "
-         "CPU; under mpirun: each stage's, 0 = the topology's, 1 without one)", 0, 256, "N"},
-        {"kv-dtype", EGM_OPT_STRING, &o.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
-        {"kv-budget", EGM_OPT_STRING, &o.budget_s, "KV budget for the capacity report", 0, 0, "SIZE"},
-        {"block-tokens", EGM_OPT_INT, &o.block_tokens, "positions per KV block", 1, 65536, "N"},
-        {"chunk", EGM_OPT_INT, &o.chunk, "prefill rows per micro-batch", 1, 1 << 20, "N"},
         {"reps", EGM_OPT_INT, &o.reps, "repetitions of each roofline measurement (best kept)", 1, 1000, "N"},
         {"bw-mib", EGM_OPT_INT, &o.bw_mib, "MiB per array of the bandwidth test (3 arrays)", 1, 1 << 16, "N"},
         {"roofline-once", EGM_OPT_FLAG, &o.once, "measure the ceilings once, not again before each row", 0, 0, NULL},
-        {"no-gate-table", EGM_OPT_FLAG, &o.no_gate_table, "EG-MLA: gather eg_embed rows, no precomputed G", 0, 0, NULL},
         {"seed", EGM_OPT_U64, &o.seed, "seed of the synthetic weights", 0, 0, "S"},
+        {"weights", EGM_OPT_STRING, &o.weights, "one rank, --config: synthetic projection weights "
+         "stored as f32, bf16, f16 or q8_0 (default: f32)", 0, 0, "T"},
         {"json", EGM_OPT_STRING, &o.json_path, "also write the results as JSON (- = stdout)", 0, 0, "FILE"},
-        {"topology", EGM_OPT_STRING, &o.topology, "under mpirun: the stages' layers, threads and "
-         "wire dtype from a topology YAML (default: equal split, 1 thread each, bf16)", 0, 0, "FILE"},
-        {"wire-dtype", EGM_OPT_STRING, &o.wire_dtype, "under mpirun: activations between stages, "
-         "bf16, fp32 or int8 (default: the topology's)", 0, 0, "T"},
-        {"micro-batches", EGM_OPT_INT, &o.micro_batches, "under mpirun: decode micro-batches in "
-         "flight (0: one per stage)", 0, 32, "N"},
-        {"rank-timeout", EGM_OPT_FLOAT, &rank_timeout, "under mpirun: seconds without news "
-         "from the pipeline before rank 0 looks for a dead or hung rank", 0.1, 1e6, "S"},
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
+    egm_engine_opts eo;
+    egm_engine_defaults(&eo);
+    eo.kv_budget = "4GiB"; /* bench: the budget of the capacity report */
+    egm_opt tab[sizeof opts / sizeof *opts + EGM_ENGINE_N_OPTS];
+    unsigned char given[sizeof tab / sizeof *tab] = {0};
+    int first = egm_engine_table(opts, &eo, tab, (int)(sizeof tab / sizeof *tab));
     egm_cmd cmd = {"egmla bench", NULL,
                    "Measures prefill and decode throughput on synthetic weights of a config "
                    "(--config) or a real model (--model), as ratios to the sgemm GFLOP/s and "
                    "memory bandwidth the same run measures; and the KV cache's bytes per token "
                    "and capacity at a budget. One rank, or under mpirun rank 0 drives a pipeline "
                    "of ranks 1..N-1. See docs/BENCHMARKS.md.",
-                   opts};
+                   tab};
     egm_err e;
-    int rc = egm_args_parse(&cmd, argc, argv, NULL, &e);
+    int rc = egm_args_parse_given(&cmd, argc, argv, NULL, given, &e);
     if (rc == 1) return EGM_EXIT_OK;
     if (rc < 0) return usage_error("%s", e.msg);
-    o.rank_timeout = rank_timeout;
-    o.bf16 = !strcmp(o.kv_dtype, "bf16");
+    if (egm_engine_resolve(&eo, given + first, &e)) return usage_error("egmla bench: %s", e.msg);
+    bench_engine_opts(&o, &eo);
     if ((o.nb = parse_list(batch_s, o.batches, 1 << 16, "batch", &e)) < 0 ||
         (o.nc = parse_list(ctx_s, o.contexts, 1 << 24, "context", &e)) < 0)
         return usage_error("%s", e.msg);
-    if (!o.bf16 && strcmp(o.kv_dtype, "fp32"))
-        return usage_error("egmla bench: --kv-dtype: expected fp32 or bf16, found \"%s\"",
-                           o.kv_dtype);
-    if (egm_parse_size(o.budget_s, &o.budget))
-        return usage_error("egmla bench: --kv-budget: expected a size such as 4GiB, found \"%s\"",
-                           o.budget_s);
-    egm_wire_dtype wd;
-    if (o.wire_dtype && egm_wire_dtype_parse(o.wire_dtype, &wd))
-        return usage_error("egmla bench: --wire-dtype: expected bf16, fp32 or int8, found \"%s\"",
-                           o.wire_dtype);
+    if (o.micro_batches > 32)
+        return usage_error("egmla bench: --micro-batches: at most 32 here, found %d", o.micro_batches);
     if (!o.config == !o.model)
         return usage_error("%s", "egmla bench: give exactly one of --config FILE and --model DIR");
+    if (egm_out_check(o.json_path, "--json", &e)) { /* before the run, not after */
+        usage_error("egmla bench: %s", e.msg);
+        return EGM_EXIT_FAIL;
+    }
     o.max_b = o.max_c = 1;
     for (int i = 0; i < o.nb; i++)
         if (o.batches[i] > o.max_b) o.max_b = o.batches[i];
+    if (eo.max_batch_set && o.max_b > eo.max_batch)
+        return usage_error("egmla bench: --batch %d is more than --max-batch %d", o.max_b, eo.max_batch);
     for (int i = 0; i < o.nc; i++)
         if (o.contexts[i] > o.max_c) o.max_c = o.contexts[i];
+    if (calibrate) return egm_calibrate_main(&o);
     return egm_under_mpi() ? bench_under_mpi(&o) : bench_one(&o);
 }

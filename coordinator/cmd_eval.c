@@ -14,47 +14,55 @@
 
 #include <jansson.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "coordinator/commands.h"
-#include "model/source.h"
+#include "coordinator/engine.h"
 #include "coordinator/eval.h"
 #include "model/config.h"
+#include "model/source.h"
 
 /* ---- what the three commands share ---- */
 
 typedef struct {
     egm_run_opts r;
-    int max_length, stride, no_gate_table;
-    const char *topology;
+    egm_engine_opts eo;
+    int max_length, stride;
     egm_config cfg;
     egm_tokenizer *tok;
 } job_t;
 
-#define ENGINE_OPTS(j)                                                                                        \
-    {"model", EGM_OPT_STRING, &(j)->r.model, "model directory (default: the embedded EG-MLA model)", 0, 0, "DIR"}, \
-    {"max-length", EGM_OPT_INT, &(j)->max_length, "tokens the model sees at most (0 = its context)", 0, 1 << 30, "N"}, \
-    {"kv-budget", EGM_OPT_STRING, &(j)->r.kv_budget, "KV cache bytes per stage (e.g. 512MiB)", 0, 0, "SIZE"},  \
-    {"kv-dtype", EGM_OPT_STRING, &(j)->r.kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},             \
-    {"max-batch", EGM_OPT_INT, &(j)->r.max_batch, "sequences in flight at most", 1, 65536, "N"},             \
-    {"micro-batches", EGM_OPT_INT, &(j)->r.micro_batches, "micro-batches in flight", 1, 1024, "N"},          \
-    {"chunk", EGM_OPT_INT, &(j)->r.chunk, "rows per micro-batch at most", 1, 1 << 20, "N"},                  \
-    {"block-tokens", EGM_OPT_INT, &(j)->r.block_tokens, "positions per KV block", 1, 65536, "N"},            \
-    {"threads", EGM_OPT_INT, &(j)->r.threads, "threads per rank, the stage's pool (BLAS runs single-threaded in it; 0 = OPENBLAS_NUM_THREADS or one per CPU)", 0, 1024, "N"}, \
-    {"no-gate-table", EGM_OPT_FLAG, &(j)->no_gate_table, "EG-MLA: no precomputed gate table", 0, 0, NULL},  \
-    {"topology", EGM_OPT_STRING, &(j)->topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},     \
-    {"wire-dtype", EGM_OPT_STRING, &(j)->r.wire_dtype, "activations between stages: bf16, fp32 or int8", 0, 0, "T"}
+/* Options of the three commands besides the engine's. */
+#define JOB_OPTS(j) \
+    {"max-length", EGM_OPT_INT, &(j)->max_length, "tokens the model sees at most (0 = its context)", 0, 1 << 30, "N"}
+
+/* Parses the command's own options and the engine's (engine.h). Returns -1
+ * when the command goes on, else the exit status to return at once. */
+static int job_args(job_t *j, const char *name, const char *about, const egm_opt *own,
+                    int argc, char **argv) {
+    egm_opt tab[16 + EGM_ENGINE_N_OPTS];
+    unsigned char given[sizeof tab / sizeof *tab] = {0};
+    int first = egm_engine_table(own, &j->eo, tab, (int)(sizeof tab / sizeof *tab));
+    egm_cmd cmd = {name, NULL, about, tab};
+    int rc = egm_args_main_given(&cmd, argc, argv, given);
+    if (rc >= 0) return rc;
+    egm_err e;
+    if (egm_engine_resolve(&j->eo, given + first, &e)) {
+        fprintf(stderr, "%s: %s\n", name, e.msg);
+        return EGM_EXIT_USAGE;
+    }
+    egm_engine_to_run(&j->eo, &j->r);
+    return -1;
+}
 
 static void job_init(job_t *j) {
     memset(j, 0, sizeof *j);
     egm_run_opts_default(&j->r);
+    egm_engine_defaults(&j->eo);
     j->r.mode = EGM_MODE_SCORE;
 }
 
 /* After the options: config (context length, prefix token), tokenizer. */
 static int job_load(job_t *j, int need_tok, egm_err *e) {
-    if (!j->r.model) j->r.model = egm_default_model();
-    j->r.gate_table = !j->no_gate_table;
-    j->r.topology = j->topology;
     if (egm_model_config(j->r.model, &j->cfg, e)) return -1; /* a directory or a .gguf */
     if (j->max_length > j->cfg.max_position_embeddings)
         return egm_fail(e, "--max-length %d: the model's context is %d", j->max_length,
@@ -93,6 +101,16 @@ static int job_run(job_t *j, egm_ll_job *ll, const char *name) {
 }
 
 static void job_free(job_t *j) { egm_tok_free(j->tok); }
+
+/* Checks the report paths before any work (the results of a long run must
+ * not be lost to a typo in a directory name); 1 after printing why. */
+static int reports_unwritable(const char *name, const char *out, const char *per_example) {
+    egm_err e;
+    if (!egm_out_check(out, "--out", &e) && !egm_out_check(per_example, "--per-example", &e))
+        return 0;
+    if (!egm_run_is_worker()) fprintf(stderr, "%s: %s\n", name, e.msg);
+    return 1;
+}
 
 /* --out: "-" = JSON on stdout and the table on stderr; a file = JSON there
  * and the table on stdout; absent = the table on stdout. */
@@ -241,20 +259,20 @@ int egm_cmd_eval(int argc, char **argv) {
         {"task", EGM_OPT_STRING, &task, "multiple-choice task, JSONL {\"id\", \"context\", \"choices\", \"gold\"}", 0, 0, "TASK.jsonl"},
         {"out", EGM_OPT_STRING, &out, "JSON report (- = stdout, the table then goes to stderr)", 0, 0, "REPORT.json"},
         {"per-example", EGM_OPT_STRING, &per_example, "one line per example: log-likelihoods, is_greedy, predictions", 0, 0, "OUT.jsonl"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla eval", NULL,
-                   "Multiple-choice evaluation with lm-evaluation-harness semantics: acc is the argmax of "
-                   "each choice's log-likelihood given the context, acc_norm the argmax of the log-likelihood "
-                   "divided by the choice's length in characters; standard errors of the means.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla eval",
+                      "Multiple-choice evaluation with lm-evaluation-harness semantics: acc is the argmax of "
+                      "each choice's log-likelihood given the context, acc_norm the argmax of the log-likelihood "
+                      "divided by the choice's length in characters; standard errors of the means.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     if (!task) {
-        fprintf(stderr, "egmla eval: --task is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla eval: --task is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;
+    if (reports_unwritable("egmla eval", out, per_example)) return EGM_EXIT_FAIL;
     egm_ll_job ll;
     example_t *ex = NULL;
     int n_ex = 0, cap_ex = 0;
@@ -400,8 +418,9 @@ done:
 
 /* ---- egmla perplexity ---- */
 
+/* The whole of path ("-" = stdin). */
 static char *read_all(const char *path, size_t *len, egm_err *e) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = !strcmp(path, "-") ? stdin : fopen(path, "rb");
     if (!f) {
         egm_fail(e, "cannot open \"%s\": %s", path, strerror(errno));
         return NULL;
@@ -421,7 +440,7 @@ static char *read_all(const char *path, size_t *len, egm_err *e) {
         b = nb;
     }
     int bad = !b || ferror(f);
-    fclose(f);
+    if (f != stdin) fclose(f);
     if (bad) {
         free(b);
         egm_fail(e, "cannot read \"%s\"", path);
@@ -441,20 +460,20 @@ int egm_cmd_perplexity(int argc, char **argv) {
         {"out", EGM_OPT_STRING, &out, "JSON report (- = stdout, the table then goes to stderr)", 0, 0, "REPORT.json"},
         {"window", EGM_OPT_INT, &window, "tokens per window (0 = the model's context)", 0, 1 << 30, "N"},
         {"stride", EGM_OPT_INT, &stride, "tokens predicted per window after the first (0 = window: disjoint, as lm-eval)", 0, 1 << 30, "N"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla perplexity", NULL,
-                   "Perplexity of a text with lm-evaluation-harness's loglikelihood_rolling: disjoint "
-                   "windows of the model's context, the first conditioned on the bos token. Reports word "
-                   "and byte perplexity and bits per byte as lm-eval's wikitext task, and token perplexity.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla perplexity",
+                      "Perplexity of a text with lm-evaluation-harness's loglikelihood_rolling: disjoint "
+                      "windows of the model's context, the first conditioned on the bos token. Reports word "
+                      "and byte perplexity and bits per byte as lm-eval's wikitext task, and token perplexity.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     if (!text) {
-        fprintf(stderr, "egmla perplexity: --text is required\n");
+        if (!egm_run_is_worker()) fprintf(stderr, "egmla perplexity: --text is required\n");
         return EGM_EXIT_USAGE;
     }
     egm_err e;
+    if (reports_unwritable("egmla perplexity", out, NULL)) return EGM_EXIT_FAIL;
     if (window) j.max_length = window;
     egm_ll_job ll;
     egm_ll_init(&ll, 0, -1);
@@ -465,6 +484,12 @@ int egm_cmd_perplexity(int argc, char **argv) {
     if (job_load(&j, 1, &e)) goto fail;
     egm_ll_init(&ll, j.max_length, egm_prefix_token(&j.cfg));
     ll.stride = stride;
+    /* a worker runs layers only: the text (maybe stdin, which mpirun gives
+     * rank 0 alone) is rank 0's business */
+    if (egm_run_is_worker()) {
+        rc = job_run(&j, &ll, "perplexity");
+        goto done;
+    }
     if (!(buf = read_all(text, &len, &e))) goto fail;
     if (egm_tok_encode(j.tok, buf, len, 0, &ids, &n, &e)) {
         egm_wrap(&e, "%s", text);
@@ -611,14 +636,13 @@ int egm_cmd_loglikelihood(int argc, char **argv) {
     egm_opt opts[] = {
         {"input", EGM_OPT_STRING, &input, "requests: {\"id\", \"context\", \"continuation\"} | {\"id\", \"tokens\", \"n_context\"} | {\"id\", \"text\"} (rolling)", 0, 0, "IN.jsonl"},
         {"out", EGM_OPT_STRING, &out, "results {\"id\", \"logprob\", \"is_greedy\", \"n_tokens\"}, in input order (- = stdout)", 0, 0, "OUT.jsonl"},
-        ENGINE_OPTS(&j),
+        JOB_OPTS(&j),
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
-    egm_cmd cmd = {"egmla loglikelihood", NULL,
-                   "lm-evaluation-harness requests in batch: loglikelihood(context, continuation) with "
-                   "lm-eval's token boundary, or loglikelihood_rolling(text). What the lm-eval backend "
-                   "(deploy/lm_eval) runs.",
-                   opts};
-    int rc = egm_args_main(&cmd, argc, argv);
+    int rc = job_args(&j, "egmla loglikelihood",
+                      "lm-evaluation-harness requests in batch: loglikelihood(context, continuation) with "
+                      "lm-eval's token boundary, or loglikelihood_rolling(text). What the lm-eval backend "
+                      "(deploy/lm_eval) runs.",
+                      opts, argc, argv);
     if (rc >= 0) return rc;
     egm_err e;
     egm_ll_job ll;
@@ -673,7 +697,7 @@ int egm_cmd_loglikelihood(int argc, char **argv) {
         free(line);
         if (w) goto fail;
     }
-    if (egm_out_sync(o, &e)) goto fail;
+    if (egm_out_commit(o, &e) || egm_out_sync(o, &e)) goto fail;
     rc = failed ? EGM_EXIT_SOME_FAILED : 0;
     goto done;
 oom:

@@ -5,7 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
+#include "base/size.h"
 #include "coordinator/commands.h"
 #include "deploy/topology.h"
 #include "model/config.h"
@@ -15,6 +16,28 @@
 
 static void print_count(const char *what, long long n, long long total) {
     printf("  %-22s %14lld  (%5.1f %%)\n", what, n, total ? 100.0 * n / total : 0.0);
+}
+
+/* The loaded model's matrices by stored type (what stays resident), the
+ * fp32 vectors and converted copies besides, and the kernel set. */
+static int print_weights(const char *path) {
+    egm_model m;
+    egm_err e;
+    if (egm_model_load(path, 0, -1, EGM_LOAD_EMBED | EGM_LOAD_HEAD, &m, &e)) {
+        fprintf(stderr, "egmla: %s\n", e.msg);
+        return -1;
+    }
+    printf("weights (resident bytes; kernels %s):\n", egm_kernels_name());
+    size_t total = m.owned_bytes;
+    for (int t = 0; t <= EGM_GGML_BF16; t++)
+        if (m.mat_bytes[t]) {
+            printf("  %-22s %14zu\n", egm_qtype_name(t), m.mat_bytes[t]);
+            total += m.mat_bytes[t];
+        }
+    printf("  %-22s %14zu  (vectors, and weights converted at load)\n", "fp32 owned", m.owned_bytes);
+    printf("  %-22s %14zu\n", "total", total);
+    egm_model_free(&m);
+    return 0;
 }
 
 int egm_cmd_info(int argc, char **argv) {
@@ -45,6 +68,7 @@ int egm_cmd_info(int argc, char **argv) {
         fprintf(stderr, "egmla info: --kv-dtype: expected fp32 or bf16, found \"%s\"\n", kv_dtype);
         return EGM_EXIT_USAGE;
     }
+    int weights = !config; /* a model, not a config.json alone */
     if (!config) config = model ? model : egm_default_model();
     egm_config c;
     /* a config.json alone, a model directory, or a .gguf file */
@@ -68,6 +92,8 @@ int egm_cmd_info(int argc, char **argv) {
     print_count("ffn", p.ffn, p.total);
     print_count("norms", p.norms, p.total);
     print_count("total", p.total, p.total);
+
+    if (weights && print_weights(config)) return EGM_EXIT_FAIL;
 
     int L = c.num_layers, E = egm_config_kv_elems(&c), ids = c.arch == EGM_EGMLA;
     size_t per_tok = egm_kv_bytes_per_token(L, E, ids, bf16);

@@ -2,74 +2,19 @@
 #ifndef EGM_COMMANDS_H
 #define EGM_COMMANDS_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-#include "coordinator/jsonl.h"
-#include "coordinator/request.h"
-#include "coordinator/sched.h"
-#include "model/tokenizer.h"
-
-/* Exit statuses (docs/ERRORS.md). */
-enum {
-    EGM_EXIT_OK = 0,
-    EGM_EXIT_FAIL = 1,         /* the job could not run or stopped: bad file, dead rank... */
-    EGM_EXIT_USAGE = 2,        /* bad command line */
-    EGM_EXIT_SOME_FAILED = 3,  /* the job ran; some input lines were refused (error records written) */
-};
+#include "base/exit.h"
+#include "coordinator/engine.h"
+#include "coordinator/job.h"
+#include "coordinator/run.h"
 
 int egm_cmd_info(int argc, char **argv);
 int egm_cmd_generate(int argc, char **argv);
 int egm_cmd_score(int argc, char **argv);
-int egm_cmd_launch(int argc, char **argv);   /* deploy/launch.c */
-int egm_cmd_slurm(int argc, char **argv);    /* deploy/launch.c */
 int egm_cmd_eval(int argc, char **argv);          /* coordinator/cmd_eval.c */
 int egm_cmd_perplexity(int argc, char **argv);    /* coordinator/cmd_eval.c */
 int egm_cmd_loglikelihood(int argc, char **argv); /* coordinator/cmd_eval.c */
-
-/* Options of generate/score, resolved. */
-typedef struct {
-    int mode;
-    const char *model, *input, *out, *kv_budget, *kv_dtype, *wire_dtype;
-    const char *dump_logits, *topology;
-    int max_batch, micro_batches, chunk, block_tokens, threads;
-    int micro_batches_set;    /* given on the command line (else raised to the stage count) */
-    int stats, add_bos, gate_table;
-    double rank_timeout;      /* seconds without news before looking for a dead rank */
-    egm_request defaults;
-    float temperature, top_p, min_p, repetition_penalty;
-    int top_k;
-    uint64_t seed;
-    int resume;               /* generate: skip ids already in --out, append */
-    /* internal score jobs (eval, perplexity, loglikelihood): requests come
-     * from in_file (origin in_name) and results go to on_score, not to --out */
-    FILE *in_file;
-    const char *in_name;
-    egm_score_fn on_score;
-    egm_score_from_fn score_from; /* NULL: no prefix sharing */
-    void *score_ctx;
-    const char *job;          /* name in the summary line; NULL: by mode */
-} egm_run_opts;
-
-typedef struct {
-    egm_jsonl *in;
-    egm_out *out;
-    int dump_fd;
-    size_t kv_budget;
-    egm_idset *done;          /* --resume: ids already in the output */
-    long total;               /* input lines (-1: not a regular file) */
-} egm_run_io;
-
-void egm_run_opts_default(egm_run_opts *r);
-const char *egm_default_model(void);
-int egm_run(const egm_run_opts *r);          /* local or MPI, by world size */
-int egm_run_local(const egm_run_opts *r);
-int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e);
-void egm_run_io_close(egm_run_io *io);
-void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sched_opts *so);
-int egm_run_finish(const egm_run_opts *r, const egm_sched_stats *st, int failed_run, const egm_err *e);
-int egm_run_load_tokenizer(const char *dir, egm_tokenizer **tok, egm_err *e);
-/* 1 on MPI ranks other than 0 (pipeline workers: they print no report). */
-int egm_run_is_worker(void);
+int egm_cmd_quantize(int argc, char **argv);      /* coordinator/cmd_quantize.c */
+int egm_cmd_plan(int argc, char **argv);          /* coordinator/cmd_plan.c */
+int egm_cmd_serve(int argc, char **argv);         /* coordinator/cmd_serve.c */
 
 #endif

@@ -30,7 +30,7 @@
 #include <stdio.h>
 
 #include "model/config.h"
-#include "model/err.h"
+#include "base/err.h"
 #include "model/tokenizer.h"
 
 typedef struct {

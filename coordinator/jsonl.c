@@ -101,6 +101,8 @@ struct egm_out {
     int fd;
     int std;          /* fd is stdout: never closed */
     int regular;      /* a regular file: partial writes can be cut back */
+    int pending;      /* opened for a new output, not yet truncated */
+    int created;      /* the file did not exist before egm_out_open */
     char *path;
     char *buf;        /* line + "\n", so the record goes out in one write */
     size_t cap;
@@ -140,13 +142,35 @@ static egm_out *open_stdout(egm_err *e) {
 
 egm_out *egm_out_open(const char *path, egm_err *e) {
     if (strcmp(path, "-") == 0) return open_stdout(e);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    /* opened now, so that a bad path fails before any work; emptied only
+     * when the first result comes (an old output survives a run that
+     * fails before), removed again if we made it and nothing came */
+    int created = 1;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == EEXIST) {
+        created = 0;
+        fd = open(path, O_WRONLY | O_CLOEXEC);
+    }
     if (fd < 0) {
         egm_fail(e, "cannot create output file \"%s\": %s", path,
                  strerror(errno));
         return NULL;
     }
-    return out_new(fd, 0, path, e);
+    egm_out *o = out_new(fd, 0, path, e);
+    if (o) {
+        o->pending = 1;
+        o->created = created;
+    }
+    return o;
+}
+
+int egm_out_commit(egm_out *o, egm_err *e) {
+    if (!o->pending) return 0;
+    o->pending = 0;
+    if (o->regular && ftruncate(o->fd, 0) < 0)
+        return egm_fail(e, "cannot truncate output \"%s\": %s", o->path,
+                        strerror(errno));
+    return 0;
 }
 
 /* Length of the file up to and including its last "\n" (0 if none). */
@@ -201,6 +225,7 @@ int egm_out_write_line(egm_out *o, const char *json_line, egm_err *e) {
     }
     memcpy(o->buf, json_line, n);
     o->buf[n] = '\n';
+    if (egm_out_commit(o, e)) return -1;
 
     /* Where the record starts, to cut back a partial write. */
     off_t start = o->regular ? lseek(o->fd, 0, SEEK_END) : -1;
@@ -236,6 +261,7 @@ int egm_out_close(egm_out *o, egm_err *e) {
     if (!o->std && close(o->fd) < 0)
         rc = egm_fail(e, "cannot close output \"%s\": %s", o->path,
                       strerror(errno));
+    if (o->pending && o->created) unlink(o->path);
     free(o->buf);
     free(o->path);
     free(o);
@@ -243,6 +269,27 @@ int egm_out_close(egm_out *o, egm_err *e) {
 }
 
 const char *egm_out_path(const egm_out *o) { return o->path; }
+
+int egm_out_check(const char *path, const char *what, egm_err *e) {
+    if (!path || !strcmp(path, "-")) return 0;
+    if (access(path, F_OK) == 0) {
+        struct stat st;
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+            return egm_fail(e, "%s \"%s\" is a directory", what, path);
+        if (access(path, W_OK))
+            return egm_fail(e, "%s \"%s\" is not writable: %s", what, path, strerror(errno));
+        return 0;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if (access(dir, W_OK | X_OK))
+        return egm_fail(e, "cannot create %s \"%s\": %s", what, path, strerror(errno));
+    return 0;
+}
 
 int egm_jsonl_check_distinct(const char *in_path, const char *out_path,
                              egm_err *e) {

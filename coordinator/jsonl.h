@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "model/err.h"
+#include "base/err.h"
 
 /* ---- reader ---- */
 
@@ -38,10 +38,19 @@ void egm_jsonl_close(egm_jsonl *r);
 
 typedef struct egm_out egm_out;
 
-/* Creates (truncates) path, or "-" for stdout. Fails at once, naming the
- * path and the system's reason, so no work is done for output that could
- * never be written. */
+/* Opens path for a new output, or "-" for stdout. Fails at once, naming
+ * the path and the system's reason, so no work is done for output that
+ * could never be written; but an existing file is emptied only by the first
+ * record or egm_out_commit, so a run that fails before its first result
+ * loses nothing (and a file it created is removed again at close). */
 egm_out *egm_out_open(const char *path, egm_err *e);
+/* The run succeeded (maybe with no record at all): empty the old output
+ * now if no record has done so. */
+int egm_out_commit(egm_out *o, egm_err *e);
+/* Checks, before any work, that a report can be written at path ("-" and
+ * NULL always can): an existing file must be writable, else its directory
+ * must exist and be writable. what names the option in the message. */
+int egm_out_check(const char *path, const char *what, egm_err *e);
 /* Opens for appending (for --resume); creates the file if missing. If the
  * file ends in a torn line (no final "\n", left by a crash), that partial
  * line is cut off so the next record starts on a line of its own. */

@@ -8,8 +8,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <mpi.h>
+
+#include "kernels/matmul.h"
 #include "coordinator/bench.h"
 #include "coordinator/commands.h"
+#include "deploy/launch.h"
+#include "coordinator/workers.h"
 
 #ifndef EGM_VERSION
 #define EGM_VERSION "0.0.0"
@@ -21,9 +26,12 @@
 /* OpenBLAS 0.3.21 does not know recent CPUs and falls back to its generic
  * (Prescott, SSE3) kernels: 3-4x slower sgemm. It reads OPENBLAS_CORETYPE
  * when the library loads, before main, so pick the kernel set the CPU
- * supports and re-execute once. The user's own setting always wins. */
+ * supports and re-execute once. The same goes for OpenMP's waiting policy:
+ * by default idle OpenMP threads spin, which on a busy machine steals the
+ * cores the working threads need (4-8x slower), so ask for passive waits.
+ * The user's own settings always win. */
 static void pick_blas_kernels(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE") || getenv("EGMLA_NO_REEXEC")) return;
+    if (getenv("EGMLA_NO_REEXEC")) return;
     const char *core = NULL;
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -31,8 +39,10 @@ static void pick_blas_kernels(char **argv) {
         core = "SkylakeX";
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         core = "Haswell";
-    if (!core) return;
-    setenv("OPENBLAS_CORETYPE", core, 1);
+    int set_core = core && !getenv("OPENBLAS_CORETYPE"), set_wait = !getenv("OMP_WAIT_POLICY");
+    if (!set_core && !set_wait) return;
+    if (set_core) setenv("OPENBLAS_CORETYPE", core, 1);
+    if (set_wait) setenv("OMP_WAIT_POLICY", "passive", 1);
     setenv("EGMLA_NO_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the generic kernels */
@@ -47,16 +57,52 @@ static void usage(FILE *f) {
             "  eval       multiple-choice accuracy (lm-evaluation-harness semantics)\n"
             "  perplexity perplexity of a text (lm-eval rolling windows)\n"
             "  loglikelihood  lm-eval loglikelihood requests in batch\n"
+            "  serve      an OpenAI-compatible HTTP server (completions, chat, streaming)\n"
             "  info       parameters and KV cache sizes of a model\n"
+            "  quantize   write a model as a GGUF file (f32 ... q4_k), for egmla or llama.cpp\n"
             "  bench      throughput against this machine's roofline (sgemm, memory bandwidth)\n"
+            "  plan       predicted pipeline throughput and its bound, from calibrations\n"
             "  launch     run a command on a cluster topology through mpirun\n"
             "  slurm      print an sbatch script for a cluster topology\n"
             "\n"
             "  --version  print the version\n");
 }
 
+/* Tests only: EGMLA_TEST_RANK0_DELAY_MS makes rank 0 start late under
+ * mpirun, as it does on a loaded machine, so that tests/e2e_bench_mpi.sh can
+ * show that no worker ends the job before rank 0 has said why. */
+static void test_rank0_delay(void) {
+    const char *d = getenv("EGMLA_TEST_RANK0_DELAY_MS");
+    if (d && egm_under_mpi() && !egm_run_is_worker()) usleep((useconds_t)atoi(d) * 1000);
+}
+
+/* Under mpirun every rank parses the same command line, and mpirun ends
+ * the whole job as soon as one rank exits non-zero. A worker that fails
+ * before MPI (a bad option) must therefore not exit first: rank 0, maybe
+ * still starting on a loaded machine, would be killed before it says why.
+ * The worker joins MPI and waits for rank 0 instead. Rank 0 fails too (the
+ * same command line): it prints its one message and exits, and mpirun ends
+ * the waiting worker. Rank 0 got further (the worker failed on something
+ * of its own, a file only its host lacks): its first message arrives, and
+ * the worker, having printed why, ends the job. */
+static int worker_wait_for_rank0(int rc) {
+    int init = 0, fin = 0;
+    if (!rc || !egm_under_mpi() || !egm_run_is_worker()) return rc;
+    MPI_Initialized(&init);
+    MPI_Finalized(&fin);
+    if (init || fin) return rc;
+    int provided;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) return rc;
+    MPI_Status st;
+    MPI_Probe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &st);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, rc);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     pick_blas_kernels(argv);
+    test_rank0_delay();
     /* a closed output pipe is a write error to report, not a silent death */
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
@@ -65,7 +111,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
-        printf("egmla %s (%s)\n", EGM_VERSION, EGM_GITREV);
+        printf("egmla %s (%s), kernels %s\n", EGM_VERSION, EGM_GITREV, egm_kernels_name());
         return 0;
     }
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
@@ -81,9 +127,12 @@ int main(int argc, char **argv) {
         {"slurm", egm_cmd_slurm},       {"bench", egm_cmd_bench},
         {"eval", egm_cmd_eval},         {"perplexity", egm_cmd_perplexity},
         {"loglikelihood", egm_cmd_loglikelihood},
+        {"quantize", egm_cmd_quantize},
+        {"plan", egm_cmd_plan},
+        {"serve", egm_cmd_serve},
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
-        if (!strcmp(cmd, cmds[i].name)) return cmds[i].fn(argc - 2, argv + 2);
+        if (!strcmp(cmd, cmds[i].name)) return worker_wait_for_rank0(cmds[i].fn(argc - 2, argv + 2));
     fprintf(stderr, "egmla: unknown command \"%s\"\n", cmd);
     usage(stderr);
     return EGM_EXIT_USAGE;

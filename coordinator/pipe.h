@@ -11,20 +11,9 @@
 #define EGM_PIPE_H
 
 #include "kernels/sampling.h"
+#include "worker/admit.h"
 #include "worker/head.h"
 #include "worker/stage.h"
-
-typedef struct {
-    int slot;
-    int mode;               /* EGM_MODE_GENERATE / EGM_MODE_SCORE */
-    egm_sampling sp;
-    int n_reserve;          /* KV positions to reserve on every stage */
-    int fork_slot, fork_n;  /* fork_n > 0: positions [0, fork_n) are copied
-                               from slot fork_slot's cache (prefix sharing);
-                               the sequence's rows start at fork_n */
-    const int *tokens;      /* score: the whole sequence (last stage's targets) */
-    int n_tokens;
-} egm_admit;
 
 typedef struct {
     egm_mbatch b;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "coordinator/pipe.h"
 
 #define MAX_INFLIGHT 64
@@ -28,20 +29,9 @@ typedef struct {
 static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     local_pipe *lp = (local_pipe *)p;
     if (lp->q_len == MAX_INFLIGHT) return egm_fail(e, "more than %d micro-batches in flight", MAX_INFLIGHT);
-    for (int i = 0; i < s->n_releases; i++) {
-        egm_stage_release(&lp->stage, s->releases[i]);
-        egm_head_close(&lp->head, s->releases[i]);
-    }
-    for (int i = 0; i < s->n_admits; i++) {
-        const egm_admit *a = &s->admits[i];
-        if (egm_stage_reserve(&lp->stage, a->slot, a->n_reserve))
-            return egm_fail(e, "stage 0: KV cache cannot hold %d more positions for slot %d",
-                            a->n_reserve, a->slot);
-        if (a->fork_n > 0 && egm_stage_fork(&lp->stage, a->slot, a->fork_slot, a->fork_n))
-            return egm_fail(e, "stage 0: slot %d cannot start from %d positions of slot %d",
-                            a->slot, a->fork_n, a->fork_slot);
-        egm_head_open(&lp->head, a->slot, a->mode, &a->sp, a->tokens, a->n_tokens);
-    }
+    if (egm_stage_apply(&lp->stage, &lp->head, s->releases, s->n_releases, s->admits,
+                        s->n_admits, e))
+        return -1;
     result_buf *rb = &lp->q[(lp->q_head + lp->q_len) % MAX_INFLIGHT];
     lp->q_len++;
     rb->n = 0;

@@ -1,4 +1,5 @@
 /* pipe_mpi.c - rank 0's end of the MPI pipeline (see pipe_mpi.h). */
+#include "base/clock.h"
 #include "coordinator/pipe_mpi.h"
 
 #include <stdio.h>
@@ -12,7 +13,7 @@
 #define RING 64
 
 typedef struct {
-    egm_bytes buf;
+    egm_buf buf;
     MPI_Request req;
 } ring_slot;
 
@@ -24,7 +25,7 @@ typedef struct {
     unsigned long long n_submit, n_collect;
     unsigned long long n_ring;              /* messages sent through the ring */
     unsigned long long n_marks, n_marks_read;
-    egm_bytes in;
+    egm_buf in;
     egm_head_out *outs;
     int outs_cap;
     float *logits;
@@ -33,12 +34,6 @@ typedef struct {
     char (*hosts)[256];
     int faulted;
 } mpi_pipe;
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* Something is wrong with a rank; e says what rank 0 saw. Pings every
  * rank and names those that do not answer, so the user learns which
@@ -81,7 +76,7 @@ static int wait_msg(mpi_pipe *mp, int src, int tag, MPI_Status *st, const char *
 
 /* Waits for a send to complete, bounded the same way. */
 static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
-    double t0 = now_s();
+    double t0 = egm_now();
     for (;;) {
         int done = 0, rc = MPI_Test(r, &done, MPI_STATUS_IGNORE);
         if (rc != MPI_SUCCESS) {
@@ -90,7 +85,7 @@ static int wait_send(mpi_pipe *mp, MPI_Request *r, int dest, egm_err *e) {
             return rank_fault(mp, e);
         }
         if (done) return 0;
-        if (mp->timeout > 0 && now_s() - t0 > mp->timeout) {
+        if (mp->timeout > 0 && egm_now() - t0 > mp->timeout) {
             egm_fail(e, "a send to rank %d (%.60s) has not completed for %.0f s (--rank-timeout)",
                      dest, mp->hosts[dest], mp->timeout);
             return rank_fault(mp, e);
@@ -106,7 +101,7 @@ static int ring_send(mpi_pipe *mp, const Egmla__Envelope *env, egm_err *e) {
     ring_slot *r = &mp->ring[mp->n_ring % RING];
     if (wait_send(mp, &r->req, 1, e)) return -1;
     size_t n = egmla__envelope__get_packed_size(env);
-    unsigned char *buf = egm_bytes_need(&r->buf, n);
+    unsigned char *buf = egm_buf_grow(&r->buf, n);
     if (!buf) return egm_fail(e, "out of memory");
     egmla__envelope__pack(env, buf);
     int rc = MPI_Isend(buf, (int)n, MPI_BYTE, 1, EGM_TAG_CTRL, MPI_COMM_WORLD, &r->req);
@@ -149,6 +144,7 @@ static int mpi_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
         ai.n_reserve = a->n_reserve;
         ai.fork_slot = a->fork_slot;
         ai.fork_n = a->fork_n;
+        ai.top_logprobs = a->top_logprobs;
         /* only the last stage needs a scored sequence's tokens */
         ai.n_tokens = a->mode == EGM_MODE_SCORE ? (size_t)a->n_tokens : 0;
         ai.tokens = (int32_t *)a->tokens;
@@ -237,7 +233,22 @@ static int mpi_collect(egm_pipe *p, egm_result *res, egm_err *e) {
                      mp->last, o->slot, o->pos, o->token);
             goto out;
         }
-        mp->outs[i] = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target};
+        if (o->n_top_ids != o->n_top_logprobs || o->n_top_ids > EGM_HEAD_MAX_TOP) {
+            egm_fail(e, "rank %d returned %zu top ids with %zu log-probs (at most %d)", mp->last,
+                     o->n_top_ids, o->n_top_logprobs, EGM_HEAD_MAX_TOP);
+            goto out;
+        }
+        egm_head_out *h = &mp->outs[i];
+        *h = (egm_head_out){o->slot, o->pos, o->token, o->logprob, o->greedy, o->has_target, 0, {0}, {0}};
+        h->n_top = (int)o->n_top_ids;
+        for (int j = 0; j < h->n_top; j++) {
+            if (o->top_ids[j] < 0 || o->top_ids[j] >= mp->V) {
+                egm_fail(e, "rank %d returned a bad top token %d", mp->last, o->top_ids[j]);
+                goto out;
+            }
+            h->top_id[j] = o->top_ids[j];
+            h->top_lp[j] = o->top_logprobs[j];
+        }
     }
     res->outs = mp->outs;
     res->n_outs = k;

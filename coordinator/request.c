@@ -15,6 +15,22 @@ void egm_request_defaults(egm_request *d) {
     egm_sampling_default(&d->sampling);
     d->max_new_tokens = 256;
     d->ignore_eos = 0;
+    d->logprobs = -1;
+}
+
+static void free_messages(egm_request *r) {
+    for (int i = 0; i < r->n_messages; i++) {
+        free((char *)r->messages[i].role);
+        free((char *)r->messages[i].content);
+    }
+    free(r->messages);
+    r->messages = NULL;
+    r->n_messages = 0;
+}
+
+static void free_stop(egm_request *r) {
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    r->n_stop = 0;
 }
 
 void egm_request_free(egm_request *r) {
@@ -22,6 +38,8 @@ void egm_request_free(egm_request *r) {
     free(r->id_json);
     free(r->prompt);
     free(r->tokens);
+    free_messages(r);
+    free_stop(r);
     r->id_json = r->prompt = NULL;
     r->tokens = NULL;
     r->n_tokens = 0;
@@ -95,7 +113,8 @@ static int read_float(const ctx *c, const char *key, const json_t *v,
 
 static const char *const known_keys[] = {
     "id", "prompt", "tokens", "max_new_tokens", "temperature", "top_k",
-    "top_p", "min_p", "repetition_penalty", "seed", "ignore_eos", NULL,
+    "top_p", "min_p", "repetition_penalty", "seed", "ignore_eos", "messages",
+    "stop", "logprobs", NULL,
 };
 
 static int check_keys(const ctx *c, json_t *obj) {
@@ -109,8 +128,9 @@ static int check_keys(const ctx *c, json_t *obj) {
         char q[64];
         quote_key(key, q, sizeof q);
         return egm_fail(c->e, "%s:%ld: unknown key %s (expected id, prompt, "
-                        "tokens, max_new_tokens, temperature, top_k, top_p, "
-                        "min_p, repetition_penalty, seed, ignore_eos)",
+                        "tokens, messages, max_new_tokens, temperature, top_k, "
+                        "top_p, min_p, repetition_penalty, seed, ignore_eos, stop, "
+                        "logprobs)",
                         c->origin, c->lineno, q);
     }
     return 0;
@@ -169,18 +189,121 @@ static int check_sampling(const ctx *c, const char *key, const json_t *v,
                     key, why, f);
 }
 
+/* A message's content: a string, or a list of {"type": "text", "text"}
+ * parts, joined (OpenAI's two shapes). *out is malloc'd. */
+static int read_content(const ctx *c, const char *key, const json_t *v, char **out) {
+    if (json_is_string(v)) {
+        *out = strdup(json_string_value(v));
+        return *out ? 0 : egm_fail(c->e, "%s:%ld: out of memory", c->origin, c->lineno);
+    }
+    if (!json_is_array(v)) return bad(c, key, "a string or a list of text parts", v);
+    size_t n = 0, i;
+    json_t *p;
+    json_array_foreach(v, i, p) {
+        json_t *type = json_object_get(p, "type"), *text = json_object_get(p, "text");
+        if (!json_is_object(p) || !json_is_string(type) || strcmp(json_string_value(type), "text") ||
+            !json_is_string(text)) {
+            char k[96];
+            snprintf(k, sizeof k, "%s[%zu]", key, i);
+            return bad(c, k, "a part {\"type\": \"text\", \"text\": \"...\"}", p);
+        }
+        n += json_string_length(text);
+    }
+    *out = malloc(n + 1);
+    if (!*out) return egm_fail(c->e, "%s:%ld: out of memory", c->origin, c->lineno);
+    n = 0;
+    json_array_foreach(v, i, p) {
+        json_t *text = json_object_get(p, "text");
+        memcpy(*out + n, json_string_value(text), json_string_length(text));
+        n += json_string_length(text);
+    }
+    (*out)[n] = '\0';
+    return 0;
+}
+
+static int read_messages(const ctx *c, const json_t *v, egm_request *out) {
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return bad(c, "messages", "a non-empty array of {\"role\", \"content\"}", v);
+    size_t n = json_array_size(v);
+    if (n > INT_MAX)
+        return egm_fail(c->e, "%s:%ld: \"messages\": too many", c->origin, c->lineno);
+    out->messages = calloc(n, sizeof *out->messages);
+    if (!out->messages) return egm_fail(c->e, "%s:%ld: out of memory", c->origin, c->lineno);
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = json_array_get(v, i), *role, *content, *x;
+        char k[64];
+        snprintf(k, sizeof k, "messages[%zu]", i);
+        if (!json_is_object(m)) return bad(c, k, "an object {\"role\", \"content\"}", m);
+        const char *key;
+        json_object_foreach(m, key, x) {
+            if (strcmp(key, "role") && strcmp(key, "content") && strcmp(key, "name")) {
+                char q[64];
+                quote_key(key, q, sizeof q);
+                return egm_fail(c->e, "%s:%ld: \"%s\": unknown key %s (expected role, content, "
+                                "name)", c->origin, c->lineno, k, q);
+            }
+        }
+        role = json_object_get(m, "role");
+        content = json_object_get(m, "content");
+        snprintf(k, sizeof k, "messages[%zu].role", i);
+        if (!json_is_string(role) || (strcmp(json_string_value(role), "system") &&
+                                      strcmp(json_string_value(role), "user") &&
+                                      strcmp(json_string_value(role), "assistant")))
+            return bad(c, k, "\"system\", \"user\" or \"assistant\"", role ? role : json_null());
+        snprintf(k, sizeof k, "messages[%zu].content", i);
+        if (!content) return bad(c, k, "a string", json_null());
+        char *text = NULL;
+        if (read_content(c, k, content, &text)) return -1;
+        out->messages[i].content = text;
+        out->messages[i].role = strdup(json_string_value(role));
+        out->n_messages = (int)i + 1;
+        if (!out->messages[i].role)
+            return egm_fail(c->e, "%s:%ld: out of memory", c->origin, c->lineno);
+    }
+    return 0;
+}
+
+/* "stop": a string or a list of up to EGM_MAX_STOP; replaces the defaults. */
+static int read_stop(const ctx *c, const json_t *v, egm_request *out) {
+    const char *expected = "a non-empty string or a list of 1 to 4 of them";
+    size_t n = json_is_array(v) ? json_array_size(v) : 1;
+    if (!(json_is_string(v) || json_is_array(v)) || n == 0 || n > EGM_MAX_STOP)
+        return bad(c, "stop", expected, v);
+    free_stop(out);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *s = json_is_array(v) ? json_array_get(v, i) : v;
+        if (!json_is_string(s) || json_string_length(s) == 0) return bad(c, "stop", expected, v);
+        if (strlen(json_string_value(s)) != json_string_length(s))
+            return bad(c, "stop", "strings without NUL characters", v);
+        out->stop[out->n_stop] = strdup(json_string_value(s));
+        if (!out->stop[out->n_stop])
+            return egm_fail(c->e, "%s:%ld: out of memory", c->origin, c->lineno);
+        out->n_stop++;
+    }
+    return 0;
+}
+
 static int read_fields(const ctx *c, json_t *obj, egm_request *out) {
     json_t *prompt = json_object_get(obj, "prompt");
     json_t *tokens = json_object_get(obj, "tokens");
+    json_t *messages = json_object_get(obj, "messages");
     if (json_is_null(prompt)) prompt = NULL;
     if (json_is_null(tokens)) tokens = NULL;
-    if (prompt && tokens)
-        return egm_fail(c->e, "%s:%ld: both \"prompt\" and \"tokens\" given; "
-                        "expected exactly one", c->origin, c->lineno);
-    if (!prompt && !tokens)
-        return egm_fail(c->e, "%s:%ld: neither \"prompt\" nor \"tokens\" "
+    if (json_is_null(messages)) messages = NULL;
+    int given = !!prompt + !!tokens + !!messages;
+    if (given > 1)
+        return egm_fail(c->e, "%s:%ld: %s given; expected exactly one of \"prompt\", "
+                        "\"tokens\", \"messages\"", c->origin, c->lineno,
+                        given == 3 ? "\"prompt\", \"tokens\" and \"messages\""
+                        : !messages ? "both \"prompt\" and \"tokens\""
+                        : prompt ? "both \"prompt\" and \"messages\""
+                        : "both \"tokens\" and \"messages\"");
+    if (!given)
+        return egm_fail(c->e, "%s:%ld: neither \"prompt\", \"tokens\" nor \"messages\" "
                         "given; expected exactly one", c->origin, c->lineno);
-    if (prompt) {
+    if (messages) {
+        if (read_messages(c, messages, out) < 0) return -1;
+    } else if (prompt) {
         if (!json_is_string(prompt)) return bad(c, "prompt", "a string", prompt);
         out->prompt = strdup(json_string_value(prompt));
         if (!out->prompt)
@@ -200,6 +323,13 @@ static int read_fields(const ctx *c, json_t *obj, egm_request *out) {
     if ((v = json_object_get(obj, "ignore_eos")) && !json_is_null(v)) {
         if (!json_is_boolean(v)) return bad(c, "ignore_eos", "true or false", v);
         out->ignore_eos = json_is_true(v);
+    }
+    if ((v = json_object_get(obj, "stop")) && !json_is_null(v) && read_stop(c, v, out) < 0)
+        return -1;
+    if ((v = json_object_get(obj, "logprobs")) && !json_is_null(v)) {
+        if (read_int(c, "logprobs", v, 0, EGM_MAX_LOGPROBS, "an integer from 0 to 20", &x) < 0)
+            return -1;
+        out->logprobs = (int)x;
     }
     if ((v = json_object_get(obj, "seed")) && !json_is_null(v)) {
         if (read_int(c, "seed", v, 0, LLONG_MAX, "a non-negative integer",
@@ -239,7 +369,12 @@ int egm_request_parse(const char *line, size_t len, long lineno,
     out->sampling = defaults->sampling;
     out->max_new_tokens = defaults->max_new_tokens;
     out->ignore_eos = defaults->ignore_eos;
+    out->logprobs = defaults->logprobs;
     out->lineno = lineno;
+    for (int i = 0; i < defaults->n_stop; i++) {
+        if (!(out->stop[i] = strdup(defaults->stop[i]))) return egm_fail(e, "out of memory");
+        out->n_stop = i + 1;
+    }
 
     /* Defaults come from the command line: a bad one is blamed there. */
     const char *why = egm_sampling_check(&defaults->sampling);
@@ -266,6 +401,8 @@ int egm_request_parse(const char *line, size_t len, long lineno,
         /* Keep only the id, for the caller's error record. */
         free(out->prompt);
         free(out->tokens);
+        free_messages(out);
+        free_stop(out);
         out->prompt = NULL;
         out->tokens = NULL;
         out->n_tokens = 0;
@@ -326,28 +463,68 @@ static char *with_id(const char *id_json, json_t *body) {
     return s;
 }
 
+/* A UTF-8 string value, invalid bytes repaired (never dropped). */
+static json_t *text_value(const char *text, size_t n) {
+    json_t *t = json_stringn(text, n);
+    if (t) return t;
+    size_t m;
+    char *fixed = utf8_repair(text, n, &m);
+    t = fixed ? json_stringn(fixed, m) : NULL;
+    free(fixed);
+    return t;
+}
+
+/* {"token": id, "text": "..", "logprob": x} */
+static json_t *token_lp(const egm_tokenizer *tok, int id, float logprob) {
+    json_t *o = json_object();
+    json_object_set_new(o, "token", json_integer(id));
+    if (tok) {
+        char *s = egm_tok_decode(tok, &id, 1, 0);
+        json_object_set_new(o, "text", s ? text_value(s, strlen(s)) : json_null());
+        free(s);
+    }
+    json_object_set_new(o, "logprob", real_or_null((double)logprob));
+    return o;
+}
+
+static json_t *logprobs_array(const int *tokens, int n, const egm_gen_logprobs *lp) {
+    json_t *arr = json_array();
+    for (int i = 0; i < n; i++) {
+        json_t *e = token_lp(lp->tok, tokens[i], lp->logprob[i]), *top = json_array();
+        for (int j = 0; j < lp->n_top; j++) {
+            const egm_tok_lp *t = &lp->top[(size_t)i * lp->n_top + j];
+            if (t->id >= 0) json_array_append_new(top, token_lp(lp->tok, t->id, t->logprob));
+        }
+        json_object_set_new(e, "top", top);
+        json_array_append_new(arr, e);
+    }
+    return arr;
+}
+
 char *egm_result_generate(const char *id_json, const int *tokens, int n_tokens,
                           const char *text, size_t text_len,
                           const char *finish_reason,
                           const egm_gen_stats *stats) {
+    return egm_result_generate_lp(id_json, tokens, n_tokens, text, text_len, finish_reason,
+                                  stats, NULL);
+}
+
+char *egm_result_generate_lp(const char *id_json, const int *tokens, int n_tokens,
+                             const char *text, size_t text_len, const char *finish_reason,
+                             const egm_gen_stats *stats, const egm_gen_logprobs *lp) {
     json_t *o = json_object(), *arr = json_array();
     if (!o || !arr) { json_decref(o); json_decref(arr); return NULL; }
     for (int i = 0; i < n_tokens; i++)
         json_array_append_new(arr, json_integer(tokens[i]));
     json_object_set_new(o, "tokens", arr);
     if (text) {
-        json_t *t = json_stringn(text, text_len);
-        if (!t) {   /* invalid UTF-8: repair rather than drop the result */
-            size_t m;
-            char *fixed = utf8_repair(text, text_len, &m);
-            t = fixed ? json_stringn(fixed, m) : NULL;
-            free(fixed);
-        }
+        json_t *t = text_value(text, text_len);  /* invalid UTF-8 repaired, not dropped */
         if (!t) { json_decref(o); return NULL; }
         json_object_set_new(o, "text", t);
     }
     if (finish_reason)
         json_object_set_new(o, "finish_reason", json_string(finish_reason));
+    if (lp) json_object_set_new(o, "logprobs", logprobs_array(tokens, n_tokens, lp));
     if (stats) {
         json_t *st = json_object();
         json_object_set_new(st, "prompt_tokens", json_integer(stats->prompt_tokens));
@@ -372,13 +549,7 @@ char *egm_result_score(const char *id_json, const float *logprobs, int n) {
 char *egm_result_error(const char *id_json, const char *message) {
     json_t *o = json_object();
     if (!o) return NULL;
-    size_t n = strlen(message), m;
-    json_t *t = json_stringn(message, n);
-    if (!t) {
-        char *fixed = utf8_repair(message, n, &m);
-        t = fixed ? json_stringn(fixed, m) : NULL;
-        free(fixed);
-    }
+    json_t *t = text_value(message, strlen(message));
     if (!t) { json_decref(o); return NULL; }
     json_object_set_new(o, "error", t);
     return with_id(id_json, o);

@@ -10,17 +10,15 @@
 
 #include <jansson.h>
 
+#include "base/hash.h"
+
 /* Open addressing over strings, FNV-1a hashed; grows at half full. */
 struct egm_idset {
     char **slot;
     size_t cap, n;
 };
 
-static uint64_t hash(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash(const char *s) { return egm_fnv1a(EGM_FNV_OFFSET, s, strlen(s)); }
 
 egm_idset *egm_idset_new(void) {
     egm_idset *s = calloc(1, sizeof *s);
@@ -70,7 +68,6 @@ int egm_idset_add(egm_idset *s, const char *id) {
     return 1;
 }
 
-long egm_idset_count(const egm_idset *s) { return (long)s->n; }
 
 int egm_resume_load(const char *path, egm_idset *s, egm_err *e) {
     FILE *f = fopen(path, "rb");

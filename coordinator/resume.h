@@ -10,7 +10,7 @@
 #ifndef EGM_RESUME_H
 #define EGM_RESUME_H
 
-#include "model/err.h"
+#include "base/err.h"
 
 typedef struct egm_idset egm_idset;
 
@@ -20,7 +20,6 @@ void egm_idset_free(egm_idset *s);
  * there, -1 when out of memory. */
 int egm_idset_add(egm_idset *s, const char *id);
 int egm_idset_has(const egm_idset *s, const char *id);
-long egm_idset_count(const egm_idset *s);
 
 /* Reads the ids of every complete line of path into s. A missing file is an
  * empty set. A complete line that is not a JSON object with an "id" fails,

@@ -1,5 +1,6 @@
 /* roofline.c - the machine's two ceilings (sgemm on the model's shapes,
  * STREAM-triad bandwidth) and the analytic cost of a model's step. */
+#include "base/clock.h"
 #include "coordinator/roofline.h"
 
 #include <math.h>
@@ -11,12 +12,6 @@
 
 #include "kernels/ops.h"
 #include "worker/kvcache.h"
-
-double egm_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------ model cost */
 
@@ -64,6 +59,10 @@ int egm_proj_shapes(const egm_config *c, egm_proj_shape out[EGM_MAX_PROJ]) {
     return n;
 }
 
+static double g_proj_bpe = 4.0;
+
+void egm_set_weight_bytes_per_elem(double b) { g_proj_bpe = b > 0 ? b : 4.0; }
+
 double egm_attn_flops_of(const egm_config *c, long rows, long row_positions,
                          long seg_positions, int gate_table) {
     double H = c->num_heads, L = c->num_layers, f;
@@ -90,13 +89,13 @@ void egm_step_cost_of(const egm_config *c, long rows, long head_rows, long posit
     for (int i = 0; i < n; i++) {
         double nk = (double)s[i].N * s[i].K * s[i].count;
         o->proj_flops += 2.0 * rows * nk;
-        o->weight_bytes += 4.0 * nk;
+        o->weight_bytes += g_proj_bpe * nk;
     }
     /* lm_head is one of the shapes (count 1); it runs on head_rows only and
      * is read only when some row needs it. Its [V, D] shape may have merged
      * with nothing else, so take it out by value. */
     o->proj_flops -= 2.0 * (double)(rows - head_rows) * V * D;
-    if (!head_rows) o->weight_bytes -= 4.0 * V * D;
+    if (!head_rows) o->weight_bytes -= g_proj_bpe * V * D;
     if (c->arch != EGM_LLAMA) {
         /* kv_b_proj is read every step, but applied absorbed inside
          * attention, per sequence and head: not one of the projections. */

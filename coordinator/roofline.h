@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 
+#include "base/clock.h"
 #include "model/config.h"
 
 /* One per-token linear layer y = x W^T, W [N, K], applied `count` times per
@@ -67,6 +68,10 @@ double egm_attn_flops_of(const egm_config *c, long rows, long row_positions,
 
 /* gate_table: EG-MLA gate rows come from G [V, d_u] (fp32) rather than
  * eg_embed [V, d_e] (fp32 in synthetic models) + eg_gate_proj. */
+/* Bytes per projection weight element in egm_step_cost_of's weight_bytes:
+ * 4 (fp32, the default) or the loaded model's stored average (a Q4_1 file
+ * about 0.6), so that %bw compares the bytes a step really streams. */
+void egm_set_weight_bytes_per_elem(double b);
 void egm_step_cost_of(const egm_config *c, long rows, long head_rows, long positions,
                       int gate_table, int kv_bf16, egm_step_cost *out);
 
@@ -92,8 +97,5 @@ double egm_stream_sum(const float *x, size_t n, int threads);
  * write-allocate read is not counted). read_gbs (optional) gets the best
  * read-only pass over one array. Returns GB/s (1e9 bytes), -1 on OOM. */
 double egm_roofline_membw(size_t bytes, int threads, int reps, double *read_gbs);
-
-/* Monotonic seconds. */
-double egm_now(void);
 
 #endif

@@ -20,9 +20,12 @@
 
 #include <mpi.h>
 
-#include "coordinator/commands.h"
+#include "coordinator/run.h"
+
+#include "base/exit.h"
 #include "coordinator/pipe_mpi.h"
 #include "coordinator/workers.h"
+#include "deploy/split.h"
 #include "deploy/topology.h"
 #include "model/source.h"
 #include "model/config.h"
@@ -67,6 +70,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     egm_topology t;
     egm_config cfg;
     egm_tokenizer *tok = NULL;
+    egm_chat_template *chat = NULL;
     egm_pipe *pipe = NULL;
     egm_sched_stats st = {0};
     egm_workers wk = {.world = world}; /* enough to abandon them */
@@ -77,6 +81,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_workers_init(&wk, world, &e)) goto fail;
     if (r->topology ? egm_topology_load(r->topology, &t, &e) : egm_topology_auto(world - 1, &t)) {
         if (!r->topology) egm_fail(&e, "out of memory for a %d-stage topology", world - 1);
+        else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
         goto fail;
     }
     if (egm_topology_check_world(&t, world, &e)) {
@@ -84,13 +89,17 @@ static int coordinate(const egm_run_opts *r, int world) {
         goto fail;
     }
     if (egm_model_config(r->model, &cfg, &e)) goto fail; /* a directory or a .gguf */
-    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) goto fail;
+    if (egm_split_topology(&t, &cfg, NULL, &e)) {
+        rc = EGM_EXIT_USAGE;
+        goto fail;
+    }
     egm_wire_dtype wd = t.wire_dtype;
     if (r->wire_dtype && egm_wire_dtype_parse(r->wire_dtype, &wd)) {
         egm_fail(&e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", r->wire_dtype);
         goto fail;
     }
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
+    if (egm_run_load_chat(r, &cfg, tok, &chat, &e)) goto fail;
     if (egm_model_fingerprint(r->model, 0, cfg_fp, &e)) goto fail;
     egm_assign_opts ao = {.model = r->model, .cfg_fp = cfg_fp, .t = &t, .kv_budget = io.kv_budget,
                           .block_tokens = r->block_tokens, .kv_bf16 = !strcmp(r->kv_dtype, "bf16"),
@@ -105,6 +114,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);
+    so.chat = chat;
     /* keep every stage busy: at least as many micro-batches as stages (the
      * default of 4 keeps results identical to one process up to 4 stages) */
     if (!r->micro_batches_set && so.micro_batches < world - 1) so.micro_batches = world - 1;
@@ -134,10 +144,12 @@ fail:
     signal(SIGTERM, SIG_DFL);
     fprintf(stderr, "egmla: %s\n", e.msg);
     egm_run_io_close(&io);
+    wk.exit_status = rc;
     egm_workers_abandon(&wk);
 out:
     if (pipe) pipe->close(pipe);
     egm_workers_free(&wk);
+    egm_chat_template_free(chat);
     egm_tok_free(tok);
     egm_topology_free(&t);
     return rc;
@@ -151,7 +163,10 @@ static int single_with_topology(const egm_run_opts *r) {
     egm_err e;
     memset(&t, 0, sizeof t);
     int rc = 0;
-    if (egm_topology_load(r->topology, &t, &e) || egm_topology_check_world(&t, 1, &e)) {
+    if (egm_topology_load(r->topology, &t, &e)) {
+        fprintf(stderr, "egmla: %s\n", e.msg);
+        rc = EGM_EXIT_USAGE;
+    } else if (egm_topology_check_world(&t, 1, &e)) {
         fprintf(stderr, "egmla: %s (start it with `egmla launch %s -- ...` or mpirun)\n",
                 e.msg, r->topology);
         rc = EGM_EXIT_FAIL;

@@ -2,11 +2,16 @@
  * group in flight, results in submission order (see sched.h). */
 #include "sched.h"
 
+#include "coordinator/prompt.h"
+#include "coordinator/stop.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "base/clock.h"
 
 typedef struct {
     int active, group, blocks;
@@ -17,12 +22,18 @@ typedef struct {
     int n_fed;             /* positions submitted so far */
     int *gen, n_gen, cap_gen;
     int max_new;
+    egm_stop *stop;        /* generate with stop strings or on_token: the text so far */
+    size_t sent;           /* on_token: bytes of stop->text delivered */
+    float *tok_lp;         /* generate with logprobs: [max_new + 1] */
+    egm_tok_lp *top;       /* ... and [max_new + 1][req.logprobs] alternatives */
     float *lp;             /* score: [n_prompt - 1] */
     unsigned char *gr;     /* score: greedy flags, [n_prompt - 1] */
     long long dump_off;    /* score: byte offset of this sequence's logits */
     double t_read;         /* read from the input */
     double t0, t_first;    /* admitted; first token back */
 } seq_t;
+
+#define JUNK_MAX 8 /* lines in a row, from the start, that are not JSON */
 
 typedef struct {
     const egm_sched_opts *o;
@@ -50,15 +61,20 @@ typedef struct {
     unsigned char *want;
     double t_start, t_sync, t_progress;
     int dirty;             /* lines written since the last sync */
+    egm_idset *ids;        /* every id read so far: a second use is refused */
+    /* the input's first lines, until one looks like JSON: if JUNK_MAX in a
+     * row do not, the file is not JSONL (a binary, a text file) and the run
+     * stops with one message instead of an error record per line */
+    int looked_json;
+    int n_junk;
+    char *junk[JUNK_MAX];
 } sched_t;
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
 static void seq_clear(seq_t *q) {
+    if (q->stop) egm_stop_free(q->stop);
+    free(q->stop);
+    free(q->tok_lp);
+    free(q->top);
     egm_request_free(&q->req);
     free(q->toks);
     free(q->gen);
@@ -67,8 +83,13 @@ static void seq_clear(seq_t *q) {
     memset(q, 0, sizeof *q);
 }
 
-static int write_line(sched_t *s, char *line, egm_err *e) {
+static int write_line(sched_t *s, const char *id_json, char *line, int ok, egm_err *e) {
     if (!line) return egm_fail(e, "out of memory formatting a result");
+    if (s->o->feed) {
+        s->o->feed->result(s->o->feed, id_json, line, ok);
+        free(line);
+        return 0;
+    }
     int rc = egm_out_write_line(s->out, line, e);
     free(line);
     s->dirty = 1;
@@ -82,7 +103,66 @@ static int write_error(sched_t *s, const char *id_json, const char *msg, egm_err
         s->o->on_score(s->o->score_ctx, id_json, NULL, NULL, 0, msg);
         return 0;
     }
-    return write_line(s, egm_result_error(id_json, msg), e);
+    return write_line(s, id_json, egm_result_error(id_json, msg), 0, e);
+}
+
+/* Could the line be a JSON object at all? (a NUL byte or a first
+ * character other than '{' says no) */
+static int looks_json(const char *line, size_t len) {
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t')) i++;
+    return i < len && line[i] == '{' && !memchr(line, 0, len);
+}
+
+/* The error records held back while the input might not be JSONL at all. */
+static int flush_junk(sched_t *s, egm_err *e) {
+    int rc = 0;
+    for (int i = 0; i < s->n_junk; i++) {
+        if (!rc) {
+            fprintf(stderr, "egmla: %s\n", s->junk[i]);
+            rc = write_error(s, NULL, s->junk[i], e);
+        }
+        free(s->junk[i]);
+    }
+    s->n_junk = 0;
+    return rc;
+}
+
+/* A line was JSON-shaped: the input is JSONL, the lines held back before
+ * it get their error records. 0 or -1. */
+static int saw_json(sched_t *s, egm_err *e) {
+    if (s->looked_json) return 0;
+    s->looked_json = 1;
+    return flush_junk(s, e);
+}
+
+/* A line that is not even JSON-shaped, before any line that was: held
+ * back; the JUNK_MAX-th ends the run. 1 when held, 0 when not junk, -1. */
+static int junk_line(sched_t *s, const char *line, size_t len, long lineno, const char *msg,
+                     egm_err *e) {
+    if (s->looked_json || s->o->on_score) return 0;
+    if (looks_json(line, len)) return saw_json(s, e);
+    if (s->n_junk == JUNK_MAX - 1) {
+        egm_fail(e, "%s: not JSONL: none of its first %d lines (up to line %ld) is a JSON "
+                 "object (one request per line, {\"id\": ..., \"prompt\" or \"tokens\": ...}); "
+                 "line 1: %.200s", egm_jsonl_origin(s->in), JUNK_MAX, lineno, s->junk[0]);
+        return -1;
+    }
+    if (!(s->junk[s->n_junk] = strdup(msg))) return egm_fail(e, "out of memory");
+    s->n_junk++;
+    return 1;
+}
+
+/* An id seen on an earlier line: results are matched by id, so refused. */
+static int duplicate_id(sched_t *s, const char *id_json, const char *origin, long lineno,
+                        egm_err *le) {
+    if (!s->ids || !id_json) return 0;
+    if (egm_idset_has(s->ids, id_json))
+        return egm_fail(le, "%s:%ld: id %.200s is already used by an earlier line (each "
+                        "request needs its own id: results are matched by it)", origin, lineno,
+                        id_json), 1;
+    egm_idset_add(s->ids, id_json);
+    return 0;
 }
 
 /* --resume: an id already in the output is skipped, refused or not. */
@@ -99,51 +179,40 @@ static int skipped(sched_t *s, seq_t *q) {
 static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_err *e) {
     seq_t *q = &s->next;
     memset(q, 0, sizeof *q);
-    q->t_read = now_s();
+    q->t_read = egm_now();
     egm_err le;
-    const char *origin = egm_jsonl_origin(s->in);
+    const char *origin = s->o->feed ? s->o->feed->origin : egm_jsonl_origin(s->in);
     if (egm_request_parse(line, len, lineno, origin, &s->o->defaults, &q->req, &le)) {
         if (skipped(s, q)) return 0;
+        int j = junk_line(s, line, len, lineno, le.msg, e);
+        if (j) {
+            seq_clear(q);
+            return j < 0 ? -1 : 0;
+        }
         fprintf(stderr, "egmla: %s\n", le.msg);
         int rc = write_error(s, q->req.id_json, le.msg, e);
         seq_clear(q);
         return rc ? -1 : 0;
     }
     if (skipped(s, q)) return 0;
+    if (saw_json(s, e)) return -1;
+    if (duplicate_id(s, q->req.id_json, origin, lineno, &le)) goto refuse;
     const egm_config *c = s->c;
-    if (q->req.prompt) {
-        if (!s->tok) {
-            egm_fail(&le, "%s:%ld: \"prompt\" needs a tokenizer, and the model has no "
-                     "tokenizer.json: give \"tokens\" instead", origin, lineno);
-            goto refuse;
-        }
-        int *ids = NULL, n = 0;
-        if (egm_tok_encode(s->tok, q->req.prompt, strlen(q->req.prompt), 1, &ids, &n, &le)) {
-            egm_wrap(&le, "%s:%ld: \"prompt\"", origin, lineno);
-            goto refuse;
-        }
-        int bos = s->o->add_bos && c->bos_token_id >= 0 && !(n > 0 && ids[0] == c->bos_token_id);
-        q->toks = malloc(sizeof(int) * (size_t)(n + bos + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        if (bos) q->toks[0] = c->bos_token_id;
-        memcpy(q->toks + bos, ids, sizeof(int) * (size_t)n);
-        free(ids);
-        q->n_prompt = n + bos;
-    } else {
-        q->toks = malloc(sizeof(int) * (size_t)(q->req.n_tokens + 1));
-        if (!q->toks) return egm_fail(e, "out of memory");
-        memcpy(q->toks, q->req.tokens, sizeof(int) * (size_t)q->req.n_tokens);
-        q->n_prompt = q->req.n_tokens;
-        for (int i = 0; i < q->n_prompt; i++)
-            if (q->toks[i] >= c->vocab_size) {
-                egm_fail(&le, "%s:%ld: \"tokens\"[%d]: %d is not below the vocabulary size %d",
-                         origin, lineno, i, q->toks[i], c->vocab_size);
-                goto refuse;
-            }
-    }
+    if (egm_prompt_tokens(&q->req, c, s->tok, s->o->chat, s->o->mode == EGM_MODE_GENERATE,
+                          s->o->add_bos, origin, &q->toks, &q->n_prompt, &le))
+        goto refuse;
     if (q->n_prompt == 0) {
         egm_fail(&le, "%s:%ld: the prompt is empty (0 tokens)", origin, lineno);
         goto refuse;
+    }
+    if (s->o->mode == EGM_MODE_GENERATE && (q->req.n_stop > 0 || (s->o->on_token && s->tok))) {
+        if (!s->tok) {
+            egm_fail(&le, "%s:%ld: \"stop\" needs a tokenizer to read the text, and the model "
+                     "has no tokenizer.json", origin, lineno);
+            goto refuse;
+        }
+        if (!(q->stop = malloc(sizeof *q->stop))) return egm_fail(e, "out of memory");
+        egm_stop_init(q->stop, q->req.stop, q->req.n_stop);
     }
     /* internal scoring never feeds the last token: it is only a target */
     int target_only = s->o->mode == EGM_MODE_SCORE && s->o->on_score && q->n_prompt > 1;
@@ -163,6 +232,12 @@ static int prepare(sched_t *s, const char *line, size_t len, long lineno, egm_er
         if (q->max_new > c->max_position_embeddings - q->n_prompt)
             q->max_new = c->max_position_embeddings - q->n_prompt;
         need += q->max_new;
+        if (q->req.logprobs >= 0) {
+            size_t n = (size_t)q->max_new + 1;
+            q->tok_lp = malloc(sizeof(float) * n);
+            q->top = malloc(sizeof(egm_tok_lp) * n * (size_t)(q->req.logprobs + 1));
+            if (!q->tok_lp || !q->top) return egm_fail(e, "out of memory for log-probs");
+        }
     }
     egm_pipe_caps *cap = &s->pipe->caps;
     q->blocks = (need + cap->block_tokens - 1) / cap->block_tokens;
@@ -180,17 +255,22 @@ refuse:
     return rc ? -1 : 0;
 }
 
-/* Makes s->next hold a request, unless the input is done. */
-static int read_ahead(sched_t *s, egm_err *e) {
+/* Makes s->next hold a request, unless the input is done (or, from a feed
+ * and without `wait`, none is queued now). */
+static int read_ahead(sched_t *s, int wait, egm_err *e) {
+    egm_sched_feed *f = s->o->feed;
     while (!s->have_next && !s->input_done) {
         const char *line;
         size_t len;
         long lineno;
         egm_err le;
-        int r = egm_jsonl_next(s->in, &line, &len, &lineno, &le);
+        int r = f ? f->next(f, wait, &line, &len, &lineno, &le)
+                  : egm_jsonl_next(s->in, &line, &len, &lineno, &le);
         if (r < 0) return egm_fail(e, "%s", le.msg);
+        if (r == 2) break;
         if (r == 0) {
             s->input_done = 1;
+            if (flush_junk(s, e)) return -1;
             break;
         }
         r = prepare(s, line, len, lineno, e);
@@ -256,22 +336,41 @@ static int prefix_source(const sched_t *s, int *n) {
     return best_n > 0 ? best : -1;
 }
 
+/* on_token: the text settled since the last event (all of it at the end). */
+static void token_event(sched_t *s, seq_t *q, const egm_head_out *o, const char *reason) {
+    size_t upto = !q->stop ? 0 : reason ? q->stop->len : egm_stop_stable(q->stop);
+    egm_token_event ev = {o ? o->token : -1, o ? q->n_gen - 1 : q->n_gen,
+                          q->stop ? q->stop->text + q->sent : "", upto - q->sent,
+                          o ? o->logprob : 0.0f, o && q->req.logprobs >= 0 ? q->req.logprobs : -1,
+                          o ? o->top_id : NULL, o ? o->top_lp : NULL, reason};
+    if (o && ev.n_top > o->n_top) ev.n_top = o->n_top;
+    q->sent = upto;
+    s->o->on_token(s->o->token_ctx, q->req.id_json, &ev);
+}
+
 static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
     seq_t *q = &s->seqs[slot];
     char *line = NULL;
+    /* the slot is cleared before the line goes out */
+    char *id_json = q->req.id_json ? strdup(q->req.id_json) : NULL;
     if (s->o->mode == EGM_MODE_SCORE && s->o->on_score) {
         s->o->on_score(s->o->score_ctx, q->req.id_json, q->lp, q->gr, q->n_prompt - 1, NULL);
     } else if (s->o->mode == EGM_MODE_SCORE) {
         line = egm_result_score(q->req.id_json, q->lp, q->n_prompt - 1);
     } else {
-        char *text = s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
+        /* with stop strings, the text up to one (tokens: every one generated) */
+        if (q->stop && egm_stop_finish(q->stop) < 0) return egm_fail(e, "out of memory");
+        if (s->o->on_token) token_event(s, q, NULL, reason);
+        char *text = q->stop ? q->stop->text
+                   : s->tok ? egm_tok_decode(s->tok, q->gen, q->n_gen, 1) : NULL;
         /* ttft and total count from admission; the queue wait is apart */
         egm_gen_stats gs = {q->n_prompt, q->n_gen, (q->t_first - q->t0) * 1e3,
-                            (now_s() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
-        line = egm_result_generate(q->req.id_json, q->gen, q->n_gen, text,
-                                   text ? strlen(text) : 0, reason,
-                                   s->o->stats ? &gs : NULL);
-        free(text);
+                            (egm_now() - q->t0) * 1e3, (q->t0 - q->t_read) * 1e3};
+        egm_gen_logprobs lp = {q->tok_lp, q->top, q->req.logprobs, s->tok};
+        line = egm_result_generate_lp(q->req.id_json, q->gen, q->n_gen, text,
+                                      q->stop ? q->stop->len : text ? strlen(text) : 0, reason,
+                                      s->o->stats ? &gs : NULL, q->req.logprobs >= 0 ? &lp : NULL);
+        if (!q->stop) free(text);
     }
     s->st->prompt_tokens += q->n_prompt;
     s->st->generated_tokens += q->n_gen;
@@ -287,7 +386,12 @@ static int finish(sched_t *s, int slot, const char *reason, egm_err *e) {
         seq_clear(q);
     }
     /* a request counts as done only once its line is written */
-    if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) && write_line(s, line, e)) return -1;
+    if (!(s->o->mode == EGM_MODE_SCORE && s->o->on_score) &&
+        write_line(s, id_json, line, 1, e)) {
+        free(id_json);
+        return -1;
+    }
+    free(id_json);
     s->st->requests++;
     s->st->ok++;
     return 0;
@@ -303,7 +407,7 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     s->have_next = 0;
     q->active = 1;
     q->group = g;
-    q->t0 = now_s();
+    q->t0 = egm_now();
     s->group_n[g]++;
     s->free_blocks -= q->blocks;
     if (s->o->mode == EGM_MODE_SCORE) {
@@ -324,6 +428,7 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     a->n_tokens = q->n_prompt;
     a->fork_slot = fork_n > 0 ? from : 0;
     a->fork_n = fork_n > 0 ? fork_n : 0;
+    a->top_logprobs = s->o->mode == EGM_MODE_GENERATE && q->req.logprobs > 0 ? q->req.logprobs : 0;
     if (fork_n > 0) {
         q->n_fed = fork_n;
         s->st->shared_tokens += fork_n;
@@ -352,11 +457,38 @@ static int room(sched_t *s) {
     return 1;
 }
 
+/* A feed's client went away: group g (not in flight) drops its sequences
+ * at once, their slots and KV released with the next micro-batch; a
+ * request read ahead and waiting goes too. */
+static void drop_cancelled(sched_t *s, int g) {
+    egm_sched_feed *f = s->o->feed;
+    if (!f) return;
+    for (int i = 0; i < s->o->max_seqs; i++) {
+        seq_t *q = &s->seqs[i];
+        if (!q->active || q->group != g || !f->cancelled(f, q->req.id_json)) continue;
+        f->result(f, q->req.id_json, NULL, 0);
+        s->st->cancelled++;
+        s->st->prompt_tokens += q->n_fed < q->n_prompt ? q->n_fed : q->n_prompt;
+        s->st->generated_tokens += q->n_gen;
+        s->group_n[g]--;
+        s->releases[s->n_releases++] = i;
+        s->free_blocks += q->blocks;
+        seq_clear(q);
+    }
+    if (s->have_next && f->cancelled(f, s->next.req.id_json)) {
+        f->result(f, s->next.req.id_json, NULL, 0);
+        s->st->cancelled++;
+        seq_clear(&s->next);
+        s->have_next = 0;
+    }
+}
+
 /* Builds group g's next micro-batch: decode rows, then prefill chunks. */
 static int build(sched_t *s, int g, egm_err *e) {
     s->held_used = 0;
+    drop_cancelled(s, g);
     while (s->group_n[g] < s->per_group && n_active(s) < s->o->max_seqs) {
-        if (read_ahead(s, e)) return -1;
+        if (read_ahead(s, 0, e)) return -1;
         if (!s->have_next) break;
         /* a source still prefilling the shared part: wait for its rows */
         int fork_n = 0, from = prefix_source(s, &fork_n);
@@ -369,7 +501,7 @@ static int build(sched_t *s, int g, egm_err *e) {
             s->free_blocks -= s->next.blocks;
             s->seqs[slot] = s->next;
             s->seqs[slot].group = g;
-            s->seqs[slot].t0 = s->seqs[slot].t_first = now_s();
+            s->seqs[slot].t0 = s->seqs[slot].t_first = egm_now();
             memset(&s->next, 0, sizeof s->next);
             s->have_next = 0;
             if (finish(s, slot, "length", e)) return -1;
@@ -403,6 +535,17 @@ static int build(sched_t *s, int g, egm_err *e) {
     return n;
 }
 
+/* A generated token's log-prob and alternatives (missing ones: id -1). */
+static void keep_logprobs(seq_t *q, const egm_head_out *o) {
+    int k = q->req.logprobs;
+    q->tok_lp[q->n_gen] = o->logprob;
+    for (int j = 0; j < k; j++) {
+        egm_tok_lp *t = &q->top[(size_t)q->n_gen * k + j];
+        t->id = j < o->n_top ? o->top_id[j] : -1;
+        t->logprob = j < o->n_top ? o->top_lp[j] : 0.0f;
+    }
+}
+
 static int process(sched_t *s, const egm_result *r, egm_err *e) {
     int V = s->c->vocab_size;
     for (int k = 0; k < r->n_outs; k++) {
@@ -426,11 +569,18 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
             if (o->pos == q->n_feed - 1 && finish(s, o->slot, NULL, e)) return -1;
             continue;
         }
-        if (q->n_gen == 0) q->t_first = now_s();
+        if (q->n_gen == 0) q->t_first = egm_now();
+        if (q->tok_lp) keep_logprobs(q, o);
         q->gen[q->n_gen++] = o->token;
+        if (s->o->feed && s->o->feed->token)
+            s->o->feed->token(s->o->feed, q->req.id_json, q->gen, q->n_gen);
         const char *reason = NULL;
+        int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
+        if (hit < 0) return egm_fail(e, "out of memory");
         if (!q->req.ignore_eos && egm_config_is_eos(s->c, o->token)) reason = "stop";
+        else if (hit) reason = "stop";
         else if (q->n_gen >= q->max_new) reason = "length";
+        if (s->o->on_token) token_event(s, q, o, NULL);
         if (reason && finish(s, o->slot, reason, e)) return -1;
     }
     return 0;
@@ -439,7 +589,7 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
 /* On a terminal: done/total, tokens/s (generated, or scored in score mode)
  * and the ETA from this run's pace; skipped (--resume) lines count as done. */
 static void progress(sched_t *s, int last) {
-    double t = now_s();
+    double t = egm_now();
     if (!s->o->progress || (!last && t - s->t_progress < 0.5)) return;
     s->t_progress = t;
     const egm_sched_stats *st = s->st;
@@ -457,6 +607,14 @@ static void progress(sched_t *s, int last) {
     if (s->o->total >= 0) snprintf(tot, sizeof tot, "/%ld", s->o->total);
     fprintf(stderr, "\r\033[K%ld%s done (%ld failed, %ld skipped), %.1f tok/s%s%s", done, tot,
             st->failed, st->skipped, toks / el, eta, last ? "\n" : "");
+}
+
+static void feed_load(sched_t *s, egm_sched_load *l) {
+    if (!s->o->feed->load) return;
+    l->running = n_active(s);
+    l->waiting = s->have_next;
+    l->kv_blocks_used = l->kv_blocks_total - s->free_blocks;
+    s->o->feed->load(s->o->feed, l);
 }
 
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
@@ -483,8 +641,14 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         egm_fail(e, "out of memory for %d sequences", S);
         goto done;
     }
-    s.t_start = s.t_sync = s.t_progress = now_s();
+    if (!o->on_score && !o->feed && !(s.ids = egm_idset_new())) {
+        egm_fail(e, "out of memory");
+        goto done;
+    }
+    s.t_start = s.t_sync = s.t_progress = egm_now();
+    if (o->feed && o->feed->start(o->feed, c, tok, &pipe->caps, e)) goto done;
     int f_head = 0, f_len = 0;
+    egm_sched_load load = {.kv_blocks_total = pipe->caps.kv_blocks, .slots = S};
     for (;;) {
         for (int g = 0; g < M; g++) {
             if (inflight[g]) continue;
@@ -495,10 +659,19 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                               .admits = s.admits, .n_admits = s.n_admits,
                               .releases = s.releases, .n_releases = s.n_releases,
                               .keep_logits = o->dump_fd >= 0};
+            double t_sub = egm_now();
             if (pipe->submit(pipe, &sub, e)) goto done;
+            load.busy_s += egm_now() - t_sub;
+            load.submits++;
             s.n_admits = s.n_releases = 0;
             inflight[g] = 1;
             fifo[(f_head + f_len++) % M] = g;
+        }
+        if (f_len == 0 && o->feed && !s.have_next && !s.input_done) {
+            /* idle: say so, then sleep until a request comes */
+            feed_load(&s, &load);
+            if (read_ahead(&s, 1, e)) goto done;
+            continue;
         }
         if (f_len == 0) {
             if (s.have_next || !s.input_done) {
@@ -508,15 +681,18 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
             break;
         }
         egm_result r;
+        double t_col = egm_now();
         if (pipe->collect(pipe, &r, e)) goto done;
         int g = fifo[f_head];
         f_head = (f_head + 1) % M;
         f_len--;
         inflight[g] = 0;
+        load.busy_s += egm_now() - t_col;
         if (process(&s, &r, e)) goto done;
+        if (o->feed) feed_load(&s, &load);
         /* checked after every micro-batch (milliseconds apart), whether
          * or not a request finished in it */
-        double t = now_s();
+        double t = egm_now();
         if (t - s.t_sync > 2.0) {
             if (s.dirty && egm_out_sync(out, e)) goto done;
             s.dirty = 0;
@@ -524,6 +700,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         }
         progress(&s, 0);
     }
+    if (out && egm_out_commit(out, e)) goto done;
     rc = 0;
 done:
     if (s.dirty && out) {
@@ -533,7 +710,8 @@ done:
             rc = -1;
         }
     }
-    st->seconds = now_s() - s.t_start;
+    st->seconds = egm_now() - s.t_start;
+    if (o->feed && o->feed->stop) o->feed->stop(o->feed);
     progress(&s, 1);
     if (s.seqs)
         for (int i = 0; i < S; i++) seq_clear(&s.seqs[i]);
@@ -548,5 +726,7 @@ done:
     free(s.want);
     free(inflight);
     free(fifo);
+    for (int i = 0; i < s.n_junk; i++) free(s.junk[i]);
+    egm_idset_free(s.ids);
     return rc;
 }

@@ -6,13 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/commands.h"
+#include "base/exit.h"
 #include "coordinator/pipe_mpi.h"
 #include "worker/worker_mpi.h"
-
-int egm_under_mpi(void) {
-    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
-}
 
 int egm_workers_init(egm_workers *w, int world, egm_err *e) {
     memset(w, 0, sizeof *w);
@@ -129,6 +125,7 @@ void egm_workers_abandon(const egm_workers *w) {
     /* no worker has been assigned yet: they wait for an Assign */
     Egmla__Shutdown sd = EGMLA__SHUTDOWN__INIT;
     sd.failed = 1;
+    sd.exit_status = w->exit_status;
     Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
     env.msg_case = EGMLA__ENVELOPE__MSG_SHUTDOWN;
     env.shutdown = &sd;

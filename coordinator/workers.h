@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/rank.h"
+
 #include "coordinator/pipe.h"
 #include "deploy/topology.h"
 
@@ -44,6 +46,8 @@ typedef struct {
     egm_pipe_caps caps;        /* smallest KV pool of any stage, slots, block */
     int assigned;              /* Assigns went out: stopping needs EGM_TAG_STOP */
     int hung;                  /* a worker never said hello: only MPI_Abort stops it */
+    int exit_status;           /* abandoned before the Assigns: every worker exits
+                                  with this (rank 0's) status; 0 means 1 */
 } egm_workers;
 
 /* Allocates w for `world` ranks (before anything can fail, so that
@@ -60,7 +64,5 @@ void egm_workers_abandon(const egm_workers *w);
 
 void egm_workers_free(egm_workers *w);
 
-/* 1 when started by mpirun or srun (the environment says so). */
-int egm_under_mpi(void);
 
 #endif

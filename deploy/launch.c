@@ -24,6 +24,7 @@
  * InfiniBand need pml_ucx_tls/devices "any" on Open MPI 4.1); tcp -> ob1 +
  * tcp,self; shm -> ob1 + vader,self; auto -> Open MPI's choice. */
 #include "launch.h"
+#include "split.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -31,10 +32,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 #include "model/config.h"
 
 enum { EXIT_RUN = 1, EXIT_USAGE = 2 };
@@ -447,7 +450,8 @@ static const char *model_of(const egm_topology *t, int argc, char **argv) {
 /* Checks the layer ranges against the model now, when its config can be
  * read here, rather than after every rank has started. A model that is
  * only on the cluster's storage is left to the ranks to check. */
-static int check_against_model(egm_topology *t, int argc, char **argv, egm_err *e) {
+static int check_against_model(egm_topology *t, int argc, char **argv, FILE *print,
+                               egm_err *e) {
     const char *m = model_of(t, argc, argv);
     if (!m) return 0;
     char path[PATH_MAX];
@@ -455,7 +459,7 @@ static int check_against_model(egm_topology *t, int argc, char **argv, egm_err *
     if (access(path, R_OK)) return 0;
     egm_config c;
     if (egm_config_load(path, &c, e)) return -1;
-    return egm_topology_resolve(t, c.num_layers, NULL, e);
+    return egm_split_topology(t, &c, print, e); /* --dry-run prints each stage's share */
 }
 
 static int self_exe(char *buf, size_t cap) {
@@ -481,6 +485,49 @@ static void print_commented(const char *text) {
         printf("#   %.*s\n", n, p);
         p += n + (nl ? 1 : 0);
     }
+}
+
+/* mpirun runs as our child, so that its hostfile and rankfile can be
+ * removed once it is done. Ctrl-C reaches mpirun too (same process
+ * group): we wait for it to stop the ranks rather than die first;
+ * SIGTERM and SIGHUP are passed on. */
+static volatile sig_atomic_t mpirun_pid;
+static void pass_on(int sig) {
+    if (mpirun_pid > 0) kill((pid_t)mpirun_pid, sig);
+}
+
+/* Runs argv; mpirun's exit status (128 + signal if killed), or -1. */
+static int run_child(char **argv, const char *name) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "%s: cannot start %s: %s\n", name, argv[0], strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        fprintf(stderr, "%s: cannot run %s: %s\n", name, argv[0], strerror(errno));
+        _exit(127);
+    }
+    mpirun_pid = pid;
+    struct sigaction ign = {.sa_handler = SIG_IGN}, fwd = {.sa_handler = pass_on}, old[4];
+    const int sigs[4] = {SIGINT, SIGQUIT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 4; i++) sigaction(sigs[i], i < 2 ? &ign : &fwd, &old[i]);
+    int st = 0;
+    pid_t w;
+    while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR) {}
+    for (int i = 0; i < 4; i++) sigaction(sigs[i], &old[i], NULL);
+    mpirun_pid = 0;
+    if (w < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Removes the directory launch made for its two files. */
+static void remove_workdir(const char *dir, const char *hf, const char *rf) {
+    unlink(hf);
+    unlink(rf);
+    rmdir(dir);
 }
 
 /* Inserts "--mca plm_rsh_agent AGENT" after the program name. */
@@ -557,7 +604,7 @@ int egm_cmd_launch(int argc, char **argv) {
     char topo_abs[PATH_MAX], exe[PATH_MAX];
     egm_topology t;
     if (egm_topology_load(argv[0], &t, &e) ||
-        check_against_model(&t, cargc, cargv, &e)) {
+        check_against_model(&t, cargc, cargv, dry ? stdout : NULL, &e)) {
         fprintf(stderr, "%s: %s\n", NAME, e.msg);
         egm_topology_free(&t);
         return EXIT_USAGE;
@@ -609,6 +656,9 @@ int egm_cmd_launch(int argc, char **argv) {
     if (dry) {
         char *line = egm_shell_join(mv);
         if (!line) { fprintf(stderr, "%s: out of memory\n", NAME); goto done; }
+        if (!workdir)
+            printf("# (the files below are removed again: pass --workdir DIR to keep them "
+                   "for this command)\n");
         printf("# hostfile %s\n", hf);
         print_commented(hosttext);
         printf("# rankfile %s%s\n", rf,
@@ -620,11 +670,11 @@ int egm_cmd_launch(int argc, char **argv) {
         rc = 0;
         goto done;
     }
-    fflush(stdout);
-    fflush(stderr);
-    execvp(mv[0], mv);
-    fprintf(stderr, "%s: cannot run %s: %s\n", NAME, mv[0], strerror(errno));
+    rc = run_child(mv, NAME);
+    if (rc < 0) rc = EXIT_RUN;
 done:
+    /* a --workdir keeps its files for the user; our own directory goes */
+    if (!workdir) remove_workdir(dir, hf, rf);
     egm_argv_free(mv);
     free(hosttext);
     free(ranktext);
@@ -658,7 +708,7 @@ int egm_cmd_slurm(int argc, char **argv) {
     }
     egm_topology t;
     if (egm_topology_load(argv[0], &t, &e) ||
-        check_against_model(&t, cargc, cargv, &e)) {
+        check_against_model(&t, cargc, cargv, NULL, &e)) {
         fprintf(stderr, "%s: %s\n", NAME, e.msg);
         egm_topology_free(&t);
         return EXIT_USAGE;

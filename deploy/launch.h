@@ -12,7 +12,7 @@
 #define EGM_LAUNCH_H
 
 #include "deploy/topology.h"
-#include "model/err.h"
+#include "base/err.h"
 
 typedef struct {
     const char *mpirun;      /* program to run; NULL = "mpirun" */

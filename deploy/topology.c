@@ -333,12 +333,12 @@ static int check_ranges(const egm_topology *t, int n_layers, egm_err *e) {
  * floating-point numbers added in different orders). */
 static int leq(double a, double b) { return a <= b + 1e-9 * (1 + fabs(b)); }
 
-/* Splits layers [a, a+n) among k stages (threads thr[k]), contiguously,
- * minimising max(cost / threads); among those splits, the one with the least
+/* Splits layers [a, a+n) among k stages (speeds rate[k]), contiguously,
+ * minimising max(cost / rate); among those splits, the one with the least
  * sum of squares (the most even). Ties give layers to earlier stages (the
  * last stage also runs the output head). Writes cuts[0..k]: stage j gets
  * [cuts[j], cuts[j+1]). */
-static int balance(const double *cost, int a, int n, int k, const int *thr,
+static int balance(const double *cost, int a, int n, int k, const double *thr,
                    int *cuts) {
     double *P = malloc((size_t)(n + 1) * sizeof *P);
     double *best = malloc((size_t)(k + 1) * (n + 1) * sizeof *best);
@@ -389,6 +389,11 @@ static int balance(const double *cost, int a, int n, int k, const int *thr,
 
 int egm_topology_resolve(egm_topology *t, int n_layers,
                          const double *layer_cost, egm_err *e) {
+    return egm_topology_resolve_rates(t, n_layers, layer_cost, NULL, e);
+}
+
+int egm_topology_resolve_rates(egm_topology *t, int n_layers, const double *layer_cost,
+                               const double *rate, egm_err *e) {
     if (n_layers < 1)
         return egm_fail(e, "%s: the model has %d layers", t->origin, n_layers);
     if (layer_cost)
@@ -396,6 +401,11 @@ int egm_topology_resolve(egm_topology *t, int n_layers,
             if (!(layer_cost[i] >= 0) || isinf(layer_cost[i]))
                 return egm_fail(e, "%s: cost of layer %d is %g, expected a "
                                 "finite number >= 0", t->origin, i, layer_cost[i]);
+    if (rate)
+        for (int i = 0; i < t->n_stages; i++)
+            if (!(rate[i] > 0) || isinf(rate[i]))
+                return egm_fail(e, "%s: speed of stage %d is %g, expected a finite number > 0",
+                                t->origin, i + 1, rate[i]);
     if (check_ranges(t, n_layers, e)) return -1;
     /* Each run of auto stages shares the gap between its explicit neighbours. */
     int prev_hi = 0, first = 0;
@@ -404,8 +414,10 @@ int egm_topology_resolve(egm_topology *t, int n_layers,
         int lo = i < t->n_stages ? t->stages[i].layer_lo : n_layers;
         int k = i - first;
         if (k > 0) {
-            int thr[k], cuts[k + 1];
-            for (int j = 0; j < k; j++) thr[j] = t->stages[first + j].threads;
+            double thr[k];
+            int cuts[k + 1];
+            for (int j = 0; j < k; j++)
+                thr[j] = rate ? rate[first + j] : t->stages[first + j].threads;
             if (balance(layer_cost, prev_hi, lo - prev_hi, k, thr, cuts))
                 return egm_fail(e, "%s: out of memory", t->origin);
             for (int j = 0; j < k; j++) {
@@ -423,48 +435,8 @@ int egm_topology_resolve(egm_topology *t, int n_layers,
 /* ---------------------------------------------------------------- parsing */
 
 static const char *const k_transports[] = {"auto", "shm", "tcp", "ucx"};
-static const char *const k_dtypes[] = {"bf16", "fp32", "int8"};
 static const char *const k_binds[] = {"none", "core"};
 
-const char *egm_transport_name(egm_transport x) {
-    return (unsigned)x < 4 ? k_transports[x] : "?";
-}
-const char *egm_wire_dtype_name(egm_wire_dtype x) {
-    return (unsigned)x < 3 ? k_dtypes[x] : "?";
-}
-const char *egm_bind_name(egm_bind x) { return (unsigned)x < 2 ? k_binds[x] : "?"; }
-
-int egm_parse_size(const char *s, size_t *out) {
-    while (*s == ' ') s++;
-    const char *p = s;
-    double v = 0;
-    int digits = 0;
-    while (*p >= '0' && *p <= '9') { v = v * 10 + (*p++ - '0'); digits++; }
-    if (*p == '.') {
-        p++;
-        for (double f = 0.1; *p >= '0' && *p <= '9'; f /= 10) {
-            v += (*p++ - '0') * f;
-            digits++;
-        }
-    }
-    if (!digits) return -1;
-    while (*p == ' ') p++;
-    static const struct { const char *u; double m; } units[] = {
-        {"", 1}, {"B", 1},
-        {"K", 1024.0}, {"KiB", 1024.0}, {"KB", 1e3}, {"k", 1024.0}, {"kB", 1e3},
-        {"M", 1048576.0}, {"MiB", 1048576.0}, {"MB", 1e6},
-        {"G", 1073741824.0}, {"GiB", 1073741824.0}, {"GB", 1e9},
-        {"T", 1099511627776.0}, {"TiB", 1099511627776.0}, {"TB", 1e12},
-    };
-    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
-        if (!strcmp(p, units[i].u)) {
-            double b = floor(v * units[i].m);
-            if (b >= 9.2e18 || (double)(size_t)b != b) return -1;
-            *out = (size_t)b;
-            return 0;
-        }
-    return -1;
-}
 
 static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
     if (seq->type != YAML_SEQUENCE_NODE)
@@ -474,10 +446,10 @@ static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
     if (n == 0) return fail_at(c, line_of(seq), "'nodes' is empty");
     t->nodes = calloc((size_t)n, sizeof *t->nodes);
     if (!t->nodes) return fail_at(c, 0, "out of memory");
-    static const char *const keys[] = {"name", "host", "slots", "threads"};
+    static const char *const keys[] = {"name", "host", "slots", "threads", "calibration"};
     for (int i = 0; i < n; i++) {
-        yaml_node_t *m = get(c, seq->data.sequence.items.start[i]), *v[4];
-        if (want_map(c, m, "a node", keys, 4, v)) return -1;
+        yaml_node_t *m = get(c, seq->data.sequence.items.start[i]), *v[5];
+        if (want_map(c, m, "a node", keys, 5, v)) return -1;
         egm_topo_node *nd = &t->nodes[i];
         nd->line = line_of(m);
         nd->threads = 1;
@@ -495,6 +467,10 @@ static int parse_nodes(ctx *c, egm_topology *t, yaml_node_t *seq) {
         }
         if (v[2] && want_int(c, "slots", v[2], 1, 1 << 20, &nd->slots)) return -1;
         if (v[3] && want_int(c, "threads", v[3], 1, 4096, &nd->threads)) return -1;
+        /* a JSON file of `egmla bench --calibrate`, relative to the topology */
+        if (v[4] && want_name(c, "calibration", v[4], nd->calibration, sizeof nd->calibration,
+                              "/+,=@"))
+            return -1;
         t->n_nodes = i + 1;
     }
     return 0;
@@ -609,7 +585,7 @@ static int parse_doc(ctx *c, egm_topology *t) {
         t->transport = (egm_transport)x;
     }
     if (v[DTYPE]) {
-        if (want_word(c, "wire_dtype", v[DTYPE], k_dtypes, 3, &x)) return -1;
+        if (want_word(c, "wire_dtype", v[DTYPE], egm_wire_dtype_names, EGM_WIRE_N_DTYPES, &x)) return -1;
         t->wire_dtype = (egm_wire_dtype)x;
     }
     if (v[BIND]) {

@@ -13,6 +13,9 @@
  *     - {name: a, host: 10.0.0.1, slots: 2, threads: 1}
  *     - {name: b, host: node-b}   # host defaults to name, threads to 1,
  *                                 # slots to the ranks placed on it
+ *     - {name: c, calibration: c.json}  # egmla bench --calibrate on c (for
+ *                                 # egmla plan and the auto split; a path
+ *                                 # relative to the topology's folder)
  *   stages:                       # in pipeline order
  *     - {node: a, layers: 0-5, kv_budget: 1GiB, threads: 1}
  *     - {node: b, layers: auto}   # layers: "a-b" (inclusive), "n" or auto
@@ -33,7 +36,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model/err.h"
+#include "base/err.h"
+#include "base/size.h"
+#include "base/wire_dtype.h"
 
 typedef enum {
     EGM_TRANSPORT_AUTO = 0,   /* let Open MPI choose */
@@ -41,12 +46,6 @@ typedef enum {
     EGM_TRANSPORT_TCP,        /* ob1 + tcp */
     EGM_TRANSPORT_UCX,        /* pml ucx, any transport/device (no IB needed) */
 } egm_transport;
-
-typedef enum {
-    EGM_WIRE_BF16 = 0,
-    EGM_WIRE_FP32,
-    EGM_WIRE_INT8,
-} egm_wire_dtype;
 
 typedef enum { EGM_BIND_NONE = 0, EGM_BIND_CORE } egm_bind;
 
@@ -59,6 +58,7 @@ typedef struct {
     int slots;          /* ranks it may hold (given, or = ranks placed) */
     int threads;        /* default threads of the ranks placed on it */
     int line;           /* YAML line of the entry (0: not from a file) */
+    char calibration[EGM_TOPO_HOST_MAX]; /* `egmla bench --calibrate` JSON ("": none) */
 } egm_topo_node;
 
 typedef struct {
@@ -109,6 +109,10 @@ int egm_topology_auto(int n_stages, egm_topology *t);
  * re-assigned). */
 int egm_topology_resolve(egm_topology *t, int n_layers,
                          const double *layer_cost, egm_err *e);
+/* Same, with each stage's speed rate[n_stages] (> 0) instead of its
+ * threads: a stage's time is its layers' cost / rate (NULL: threads). */
+int egm_topology_resolve_rates(egm_topology *t, int n_layers, const double *layer_cost,
+                               const double *rate, egm_err *e);
 
 /* Rank placement: ranks = stages + 1. */
 int egm_topology_n_ranks(const egm_topology *t);
@@ -119,15 +123,5 @@ int egm_topology_rank_threads(const egm_topology *t, int rank);
  * rank count (e.g. plain srun without PMIx starts N singletons of size 1). */
 int egm_topology_check_world(const egm_topology *t, int world_size,
                              egm_err *e);
-
-const char *egm_transport_name(egm_transport x);
-const char *egm_wire_dtype_name(egm_wire_dtype x);
-const char *egm_bind_name(egm_bind x);
-
-/* Parses a byte size: "1048576", "512K", "1.5GiB", "2 GB", "64MiB".
- * K/M/G/T and KiB/MiB/GiB/TiB are powers of 1024, KB/MB/GB/TB powers of
- * 1000; a trailing "B" alone means bytes. Returns -1 on anything else
- * (no message: callers say where the text came from). */
-int egm_parse_size(const char *s, size_t *out);
 
 #endif

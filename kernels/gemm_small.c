@@ -15,11 +15,9 @@
 #include <omp.h>
 #endif
 
-#ifdef __AVX512F__
-#define VL 16
-#else
+/* 8 lanes: one AVX register in the AVX2 clone, two SSE ones in the
+ * portable build (egm_gemm_small_nt is cloned per instruction set below). */
 #define VL 8
-#endif
 typedef float vf __attribute__((vector_size(VL * sizeof(float))));
 
 #define MR 4
@@ -62,7 +60,7 @@ static inline __attribute__((always_inline)) void tile(int mr, int nr, int K, co
 }
 
 /* Columns [n0, n0 + nr) for every row of x, MR rows at a time. */
-static void column_block(int M, int nr, int K, const float *x, int ldx, const float *W, int ldw,
+static inline __attribute__((always_inline)) void column_block(int M, int nr, int K, const float *x, int ldx, const float *W, int ldw,
                          int acc_y, float *y, int ldy) {
     for (int m0 = 0; m0 < M; m0 += MR) {
         int mr = M - m0 < MR ? M - m0 : MR;
@@ -84,13 +82,28 @@ static void column_block(int M, int nr, int K, const float *x, int ldx, const fl
     }
 }
 
-void egm_gemm_small_nt(int M, int N, int K, const float *x, int ldx, const float *W, int ldw,
-                       int acc_y, float *y, int ldy, int threads) {
-    int blocks = (N + NR - 1) / NR;
-    (void)threads;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
-    for (int b = 0; b < blocks; b++) {
+/* Column blocks [b0, b1), built for the baseline and for AVX2 + FMA; the
+ * loader picks by CPU, so a portable binary keeps this CPU's speed. The
+ * tile code is inlined into each clone (an OpenMP region's outlined body
+ * would not be cloned, hence the split from the threaded loop below). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__AVX2__)
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+static void column_blocks(int b0, int b1, int M, int N, int K, const float *x, int ldx,
+                          const float *W, int ldw, int acc_y, float *y, int ldy) {
+    for (int b = b0; b < b1; b++) {
         int n0 = b * NR, nr = N - n0 < NR ? N - n0 : NR;
         column_block(M, nr, K, x, ldx, W + (long)n0 * ldw, ldw, acc_y, y + n0, ldy);
     }
+}
+
+void egm_gemm_small_nt(int M, int N, int K, const float *x, int ldx, const float *W, int ldw,
+                       int acc_y, float *y, int ldy, int threads) {
+    int blocks = (N + NR - 1) / NR;
+    if (threads > blocks) threads = blocks;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int t = 0; t < threads; t++)
+        column_blocks((int)((long)blocks * t / threads), (int)((long)blocks * (t + 1) / threads),
+                      M, N, K, x, ldx, W, ldw, acc_y, y, ldy);
 }

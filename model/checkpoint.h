@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h"
+#include "base/err.h"
 
 typedef enum { EGM_DT_F32 = 0, EGM_DT_BF16 = 1, EGM_DT_F16 = 2 } egm_dtype;
 

@@ -2,7 +2,7 @@
  *
  * Unknown extra keys are ignored (Hugging Face configs carry dozens), but a
  * key we know is refused when its value is of the wrong type, out of range,
- * or asks for something we do not implement (rope_scaling, routed experts,
+ * or asks for something we do not implement (RoPE scaling, routed experts,
  * biases). Messages read:
  *     <path>: key "x": expected <what>, found <type> <value> */
 #include "config.h"
@@ -149,11 +149,44 @@ static int get_bos_eos(ctx *x, egm_config *c) {
     return 0;
 }
 
+/* RoPE scaling: rope_scaling (transformers 4) or rope_parameters
+ * (transformers 5) may be there, but only with the default type. */
+static int refuse_rope_scaling(ctx *x) {
+    static const char *const where[][3] = {
+        {"rope_scaling", "type", "rope_scaling.type"},
+        {"rope_scaling", "rope_type", "rope_scaling.rope_type"},
+        {"rope_parameters", "rope_type", "rope_parameters.rope_type"},
+        {"rope_parameters", "type", "rope_parameters.type"},
+    };
+    for (int i = 0; i < 4; i++) {
+        json_t *o = json_object_get(x->root, where[i][0]);
+        if (!o || json_is_null(o)) continue;
+        if (!json_is_object(o))
+            return bad(x, where[i][0], o, "null or an object (RoPE scaling is not supported)");
+        json_t *t = json_object_get(o, where[i][1]);
+        if (t && !(json_is_string(t) && !strcmp(json_string_value(t), "default")))
+            return bad(x, where[i][2], t, "\"default\" (RoPE scaling is not supported)");
+    }
+    return 0;
+}
+
+/* rope_theta at the top (transformers 4, DeepSeek), else in
+ * rope_parameters (transformers 5 writes it there and nowhere else). */
+static int get_rope_theta(ctx *x, float *out) {
+    json_t *p = json_object_get(x->root, "rope_parameters");
+    if (json_object_get(x->root, "rope_theta") || !json_is_object(p))
+        return get_pos(x, "rope_theta", 1, 0, out);
+    json_t *v = json_object_get(p, "rope_theta");
+    if (!v || !json_is_number(v) || !(json_number_value(v) > 0))
+        return bad(x, "rope_parameters.rope_theta", v, "a positive number");
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
 /* Known keys that would change the math if set: refuse rather than ignore. */
 static int refuse_unsupported(ctx *x, const egm_config *c) {
-    json_t *v = json_object_get(x->root, "rope_scaling");
-    if (v && !json_is_null(v)) return bad(x, "rope_scaling", v, "null (RoPE scaling is not supported)");
-    v = json_object_get(x->root, "hidden_act");
+    if (refuse_rope_scaling(x)) return -1;
+    json_t *v = json_object_get(x->root, "hidden_act");
     if (v && !(json_is_string(v) && !strcmp(json_string_value(v), "silu")))
         return bad(x, "hidden_act", v, "\"silu\"");
     const char *bias_keys[] = {"attention_bias", "mlp_bias"};
@@ -201,7 +234,7 @@ static int parse_root(ctx *x, egm_config *c) {
         get_int(x, "num_hidden_layers", 1, 0, 1, &c->num_layers) ||
         get_int(x, "num_attention_heads", 1, 0, 1, &c->num_heads) ||
         get_pos(x, "rms_norm_eps", 1, 0, &c->rms_norm_eps) ||
-        get_pos(x, "rope_theta", 1, 0, &c->rope_theta) ||
+        get_rope_theta(x, &c->rope_theta) ||
         get_int(x, "max_position_embeddings", 1, 0, 1, &c->max_position_embeddings) ||
         get_bool(x, "tie_word_embeddings", 0, &c->tie_word_embeddings) ||
         get_bool(x, "rope_interleave", c->arch != EGM_LLAMA, &c->rope_interleave) ||
@@ -360,8 +393,14 @@ int egm_config_is_eos(const egm_config *c, int token) {
  * stops where llama.cpp's does. */
 static const char *const EOG_TEXTS[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-    "<|eom_id|>", "<EOT>", "<|end_of_text|>",
+    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
 };
+
+int egm_gguf_is_eog_text(const char *s, size_t len) {
+    for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof *EOG_TEXTS; k++)
+        if (len == strlen(EOG_TEXTS[k]) && !memcmp(s, EOG_TEXTS[k], len)) return 1;
+    return 0;
+}
 
 static void add_eos(egm_config *c, long long id) {
     if (id < 0 || id >= c->vocab_size || c->n_eos >= EGM_MAX_EOS) return;
@@ -370,85 +409,176 @@ static void add_eos(egm_config *c, long long id) {
     c->eos_token_ids[c->n_eos++] = (int)id;
 }
 
-int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e) {
-    memset(c, 0, sizeof *c);
-    const char *path = egm_gguf_path(g);
-    char *arch = NULL;
-    if (egm_gguf_get_str(g, "general.architecture", 1, &arch, e)) return -1;
-    if (strcmp(arch, "llama")) {
-        egm_fail(e, "%s: key \"general.architecture\": expected \"llama\", found \"%s\"", path,
-                 arch);
-        free(arch);
-        return -1;
-    }
-    free(arch);
-    c->arch = EGM_LLAMA;
-    snprintf(c->model_type, sizeof c->model_type, "llama");
+/* "<arch>.<name>": GGUF keys are prefixed with general.architecture. */
+typedef struct {
+    const egm_gguf *g;
+    const char *arch;
+    char k[128];
+    egm_err *e;
+} gkeys;
 
+static const char *K(gkeys *x, const char *name) {
+    snprintf(x->k, sizeof x->k, "%s.%s", x->arch, name);
+    return x->k;
+}
+
+static int gint(gkeys *x, const char *name, int required, long long def, long long min,
+                long long max, long long *out) {
+    return egm_gguf_get_int(x->g, K(x, name), required, def, min, max, out, x->e);
+}
+
+/* The vocabulary size: tokenizer.ggml.tokens, and <arch>.vocab_size when
+ * both are there must agree (a file without a tokenizer gives only the
+ * latter). */
+static int gguf_vocab(gkeys *x, long long *V) {
     const egm_gguf_kv *tokens;
-    long long ctx, D, L, F, H, Hkv, dh, dv, rot, V, experts;
-    double theta, eps;
-    if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
-        egm_gguf_get_int(g, "llama.context_length", 1, 0, 1, INT_MAX, &ctx, e) ||
-        egm_gguf_get_int(g, "llama.embedding_length", 1, 0, 1, INT_MAX, &D, e) ||
-        egm_gguf_get_int(g, "llama.block_count", 1, 0, 1, INT_MAX, &L, e) ||
-        egm_gguf_get_int(g, "llama.feed_forward_length", 1, 0, 1, INT_MAX, &F, e) ||
-        egm_gguf_get_int(g, "llama.attention.head_count", 1, 0, 1, INT_MAX, &H, e) ||
-        egm_gguf_get_int(g, "llama.attention.head_count_kv", 0, H, 1, H, &Hkv, e) ||
-        egm_gguf_get_float(g, "llama.rope.freq_base", 0, 10000.0, &theta, e) ||
-        egm_gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, 0, &eps, e) ||
-        egm_gguf_get_int(g, "llama.expert_count", 0, 0, 0, 0, &experts, e))
+    const char *path = egm_gguf_path(x->g);
+    if (egm_gguf_get_arr(x->g, "tokenizer.ggml.tokens", 0, EGM_GGUF_STRING, &tokens, x->e))
         return -1;
+    if (!tokens) {
+        if (!egm_gguf_kv_get(x->g, K(x, "vocab_size")))
+            return egm_fail(x->e, "%s: key \"tokenizer.ggml.tokens\": expected the vocabulary, "
+                            "found nothing (and no %s either)", path, K(x, "vocab_size"));
+        return gint(x, "vocab_size", 1, 0, 1, INT_MAX, V);
+    }
     if (tokens->n < 1 || tokens->n > INT_MAX)
-        return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
+        return egm_fail(x->e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
                         "%llu", path, INT_MAX, (unsigned long long)tokens->n);
-    if (egm_gguf_get_int(g, "llama.vocab_size", 0, (long long)tokens->n, (long long)tokens->n,
-                         (long long)tokens->n, &V, e))
-        return egm_wrap(e, "the vocabulary size must match tokenizer.ggml.tokens");
-    if (H % Hkv)
-        return egm_fail(e, "%s: key \"llama.attention.head_count_kv\": expected a divisor of "
-                        "llama.attention.head_count (%lld), found %lld", path, H, Hkv);
-    if (D % H && !egm_gguf_kv_get(g, "llama.attention.key_length"))
-        return egm_fail(e, "%s: key \"llama.attention.key_length\": expected it to be set, "
-                        "since llama.embedding_length (%lld) is not divisible by "
-                        "llama.attention.head_count (%lld)", path, D, H);
-    if (egm_gguf_get_int(g, "llama.attention.key_length", 0, D / H, 2, INT_MAX, &dh, e) ||
-        egm_gguf_get_int(g, "llama.attention.value_length", 0, dh, dh, dh, &dv, e) ||
-        egm_gguf_get_int(g, "llama.rope.dimension_count", 0, dh, dh, dh, &rot, e))
-        return egm_wrap(e, "partial RoPE and value heads of another width are not supported");
-    if (dh % 2)
-        return egm_fail(e, "%s: key \"llama.attention.key_length\": expected an even head "
-                        "size (RoPE rotates pairs), found %lld", path, dh);
+    if (gint(x, "vocab_size", 0, (long long)tokens->n, (long long)tokens->n,
+             (long long)tokens->n, V))
+        return egm_wrap(x->e, "the vocabulary size must match tokenizer.ggml.tokens");
+    return 0;
+}
+
+/* Keys every architecture has, and the refusals that apply to all. */
+static int gguf_common(gkeys *x, egm_config *c) {
+    const char *path = egm_gguf_path(x->g);
+    long long ctx, D, L, F, H, V;
+    double theta, eps;
+    if (gguf_vocab(x, &V) ||
+        gint(x, "context_length", 1, 0, 1, INT_MAX, &ctx) ||
+        gint(x, "embedding_length", 1, 0, 1, INT_MAX, &D) ||
+        gint(x, "block_count", 1, 0, 1, INT_MAX, &L) ||
+        gint(x, "feed_forward_length", 1, 0, 1, INT_MAX, &F) ||
+        gint(x, "attention.head_count", 1, 0, 1, INT_MAX, &H) ||
+        egm_gguf_get_float(x->g, K(x, "rope.freq_base"), 0, 10000.0, &theta, x->e) ||
+        egm_gguf_get_float(x->g, K(x, "attention.layer_norm_rms_epsilon"), 1, 0, &eps, x->e))
+        return -1;
     if (!(theta > 0) || !(eps > 0))
-        return egm_fail(e, "%s: key \"%s\": expected a positive number, found %g", path,
-                        theta > 0 ? "llama.attention.layer_norm_rms_epsilon" :
-                        "llama.rope.freq_base", theta > 0 ? eps : theta);
+        return egm_fail(x->e, "%s: key \"%s\": expected a positive number, found %g", path,
+                        theta > 0 ? K(x, "attention.layer_norm_rms_epsilon")
+                                  : K(x, "rope.freq_base"), theta > 0 ? eps : theta);
     char *scaling = NULL;
-    if (egm_gguf_get_str(g, "llama.rope.scaling.type", 0, &scaling, e)) return -1;
+    if (egm_gguf_get_str(x->g, K(x, "rope.scaling.type"), 0, &scaling, x->e)) return -1;
     if (scaling && strcmp(scaling, "none")) {
-        egm_fail(e, "%s: key \"llama.rope.scaling.type\": expected \"none\" (RoPE scaling is "
-                 "not supported), found \"%s\"", path, scaling);
+        egm_fail(x->e, "%s: key \"%s\": expected \"none\" (RoPE scaling is not supported), "
+                 "found \"%s\"", path, x->k, scaling);
         free(scaling);
         return -1;
     }
     free(scaling);
-
+    /* routed experts: a deepseek2 file is dense when every layer is one of
+     * the leading dense blocks */
+    long long experts, dense;
+    if (gint(x, "expert_count", 0, 0, 0, INT_MAX, &experts) ||
+        gint(x, "leading_dense_block_count", 0, 0, 0, INT_MAX, &dense))
+        return -1;
+    if (experts > 0 && dense < L)
+        return egm_fail(x->e, "%s: key \"%s\": routed experts are not supported (%lld experts, "
+                        "layers %lld.. would use them; %s.leading_dense_block_count is %lld)",
+                        path, K(x, "expert_count"), experts, dense, x->arch, dense);
     c->vocab_size = (int)V;
     c->hidden_size = (int)D;
     c->intermediate_size = (int)F;
     c->num_layers = (int)L;
     c->num_heads = (int)H;
-    c->num_kv_heads = (int)Hkv;
-    c->head_dim = (int)dh;
     c->rms_norm_eps = (float)eps;
     c->rope_theta = (float)theta;
     c->max_position_embeddings = (int)ctx;
-    /* convert_hf_to_gguf.py permutes q/k rows so that llama.cpp's "normal"
-     * RoPE (adjacent pairs) equals HF's rotate_half: pairs (2i, 2i+1) here */
-    c->rope_interleave = 1;
-    c->tie_word_embeddings = egm_gguf_tensor_get(g, "output.weight") == NULL;
+    c->tie_word_embeddings = egm_gguf_tensor_get(x->g, "output.weight") == NULL;
+    return 0;
+}
 
-    long long bos, eos, eot, eom;
+static int gguf_llama(gkeys *x, egm_config *c) {
+    const char *path = egm_gguf_path(x->g);
+    long long H = c->num_heads, D = c->hidden_size, Hkv, dh, dv, rot;
+    if (gint(x, "attention.head_count_kv", 0, H, 1, H, &Hkv)) return -1;
+    if (H % Hkv)
+        return egm_fail(x->e, "%s: key \"llama.attention.head_count_kv\": expected a divisor of "
+                        "llama.attention.head_count (%lld), found %lld", path, H, Hkv);
+    if (D % H && !egm_gguf_kv_get(x->g, "llama.attention.key_length"))
+        return egm_fail(x->e, "%s: key \"llama.attention.key_length\": expected it to be set, "
+                        "since llama.embedding_length (%lld) is not divisible by "
+                        "llama.attention.head_count (%lld)", path, D, H);
+    if (gint(x, "attention.key_length", 0, D / H, 2, INT_MAX, &dh) ||
+        gint(x, "attention.value_length", 0, dh, dh, dh, &dv) ||
+        gint(x, "rope.dimension_count", 0, dh, dh, dh, &rot))
+        return egm_wrap(x->e, "partial RoPE and value heads of another width are not supported");
+    if (dh % 2)
+        return egm_fail(x->e, "%s: key \"llama.attention.key_length\": expected an even head "
+                        "size (RoPE rotates pairs), found %lld", path, dh);
+    c->num_kv_heads = (int)Hkv;
+    c->head_dim = (int)dh;
+    return 0;
+}
+
+/* deepseek2 (llama.cpp's MLA) and egmla. Newer llama.cpp files describe
+ * the absorbed form (head_count_kv 1, key_length d_c + d_r) and put the
+ * per-head sizes in key_length_mla / value_length_mla; older ones have the
+ * per-head sizes in key_length / value_length. */
+static int gguf_mla(gkeys *x, egm_config *c) {
+    const char *path = egm_gguf_path(x->g);
+    int mla = egm_gguf_kv_get(x->g, K(x, "attention.key_length_mla")) != NULL;
+    long long rq, dc, dk, dv, dr;
+    if (gint(x, "attention.q_lora_rank", 0, 0, 0, INT_MAX, &rq) ||
+        gint(x, "attention.kv_lora_rank", 1, 0, 1, INT_MAX, &dc) ||
+        gint(x, "rope.dimension_count", 1, 0, 2, INT_MAX, &dr) ||
+        gint(x, mla ? "attention.key_length_mla" : "attention.key_length", 1, 0, dr + 1,
+             INT_MAX, &dk) ||
+        gint(x, mla ? "attention.value_length_mla" : "attention.value_length", 1, 0, 1,
+             INT_MAX, &dv))
+        return -1;
+    if (dr % 2)
+        return egm_fail(x->e, "%s: key \"%s\": expected an even number (RoPE rotates pairs), "
+                        "found %lld", path, K(x, "rope.dimension_count"), dr);
+    c->q_lora_rank = (int)rq;
+    c->kv_lora_rank = (int)dc;
+    c->qk_rope_head_dim = (int)dr;
+    c->qk_nope_head_dim = (int)(dk - dr);
+    c->v_head_dim = (int)dv;
+    /* llama.cpp runs deepseek2 with adjacent-pair RoPE on the stored weights
+     * (the converter does not permute: HF's DeepSeek-V2 de-interleaves) */
+    c->rope_interleave = 1;
+    if (c->arch == EGM_MLA) return 0;
+
+    long long de, du;
+    double neps;
+    char *norm = NULL;
+    if (gint(x, "eg_embed_dim", 1, 0, 1, INT_MAX, &de) ||
+        gint(x, "eg_latent_dim", 0, dc, 1, INT_MAX, &du) ||
+        egm_gguf_get_float(x->g, K(x, "eg_norm_eps"), 0, 1e-5, &neps, x->e) ||
+        egm_gguf_get_bool(x->g, K(x, "rope_interleave"), 0, 1, &c->rope_interleave, x->e) ||
+        egm_gguf_get_str(x->g, K(x, "eg_norm"), 0, &norm, x->e))
+        return -1;
+    c->eg_embed_dim = (int)de;
+    c->eg_latent_dim = (int)du;
+    c->eg_norm_eps = (float)neps;
+    c->eg_norm_rms = norm && !strcmp(norm, "rmsnorm");
+    int ok = !norm || c->eg_norm_rms || !strcmp(norm, "layernorm");
+    if (!ok)
+        egm_fail(x->e, "%s: key \"egmla.eg_norm\": expected \"layernorm\" or \"rmsnorm\", found "
+                 "\"%s\"", path, norm);
+    free(norm);
+    if (!ok) return -1;
+    if (!(neps > 0))
+        return egm_fail(x->e, "%s: key \"egmla.eg_norm_eps\": expected a positive number, found "
+                        "%g", path, neps);
+    return 0;
+}
+
+/* End-of-generation and BOS ids, as llama.cpp picks them. */
+static int gguf_special_ids(const egm_gguf *g, egm_config *c, egm_err *e) {
+    long long V = c->vocab_size, bos, eos, eot, eom;
     if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, -1, -1, V - 1, &bos, e) ||
         egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, -1, -1, V - 1, &eos, e) ||
         egm_gguf_get_int(g, "tokenizer.ggml.eot_token_id", 0, -1, -1, V - 1, &eot, e) ||
@@ -458,12 +588,43 @@ int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e) {
     add_eos(c, eos);
     add_eos(c, eot);
     add_eos(c, eom);
+    const egm_gguf_kv *tokens = egm_gguf_kv_get(g, "tokenizer.ggml.tokens");
+    if (!tokens) return 0;
     /* whatever their token type (llama.cpp makes them control tokens) */
-    for (uint64_t i = 0; i < tokens->n; i++) {
-        for (size_t k = 0; k < sizeof EOG_TEXTS / sizeof *EOG_TEXTS; k++)
-            if (tokens->len[i] == strlen(EOG_TEXTS[k]) &&
-                !memcmp(tokens->str[i], EOG_TEXTS[k], tokens->len[i]))
-                add_eos(c, (long long)i);
-    }
+    for (uint64_t i = 0; i < tokens->n; i++)
+        if (egm_gguf_is_eog_text(tokens->str[i], tokens->len[i])) add_eos(c, (long long)i);
     return 0;
+}
+
+int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e) {
+    memset(c, 0, sizeof *c);
+    char *arch = NULL;
+    if (egm_gguf_get_str(g, "general.architecture", 1, &arch, e)) return -1;
+    static const struct { const char *gguf, *model_type; egm_arch arch; } ARCHS[] = {
+        {"llama", "llama", EGM_LLAMA},
+        {"deepseek2", "deepseek_v2", EGM_MLA},
+        {"egmla", "egmla", EGM_EGMLA},
+    };
+    int k = -1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(arch, ARCHS[i].gguf)) k = i;
+    if (k < 0) {
+        egm_fail(e, "%s: key \"general.architecture\": expected \"llama\", \"deepseek2\" or "
+                 "\"egmla\", found \"%s\"", egm_gguf_path(g), arch);
+        free(arch);
+        return -1;
+    }
+    free(arch);
+    c->arch = ARCHS[k].arch;
+    snprintf(c->model_type, sizeof c->model_type, "%s", ARCHS[k].model_type);
+    gkeys x = {g, ARCHS[k].gguf, "", e};
+    if (gguf_common(&x, c)) return -1;
+    /* convert_hf_to_gguf.py permutes llama's q/k rows so that llama.cpp's
+     * "normal" RoPE (adjacent pairs) equals HF's rotate_half: pairs
+     * (2i, 2i+1) here */
+    c->rope_interleave = 1;
+    if ((c->arch == EGM_LLAMA ? gguf_llama(&x, c) : gguf_mla(&x, c)) ||
+        gguf_special_ids(g, c, e))
+        return -1;
+    return check_widths(egm_gguf_path(g), c, e);
 }

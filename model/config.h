@@ -6,11 +6,16 @@
 #ifndef EGM_CONFIG_H
 #define EGM_CONFIG_H
 
-#include "err.h"
+#include "base/err.h"
 
 typedef enum { EGM_LLAMA = 0, EGM_MLA = 1, EGM_EGMLA = 2 } egm_arch;
 
 #define EGM_MAX_EOS 8
+
+/* The latent norms of deepseek_v2 (q_a_layernorm, kv_a_layernorm) and
+ * egmla (q_a_layernorm) use this eps whatever rms_norm_eps says, as
+ * transformers' DeepseekV2 and DeepSeek's own code do (docs/MODEL.md). */
+#define EGM_LATENT_NORM_EPS 1e-6f
 
 typedef struct {
     egm_arch arch;

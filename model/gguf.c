@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/hash.h"
+
 struct egm_gguf {
     char *path;
     int version;
@@ -41,9 +43,9 @@ typedef struct { int type; const char *name; int blck, size; } ggml_info;
 /* Known ggml types; size 0 = known by name only (not supported). */
 static const ggml_info GGML[] = {
     {0, "F32", 1, 4},      {1, "F16", 1, 2},     {2, "Q4_0", 32, 18},  {3, "Q4_1", 32, 20},
-    {6, "Q5_0", 32, 0},    {7, "Q5_1", 32, 0},   {8, "Q8_0", 32, 34},  {9, "Q8_1", 32, 0},
-    {10, "Q2_K", 256, 0},  {11, "Q3_K", 256, 0}, {12, "Q4_K", 256, 0}, {13, "Q5_K", 256, 0},
-    {14, "Q6_K", 256, 0},  {15, "Q8_K", 256, 0}, {16, "IQ2_XXS", 256, 0},
+    {6, "Q5_0", 32, 22},   {7, "Q5_1", 32, 24},   {8, "Q8_0", 32, 34},  {9, "Q8_1", 32, 0},
+    {10, "Q2_K", 256, 0},  {11, "Q3_K", 256, 0}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 0}, {16, "IQ2_XXS", 256, 0},
     {17, "IQ2_XS", 256, 0}, {18, "IQ3_XXS", 256, 0}, {19, "IQ1_S", 256, 0},
     {20, "IQ4_NL", 32, 0}, {21, "IQ3_S", 256, 0}, {22, "IQ2_S", 256, 0},
     {23, "IQ4_XS", 256, 0}, {24, "I8", 1, 0},    {25, "I16", 1, 0},    {26, "I32", 1, 0},
@@ -55,11 +57,6 @@ static const ggml_info *ggml_info_of(int type) {
     for (size_t i = 0; i < sizeof GGML / sizeof *GGML; i++)
         if (GGML[i].type == type) return &GGML[i];
     return NULL;
-}
-
-const char *egm_ggml_type_name(int type) {
-    const ggml_info *g = ggml_info_of(type);
-    return g ? g->name : "?";
 }
 
 int egm_ggml_type_supported(int type) {
@@ -229,7 +226,7 @@ static int parse_tensor(egm_gguf *g, cur *c, egm_gguf_tensor *t, uint64_t i) {
         return egm_fail(c->e, "%s: %s: unknown ggml type %u", g->path, what, type);
     if (!gi->size)
         return egm_fail(c->e, "%s: %s: type %s is not supported (expected F32, F16, BF16, Q8_0, "
-                        "Q4_0 or Q4_1)", g->path, what, gi->name);
+                        "Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K or Q6_K)", g->path, what, gi->name);
     if (t->ne[0] % gi->blck)
         return egm_fail(c->e, "%s: %s: ne[0] = %lld is not a multiple of %s's block of %d",
                         g->path, what, (long long)t->ne[0], gi->name, gi->blck);
@@ -556,68 +553,24 @@ int egm_gguf_get_arr(const egm_gguf *g, const char *key, int required, int elem_
 
 /* ---- dequantisation ---------------------------------------------------- */
 
-static float h2f(const uint8_t *p) {
-    uint16_t h;
-    float f;
-    memcpy(&h, p, 2);
-    egm_to_f32(&f, &h, EGM_DT_F16, 1);
-    return f;
-}
-
-/* Q8_0 block: fp16 d, 32 x int8 q;            x = d * q
- * Q4_0 block: fp16 d, 16 bytes of nibbles;     x = d * (q - 8)
- * Q4_1 block: fp16 d, fp16 m, 16 bytes;        x = d * q + m
- * In the 4-bit blocks byte j holds element j (low nibble) and j + 16 (high). */
+/* Row by row, so the block layouts live in one place (kernels/quant.c). */
 void egm_gguf_to_f32(const egm_gguf_tensor *t, float *dst) {
-    size_t n = egm_gguf_tensor_elems(t), nb = n / 32;
-    const uint8_t *s = t->data;
-    switch (t->type) {
-    case EGM_GGML_F32: egm_to_f32(dst, s, EGM_DT_F32, n); return;
-    case EGM_GGML_F16: egm_to_f32(dst, s, EGM_DT_F16, n); return;
-    case EGM_GGML_BF16: egm_to_f32(dst, s, EGM_DT_BF16, n); return;
-    case EGM_GGML_Q8_0:
-        for (size_t b = 0; b < nb; b++, s += 34, dst += 32) {
-            float d = h2f(s);
-            for (int j = 0; j < 32; j++) dst[j] = d * (float)(int8_t)s[2 + j];
-        }
-        return;
-    case EGM_GGML_Q4_0:
-        for (size_t b = 0; b < nb; b++, s += 18, dst += 32) {
-            float d = h2f(s);
-            for (int j = 0; j < 16; j++) {
-                dst[j] = d * (float)((s[2 + j] & 15) - 8);
-                dst[j + 16] = d * (float)((s[2 + j] >> 4) - 8);
-            }
-        }
-        return;
-    case EGM_GGML_Q4_1:
-        for (size_t b = 0; b < nb; b++, s += 20, dst += 32) {
-            float d = h2f(s), m = h2f(s + 2);
-            for (int j = 0; j < 16; j++) {
-                dst[j] = d * (float)(s[4 + j] & 15) + m;
-                dst[j + 16] = d * (float)(s[4 + j] >> 4) + m;
-            }
-        }
-        return;
-    }
+    int64_t cols = t->ne[0], rows = (int64_t)(egm_gguf_tensor_elems(t) / (size_t)cols);
+    size_t rb = egm_qtype_row_bytes(t->type, cols);
+    for (int64_t r = 0; r < rows; r++)
+        egm_dequant_row(t->type, t->data + (size_t)r * rb, dst + r * cols, cols);
 }
 
 /* ---- fingerprint ------------------------------------------------------- */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 int egm_gguf_fingerprint(const char *path, int with_weights, char out[40], egm_err *e) {
     egm_gguf *g;
     if (egm_gguf_open(path, &g, e)) return -1;
-    uint64_t hc = fnv(0xcbf29ce484222325ULL, g->map, g->meta_end), hw = 0;
+    uint64_t hc = egm_fnv1a(EGM_FNV_OFFSET, g->map, g->meta_end), hw = 0;
     if (with_weights) {
         uint64_t size = g->size;
-        hw = fnv(0xcbf29ce484222325ULL, &size, sizeof size);
-        hw = fnv(hw, g->map + g->meta_end, g->info_end - g->meta_end);
+        hw = egm_fnv1a(EGM_FNV_OFFSET, &size, sizeof size);
+        hw = egm_fnv1a(hw, g->map + g->meta_end, g->info_end - g->meta_end);
     }
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
     egm_gguf_close(g);

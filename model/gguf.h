@@ -10,7 +10,7 @@
  *
  * A 2-D tensor with ne = [in, out] is a row-major [out, in] matrix, which is
  * the engine's nn.Linear layout; egm_gguf_to_f32 dequantises any supported
- * type (F32, F16, BF16, Q8_0, Q4_0, Q4_1) to fp32. */
+ * type (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) to fp32. */
 #ifndef EGM_GGUF_H
 #define EGM_GGUF_H
 
@@ -18,7 +18,8 @@
 #include <stdint.h>
 
 #include "config.h"
-#include "err.h"
+#include "base/err.h"
+#include "kernels/quant.h" /* EGM_GGML_* type ids and block layouts */
 
 /* Metadata value types (the file's numbering). */
 enum {
@@ -28,11 +29,6 @@ enum {
     EGM_GGUF_F64 = 12,
 };
 
-/* ggml tensor types we dequantise (the file's numbering). */
-enum {
-    EGM_GGML_F32 = 0, EGM_GGML_F16 = 1, EGM_GGML_Q4_0 = 2, EGM_GGML_Q4_1 = 3,
-    EGM_GGML_Q8_0 = 8, EGM_GGML_BF16 = 30,
-};
 
 typedef struct {
     const char *key;
@@ -97,7 +93,6 @@ const egm_gguf_tensor *egm_gguf_tensor_at(const egm_gguf *g, int i);
 const egm_gguf_tensor *egm_gguf_tensor_get(const egm_gguf *g, const char *name);
 size_t egm_gguf_tensor_elems(const egm_gguf_tensor *t);
 
-const char *egm_ggml_type_name(int type); /* "Q4_1", ..., "?" */
 /* 1 if egm_gguf_to_f32 handles the type. */
 int egm_ggml_type_supported(int type);
 
@@ -110,6 +105,11 @@ void egm_gguf_to_f32(const egm_gguf_tensor *t, float *dst);
  * llama.cpp's adjacent-pair RoPE, so rope_interleave is 1; tie_word_embeddings
  * is 1 when output.weight is absent. Defined in config.c. */
 int egm_config_from_gguf(const egm_gguf *g, egm_config *c, egm_err *e);
+
+/* 1 for the token texts llama.cpp ends generation on whatever the file says
+ * ("<|im_end|>", "<|eot_id|>", ...); it also makes them control tokens.
+ * Defined in config.c. */
+int egm_gguf_is_eog_text(const char *s, size_t len);
 
 /* Fingerprint of a GGUF model, in egm_model_fingerprint's format
  * "CCCCCCCCCCCCCCCC-WWWWWWWWWWWWWWWW": a hash of the header and metadata

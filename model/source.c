@@ -7,7 +7,6 @@
 
 #include "gguf.h"
 
-int egm_model_is_gguf(const char *path) { return egm_gguf_is_file(path); }
 
 int egm_model_config(const char *path, egm_config *c, egm_err *e) {
     struct stat st;
@@ -36,7 +35,9 @@ int egm_model_tokenizer(const char *path, egm_tokenizer **tok, egm_err *e) {
     }
     egm_gguf *g;
     if (egm_gguf_open(path, &g, e)) return -1;
-    int rc = egm_tok_from_gguf(g, tok, e);
+    /* a GGUF file without a vocabulary (egmla quantize of a checkpoint
+     * without tokenizer.json) is like a directory without one */
+    int rc = egm_gguf_kv_get(g, "tokenizer.ggml.model") ? egm_tok_from_gguf(g, tok, e) : 0;
     egm_gguf_close(g);
     return rc;
 }

@@ -5,11 +5,8 @@
 #define EGM_SOURCE_H
 
 #include "config.h"
-#include "err.h"
+#include "base/err.h"
 #include "tokenizer.h"
-
-/* 1 if path is a GGUF file rather than a directory. */
-int egm_model_is_gguf(const char *path);
 
 /* The config: dir/config.json, or the GGUF metadata. */
 int egm_model_config(const char *path, egm_config *c, egm_err *e);

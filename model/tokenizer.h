@@ -11,8 +11,9 @@
 
 #include <stddef.h>
 
-#include "err.h"
+#include "base/err.h"
 #include "gguf.h"
+#include "gguf_write.h"
 
 typedef struct egm_tokenizer egm_tokenizer;
 
@@ -22,13 +23,22 @@ int egm_tok_parse(const char *json, size_t len, const char *origin,
 void egm_tok_free(egm_tokenizer *t);
 
 /* From a GGUF file's tokenizer.ggml.* metadata, matching llama.cpp's
- * tokenizer: model "gpt2" (byte-level BPE), the pre-tokenizer regexes
+ * tokenizer: model "llama" (SentencePiece-style: scores, byte fallback;
+ * tokenizer_spm.c) or "gpt2" (byte-level BPE), the pre-tokenizer regexes
  * llama.cpp uses for tokenizer.ggml.pre (smollm, gpt-2, starcoder, llama3,
  * qwen2, default, ...), merges by rank; control, user-defined and unknown
  * tokens are matched in the text before pre-tokenization (control and
  * unknown ones count as special); add_special adds the BOS/EOS that
  * tokenizer.ggml.add_bos_token / add_eos_token ask for. */
 int egm_tok_from_gguf(const egm_gguf *g, egm_tokenizer **out, egm_err *e);
+
+/* Writes tokenizer.ggml.* for a byte-level BPE tokenizer.json the way
+ * llama.cpp's convert_hf_to_gguf.py does (model "gpt2", pre "gpt-2", tokens
+ * in their byte-level spelling, special added tokens as control tokens,
+ * other added ones as user-defined, missing ids as unused "[PAD<id>]",
+ * merges in rank order). Pre-tokenizers other than ByteLevel's own regex
+ * are refused. bos/eos < 0 are left out. */
+int egm_tok_to_gguf(const egm_tokenizer *t, int bos, int eos, egm_gguf_writer *w, egm_err *e);
 
 int egm_tok_vocab_size(const egm_tokenizer *t);   /* max id + 1 */
 /* id of a token string (e.g. "<|endoftext|>"), -1 if none. Vocab entries are

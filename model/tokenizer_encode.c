@@ -56,6 +56,7 @@ typedef struct {
     size_t nckey, capckey;
     int *cids;
     size_t ncids, capcids;
+    int after_added;         /* SPM: the last thing out was an added token (or nothing) */
 } enc;
 
 #define CACHE_MAX_WORD 48 /* longer pieces are rare and not worth keeping */
@@ -163,7 +164,7 @@ static int bpe_word(enc *x, const u8 *w, size_t n);
 /* BPE over one pre-tokenized piece (raw bytes), through the cache. */
 static int bpe(enc *x, const u8 *w, size_t n) {
     if (n > CACHE_MAX_WORD) return bpe_word(x, w, n);
-    uint64_t h = fnv1a(w, n);
+    uint64_t h = egm_fnv1a(EGM_FNV_OFFSET, w, n);
     if (x->capce) {
         const struct cache_ent *c = cache_slot(x, w, n, h);
         if (c->len) {
@@ -318,6 +319,11 @@ static size_t char_before(const u8 *s, size_t i) {
  * left), and encodes the rest. Mirrors HF's AddedVocabulary::find_matches. */
 static int split_added(enc *x, int p, const u8 *s, size_t n) {
     const egm_tokenizer *t = x->t;
+    if (p == 2 && t->spm) { /* llama.cpp prefixes a space to text after a special token */
+        int prefix = t->add_space_prefix && x->after_added;
+        x->after_added = 0;
+        return egm_spm_encode(t, s, n, prefix, &x->ids, &x->nids, &x->capids, x->e);
+    }
     if (p == 2) return run(x, 0, s, n);
     const added_pass *ps = &t->pass[p];
     if (ps->n == 0) return split_added(x, p + 1, s, n);
@@ -355,6 +361,7 @@ static int split_added(enc *x, int p, const u8 *s, size_t n) {
         }
         if (done < start && split_added(x, p + 1, s + done, start - done)) return -1;
         if (push_id(x, a->id)) return -1;
+        x->after_added = 1;
         done = stop;
     }
     if (done < n) return split_added(x, p + 1, s + done, n - done);
@@ -369,7 +376,7 @@ int egm_tok_encode(const egm_tokenizer *t, const char *text, size_t len, int add
     if (bad >= 0)
         return egm_fail(e, "%s: input text is not valid UTF-8 (byte %ld, value 0x%02x)",
                         t->origin, bad, (const u8)text[bad]);
-    enc x = {.t = t, .e = e};
+    enc x = {.t = t, .e = e, .after_added = 1};
     x.md = pcre2_match_data_create(16, NULL);
     int rc = x.md ? 0 : OOM(&x);
     /* template ids before $A, the text, then the ids after $A */

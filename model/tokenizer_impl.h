@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/hash.h"
+
 typedef unsigned char u8;
 
 #define MAX_ID (1 << 24) /* ids index arrays: refuse absurd ones */
@@ -43,13 +45,6 @@ static inline int grow(void *pp, size_t *cap, size_t need, size_t elem) {
     return 1;
 }
 #define RESERVE(arr, cap, need) grow(&(arr), &(cap), (need), sizeof *(arr))
-
-static inline uint64_t fnv1a(const void *p, size_t n) {
-    const u8 *s = p;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-    return h;
-}
 
 /* UTF-8: classify the sequence at p. Returns 1 for a complete valid
  * character, 0 for a valid but truncated prefix (needs more bytes), -1 for an
@@ -107,7 +102,7 @@ typedef struct { char *s; size_t len; int id; } str_ent;
 typedef struct { str_ent *e; size_t cap, n; } strmap;
 
 static inline str_ent *strmap_slot(const strmap *m, const char *s, size_t len) {
-    size_t i = fnv1a(s, len) & (m->cap - 1);
+    size_t i = egm_fnv1a(EGM_FNV_OFFSET, s, len) & (m->cap - 1);
     for (;;) {
         str_ent *e = &m->e[i];
         if (!e->s || (e->len == len && memcmp(e->s, s, len) == 0)) return e;
@@ -144,6 +139,7 @@ typedef struct {
     int kind;
     pcre2_code *re;  /* STEP_SPLIT */
     int behavior, invert;
+    int gpt2;        /* ByteLevel's own GPT-2 regex (llama.cpp's "gpt-2" pre) */
 } pretok_step;
 
 typedef struct {
@@ -182,6 +178,18 @@ struct egm_tokenizer {
     int n_steps;
     int *tpl;                 /* template ids, -1 stands for $A */
     int n_tpl, has_tpl;
+    /* SentencePiece-style GGUF vocabularies (tokenizer_spm.c): merged by
+     * score instead of by merge rank; byte_id holds the <0xNN> tokens */
+    int spm, add_space_prefix;
+    float *score;             /* id -> score */
 };
+
+/* tokenizer_spm.c: after the vocab is in, reads the scores and
+ * add_space_prefix and fills byte_id and every id's decoded bytes. */
+int egm_spm_setup(egm_tokenizer *t, const egm_gguf *g, const egm_gguf_kv *types, egm_err *e);
+/* Appends the ids of the raw-text fragment s[0, n) to *ids (growable:
+ * *nids used of *cap), with a leading "\u2581" if prefix. */
+int egm_spm_encode(const egm_tokenizer *t, const u8 *s, size_t n, int prefix, int **ids,
+                   size_t *nids, size_t *cap, egm_err *e);
 
 #endif

@@ -86,6 +86,7 @@ void egm_tok_free(egm_tokenizer *t) {
     for (int i = 0; i < t->n_steps; i++) pcre2_code_free(t->steps[i].re);
     free(t->steps);
     free(t->tpl);
+    free(t->score);
     free(t->origin);
     free(t);
 }
@@ -229,7 +230,7 @@ static int finish(egm_tokenizer *t, egm_err *e) {
     t->space_re = compile_re(t, "\\p{White_Space}", PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED,
                              "space class", e);
     if (!t->word_re || !t->space_re) return -1;
-    if (fill_bytes(t)) return egm_fail(e, "%s: out of memory", t->origin);
+    if (!t->spm && fill_bytes(t)) return egm_fail(e, "%s: out of memory", t->origin);
     return 0;
 }
 
@@ -300,7 +301,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
             snprintf(sub, sizeof sub, "%s (GPT-2 regex)", where);
             pcre2_code *re = compile_re(t, GPT2_PATTERN, PCRE2_ZERO_TERMINATED, 0, sub, e);
             if (!re) return -1;
-            return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e);
+            return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 1}, e);
         }
         return 0;
     }
@@ -312,7 +313,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
         pcre2_code *re = compile_re(t, individual ? "\\p{N}" : "\\p{N}+",
                                     PCRE2_ZERO_TERMINATED, 0, where, e);
         if (!re) return -1;
-        return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e);
+        return add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 0}, e);
     }
     if (!strcmp(type, "Split")) {
         static const char *names[] = {"Removed", "Isolated", "MergedWithPrevious",
@@ -344,7 +345,7 @@ static int parse_pretok(egm_tokenizer *t, const json_t *p, const char *where,
                             "{\"String\": ...}", t->origin, where);
         }
         if (!re) return -1;
-        return add_step(t, (pretok_step){STEP_SPLIT, re, b, invert}, e);
+        return add_step(t, (pretok_step){STEP_SPLIT, re, b, invert, 0}, e);
     }
     return egm_fail(e, "%s: %s: pre-tokenizer type \"%s\" is not supported (expected "
                     "ByteLevel, Split, Digits or Sequence)", t->origin, where, type);
@@ -789,29 +790,37 @@ static int gguf_merges(egm_tokenizer *t, const egm_gguf_kv *m, egm_err *e) {
     return rc;
 }
 
-static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
-    char *model = NULL, *pre = NULL;
-    const egm_gguf_kv *tokens, *types, *merges;
-    if (egm_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, e)) return -1;
-    int gpt2 = !strcmp(model, "gpt2");
-    if (!gpt2)
-        egm_fail(e, "%s: key \"tokenizer.ggml.model\": expected \"gpt2\" (byte-level BPE), "
-                 "found \"%s\"", t->origin, model);
-    free(model);
-    if (!gpt2) return -1;
-    if (egm_gguf_get_str(g, "tokenizer.ggml.pre", 0, &pre, e)) return -1;
+/* The pre-tokenizer of a byte-level vocabulary (NULL and an error if we do
+ * not know it). */
+static const gguf_pre *gguf_pretok(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
+    char *pre = NULL;
+    if (egm_gguf_get_str(g, "tokenizer.ggml.pre", 0, &pre, e)) return NULL;
     const gguf_pre *pt = find_pre(pre ? pre : "default");
-    if (!pt) {
+    if (!pt)
         egm_fail(e, "%s: key \"tokenizer.ggml.pre\": pre-tokenizer \"%s\" is not supported "
                  "(expected default, gpt-2, smollm, starcoder, llama3, llama-bpe, qwen2, ...)",
                  t->origin, pre);
-        free(pre);
-        return -1;
-    }
     free(pre);
+    return pt;
+}
+
+static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
+    char *model = NULL;
+    const egm_gguf_kv *tokens, *types, *merges = NULL;
+    if (egm_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, e)) return -1;
+    /* "llama" is SentencePiece-style: scores, no merges (tokenizer_spm.c) */
+    int gpt2 = !strcmp(model, "gpt2"), spm = !strcmp(model, "llama");
+    if (!gpt2 && !spm)
+        egm_fail(e, "%s: key \"tokenizer.ggml.model\": expected \"gpt2\" (byte-level BPE) or "
+                 "\"llama\" (SentencePiece), found \"%s\"", t->origin, model);
+    free(model);
+    if (!gpt2 && !spm) return -1;
+    static const gguf_pre SPM_DEFAULTS = {"", {NULL}, 0, 1};
+    const gguf_pre *pt = spm ? &SPM_DEFAULTS : gguf_pretok(t, g, e);
+    if (!pt) return -1;
     if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
         egm_gguf_get_arr(g, "tokenizer.ggml.token_type", 0, -1, &types, e) ||
-        egm_gguf_get_arr(g, "tokenizer.ggml.merges", 1, EGM_GGUF_STRING, &merges, e))
+        (gpt2 && egm_gguf_get_arr(g, "tokenizer.ggml.merges", 1, EGM_GGUF_STRING, &merges, e)))
         return -1;
     if (tokens->n == 0 || tokens->n >= MAX_ID)
         return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
@@ -823,10 +832,12 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
     int V = (int)tokens->n;
     long long bos, eos;
     int add_bos, add_eos;
-    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, V > 11 ? 11 : -1, -1, V - 1, &bos,
-                         e) ||
-        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, V > 11 ? 11 : -1, -1, V - 1, &eos,
-                         e) ||
+    /* llama.cpp's defaults: 11 for byte-level vocabularies, 1 and 2 for SPM */
+    long long dbos = spm ? 1 : 11, deos = spm ? 2 : 11;
+    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, V > dbos ? dbos : -1, -1, V - 1,
+                         &bos, e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, V > deos ? deos : -1, -1, V - 1,
+                         &eos, e) ||
         egm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 0, pt->add_bos, &add_bos, e) ||
         egm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0, 0, &add_eos, e))
         return -1;
@@ -851,6 +862,8 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
         if (ty < TT_NORMAL || ty > TT_BYTE)
             return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": token %d has type %lld "
                             "(expected 1 to 6)", t->origin, id, ty);
+        /* llama.cpp makes its end-of-generation texts control tokens */
+        if (egm_gguf_is_eog_text(s, len)) ty = TT_CONTROL;
         if (len == 0 || memchr(s, 0, len))
             return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": token %d is empty or holds a "
                             "NUL byte", t->origin, id);
@@ -876,14 +889,15 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
             t->special[id] = (u8)d->special;
         }
     }
-    map_bytes(t);
     t->unk_id = -1;
     t->ignore_merges = pt->ignore_merges;
-    if (gguf_merges(t, merges, e) || index_added(t, e)) return -1;
+    if (spm ? egm_spm_setup(t, g, types, e) : (map_bytes(t), gguf_merges(t, merges, e)))
+        return -1;
+    if (index_added(t, e)) return -1;
     for (int i = 0; i < 4 && pt->re[i]; i++) {
         pcre2_code *re = compile_re(t, pt->re[i], PCRE2_ZERO_TERMINATED, 0,
                                     "tokenizer.ggml.pre", e);
-        if (!re || add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0}, e)) return -1;
+        if (!re || add_step(t, (pretok_step){STEP_SPLIT, re, SPLIT_ISOLATED, 0, 0}, e)) return -1;
     }
     if (add_bos || add_eos) {
         if (!(t->tpl = malloc(3 * sizeof *t->tpl))) return egm_fail(e, "%s: out of memory", t->origin);

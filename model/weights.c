@@ -8,11 +8,12 @@
  *
  * A GGUF file (llama.cpp's format) is a third source: names are translated
  * to GGUF's (blk.N.attn_q.weight, ...), shapes are checked in GGUF's ne
- * order ([in, out] for a matrix, the same bytes as our [out, in]), and every
- * tensor is dequantised to fp32 at load, after which the file is closed. */
+ * order ([in, out] for a matrix, the same bytes as our [out, in]); matrices
+ * stay in the mapping as stored, vectors are dequantised to fp32. */
 #include "weights.h"
 
 #include "gguf.h"
+#include "kernels/ops.h"
 
 #include <cblas.h> /* note: defines I (complex.h); avoid it as a name */
 #include <math.h>
@@ -31,7 +32,7 @@ typedef struct {
     const egm_gguf *gg;         /* GGUF source instead of m->ck */
     char gname[160];            /* scratch for gguf_name() */
     unsigned long long seed;
-    char used[MAX_USED][128];   /* tensors fetched for the current layer */
+    char used[MAX_USED][160];   /* tensors fetched for the current layer */
     int n_used;
     char name[128];             /* scratch for lname() */
 } ld;
@@ -120,8 +121,7 @@ static int find(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
-/* MODEL.md name -> GGUF name (llama.cpp's llama tensors), in L->gname. */
-static const char *gguf_name(ld *L, const char *name) {
+int egm_gguf_name(const char *name, char *out, size_t n) {
     static const char *const map[][2] = {
         {"input_layernorm.weight", "attn_norm.weight"},
         {"post_attention_layernorm.weight", "ffn_norm.weight"},
@@ -132,18 +132,42 @@ static const char *gguf_name(ld *L, const char *name) {
         {"mlp.gate_proj.weight", "ffn_gate.weight"},
         {"mlp.up_proj.weight", "ffn_up.weight"},
         {"mlp.down_proj.weight", "ffn_down.weight"},
+        /* deepseek2 (llama.cpp's MLA names) and egmla (ours, docs/LLAMACPP.md) */
+        {"self_attn.q_a_proj.weight", "attn_q_a.weight"},
+        {"self_attn.q_a_layernorm.weight", "attn_q_a_norm.weight"},
+        {"self_attn.q_b_proj.weight", "attn_q_b.weight"},
+        {"self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"},
+        {"self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"},
+        {"self_attn.kv_b_proj.weight", "attn_kv_b.weight"},
+        {"self_attn.eg_embed.weight", "attn_eg_embd.weight"},
+        {"self_attn.eg_gate_proj.weight", "attn_eg_gate.weight"},
+        {"self_attn.eg_up_proj.weight", "attn_eg_up.weight"},
+        {"self_attn.eg_norm.weight", "attn_eg_norm.weight"},
+        {"self_attn.eg_norm.bias", "attn_eg_norm.bias"},
     };
     int l, k = 0;
-    if (!strcmp(name, "model.embed_tokens.weight")) return "token_embd.weight";
-    if (!strcmp(name, "model.norm.weight")) return "output_norm.weight";
-    if (!strcmp(name, "lm_head.weight")) return "output.weight";
+    const char *g = NULL;
+    if (!strcmp(name, "model.embed_tokens.weight")) g = "token_embd.weight";
+    if (!strcmp(name, "model.norm.weight")) g = "output_norm.weight";
+    if (!strcmp(name, "lm_head.weight")) g = "output.weight";
+    if (g) {
+        snprintf(out, n, "%s", g);
+        return 0;
+    }
     if (sscanf(name, "model.layers.%d.%n", &l, &k) == 1 && k > 0)
         for (size_t i = 0; i < sizeof map / sizeof *map; i++)
             if (!strcmp(name + k, map[i][0])) {
-                snprintf(L->gname, sizeof L->gname, "blk.%d.%s", l, map[i][1]);
-                return L->gname;
+                snprintf(out, n, "blk.%d.%s", l, map[i][1]);
+                return 0;
             }
-    snprintf(L->gname, sizeof L->gname, "%s", name); /* no GGUF name: reported missing */
+    snprintf(out, n, "%s", name);
+    return -1;
+}
+
+/* MODEL.md name -> GGUF name, in L->gname (the name itself when there is
+ * none: then reported missing). */
+static const char *gguf_name(ld *L, const char *name) {
+    egm_gguf_name(name, L->gname, sizeof L->gname);
     return L->gname;
 }
 
@@ -167,6 +191,60 @@ static int find_gguf(ld *L, const char *name, int ndim, int64_t d0, int64_t d1,
     return 0;
 }
 
+static int present(ld *L, const char *name);
+static int ends_with(const char *s, const char *suf);
+
+/* One GGUF tensor of exactly ne [n0, n1, n2], dequantised (owned). */
+static int gguf_f32(ld *L, const char *gn, int64_t n0, int64_t n1, int64_t n2, float **out) {
+    const egm_gguf_tensor *t = egm_gguf_tensor_get(L->gg, gn);
+    if (!t)
+        return egm_fail(L->e, "%s: tensor \"%s\" missing (expected ne [%lld, %lld, %lld])",
+                        origin(L), gn, (long long)n0, (long long)n1, (long long)n2);
+    if (t->ne[0] != n0 || t->ne[1] != n1 || t->ne[2] != n2 || t->ne[3] != 1)
+        return egm_fail(L->e, "%s: tensor \"%s\": expected ne [%lld, %lld, %lld], found ne "
+                        "[%lld, %lld, %lld, %lld]", origin(L), gn, (long long)n0, (long long)n1,
+                        (long long)n2, (long long)t->ne[0], (long long)t->ne[1],
+                        (long long)t->ne[2], (long long)t->ne[3]);
+    size_t n = (size_t)(n0 * n1 * n2);
+    float *x = malloc(n * sizeof *x);
+    if (own(L, x, n * sizeof *x)) return -1;
+    egm_gguf_to_f32(t, x);
+    if (L->n_used < MAX_USED) snprintf(L->used[L->n_used++], sizeof L->used[0], "%s", gn);
+    *out = x;
+    return 0;
+}
+
+/* Newer llama.cpp deepseek2 files split kv_b_proj [H*(dn+dv), d_c] per head
+ * into attn_k_b (k_b transposed: ne [dn, d_c, H]) and attn_v_b (ne [d_c,
+ * dv, H]); we put the rows back together. */
+static int fetch_kv_b_split(ld *L, const char *name, const float **out) {
+    const egm_config *c = &L->m->cfg;
+    int64_t H = c->num_heads, dn = c->qk_nope_head_dim, dv = c->v_head_dim,
+            dc = egm_config_latent_dim(c);
+    int l = 0;
+    sscanf(name, "model.layers.%d.", &l);
+    char kn[64], vn[64];
+    snprintf(kn, sizeof kn, "blk.%d.attn_k_b.weight", l);
+    snprintf(vn, sizeof vn, "blk.%d.attn_v_b.weight", l);
+    if (!egm_gguf_tensor_get(L->gg, kn))
+        return egm_fail(L->e, "%s: tensor \"blk.%d.attn_kv_b.weight\" missing, and so is its "
+                        "split form \"%s\" + \"%s\" (expected ne [%lld, %lld])", origin(L), l,
+                        kn, vn, (long long)dc, (long long)(H * (dn + dv)));
+    float *kb, *vb;
+    if (gguf_f32(L, kn, dn, dc, H, &kb) || gguf_f32(L, vn, dc, dv, H, &vb)) return -1;
+    size_t n = (size_t)(H * (dn + dv) * dc);
+    float *x = malloc(n * sizeof *x);
+    if (own(L, x, n * sizeof *x)) return -1;
+    for (int64_t h = 0; h < H; h++) {
+        float *rows = x + h * (dn + dv) * dc;
+        for (int64_t i = 0; i < dn; i++)
+            for (int64_t j = 0; j < dc; j++) rows[i * dc + j] = kb[(h * dc + j) * dn + i];
+        memcpy(rows + dn * dc, vb + h * dv * dc, (size_t)(dv * dc) * sizeof *x);
+    }
+    *out = x;
+    return 0;
+}
+
 /* A tensor as fp32: the mapping itself when it already is aligned fp32,
  * an owned converted copy otherwise, or synthetic values. */
 static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int init,
@@ -181,6 +259,8 @@ static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int 
     }
     if (L->gg) {
         const egm_gguf_tensor *g;
+        if (ends_with(name, "kv_b_proj.weight") && !present(L, name))
+            return fetch_kv_b_split(L, name, out);
         if (find_gguf(L, name, ndim, d0, d1, &g)) return -1;
         float *x = malloc(n * sizeof *x);
         if (own(L, x, n * sizeof *x)) return -1;
@@ -201,9 +281,44 @@ static int fetch(ld *L, const char *name, int ndim, int64_t d0, int64_t d1, int 
     return 0;
 }
 
+/* Counts a matrix's bytes under its type for `egmla info`. */
+static void count_mat(ld *L, const egm_mat *w) {
+    if (w->type >= 0 && w->type <= EGM_GGML_BF16) L->m->mat_bytes[w->type] += egm_mat_bytes(w);
+}
+
+/* A projection matrix [d0, d1] in its stored precision: GGUF tensors and
+ * 16-bit safetensors as mapped, F32 as mapped when aligned; synthetic
+ * weights (and anything else) as fp32. */
+static int fetch_mat(ld *L, const char *name, int64_t d0, int64_t d1, egm_mat *out) {
+    const float *f;
+    if (L->gg) {
+        const egm_gguf_tensor *g;
+        if (find_gguf(L, name, 2, d0, d1, &g)) return -1;
+        if (g->type != EGM_GGML_F32 || (uintptr_t)g->data % 4 == 0) {
+            *out = egm_mat_of(g->type, g->data, (int)d0, (int)d1);
+            count_mat(L, out);
+            return 0;
+        }
+    } else if (!L->random) {
+        const egm_tensor *t;
+        if (find(L, name, 2, d0, d1, &t)) return -1;
+        int ty = t->dtype == EGM_DT_BF16 ? EGM_GGML_BF16 : t->dtype == EGM_DT_F16 ? EGM_GGML_F16 : -1;
+        if (ty >= 0 && (uintptr_t)t->data % 2 == 0) {
+            *out = egm_mat_of(ty, t->data, (int)d0, (int)d1);
+            count_mat(L, out);
+            return 0;
+        }
+    }
+    if (fetch(L, name, 2, d0, d1, INIT_LINEAR, &f)) return -1;
+    *out = egm_mat_f32(f, (int)d0, (int)d1);
+    count_mat(L, out);
+    return 0;
+}
+
 /* eg_embed stays a tensor in its stored dtype (read by row). */
 static int fetch_table(ld *L, const char *name, int64_t V, int64_t de, const egm_tensor **out) {
-    if (!L->random) return find(L, name, 2, V, de, out);
+    if (!L->random && !L->gg) return find(L, name, 2, V, de, out);
+    /* synthetic or GGUF: an owned fp32 table */
     egm_tensor *t = calloc(1, sizeof *t);
     if (own(L, t, 0)) return -1;
     const float *x;
@@ -217,7 +332,7 @@ static int fetch_table(ld *L, const char *name, int64_t V, int64_t de, const egm
     t->shape[1] = de;
     t->data = (const uint8_t *)x;
     t->nbytes = (size_t)V * (size_t)de * sizeof(float);
-    t->file = "(random weights)";
+    t->file = origin(L);
     *out = t;
     return 0;
 }
@@ -259,9 +374,9 @@ static int check_leftovers_gguf(ld *L, int l) {
         int used = 0;
         for (int j = 0; j < L->n_used && !used; j++) used = !strcmp(L->used[j], t->name);
         if (!used)
-            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L),
-                            t->name, ends_with(t->name, ".bias") ? " (biases are not supported)"
-                                                                  : "");
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a %s model%s", origin(L),
+                            t->name, L->m->cfg.model_type,
+                            ends_with(t->name, ".bias") ? " (biases are not supported)" : "");
     }
     return 0;
 }
@@ -276,13 +391,14 @@ static int check_globals_gguf(ld *L) {
         int l, k = 0;
         if (sscanf(n, "blk.%d.%n", &l, &k) == 1 && k > 0) {
             if (l < 0 || l >= nl)
-                return egm_fail(L->e, "%s: tensor \"%s\": layer %d is out of range (llama."
-                                "block_count is %d)", origin(L), n, l, nl);
+                return egm_fail(L->e, "%s: tensor \"%s\": layer %d is out of range (block_count "
+                                "is %d)", origin(L), n, l, nl);
             continue;
         }
         if (strcmp(n, "token_embd.weight") && strcmp(n, "output_norm.weight") &&
             strcmp(n, "output.weight"))
-            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a llama model%s", origin(L), n,
+            return egm_fail(L->e, "%s: tensor \"%s\" is not used by a %s model%s", origin(L), n,
+                            L->m->cfg.model_type,
                             !strcmp(n, "rope_freqs.weight") ? " (RoPE scaling is not supported)"
                                                             : "");
     }
@@ -353,17 +469,17 @@ static int load_layer(ld *L, int l, egm_layer *y, int *has_up) {
     if (fetch(L, lname(L, l, "input_layernorm.weight"), 1, D, 0, INIT_ONE, &y->attn_norm) ||
         fetch(L, lname(L, l, "post_attention_layernorm.weight"), 1, D, 0, INIT_ONE,
               &y->ffn_norm) ||
-        fetch(L, lname(L, l, "mlp.gate_proj.weight"), 2, F, D, INIT_LINEAR, &y->w_gate) ||
-        fetch(L, lname(L, l, "mlp.up_proj.weight"), 2, F, D, INIT_LINEAR, &y->w_up) ||
-        fetch(L, lname(L, l, "mlp.down_proj.weight"), 2, D, F, INIT_LINEAR, &y->w_down))
+        fetch_mat(L, lname(L, l, "mlp.gate_proj.weight"), F, D, &y->w_gate) ||
+        fetch_mat(L, lname(L, l, "mlp.up_proj.weight"), F, D, &y->w_up) ||
+        fetch_mat(L, lname(L, l, "mlp.down_proj.weight"), D, F, &y->w_down))
         return -1;
 
     if (c->arch == EGM_LLAMA) {
         int64_t dh = c->head_dim, Hkv = c->num_kv_heads;
-        if (fetch(L, lname(L, l, "self_attn.q_proj.weight"), 2, H * dh, D, INIT_LINEAR, &y->wq) ||
-            fetch(L, lname(L, l, "self_attn.k_proj.weight"), 2, Hkv * dh, D, INIT_LINEAR, &y->wk) ||
-            fetch(L, lname(L, l, "self_attn.v_proj.weight"), 2, Hkv * dh, D, INIT_LINEAR, &y->wv) ||
-            fetch(L, lname(L, l, "self_attn.o_proj.weight"), 2, D, H * dh, INIT_LINEAR, &y->wo))
+        if (fetch_mat(L, lname(L, l, "self_attn.q_proj.weight"), H * dh, D, &y->wq) ||
+            fetch_mat(L, lname(L, l, "self_attn.k_proj.weight"), Hkv * dh, D, &y->wk) ||
+            fetch_mat(L, lname(L, l, "self_attn.v_proj.weight"), Hkv * dh, D, &y->wv) ||
+            fetch_mat(L, lname(L, l, "self_attn.o_proj.weight"), D, H * dh, &y->wo))
             return -1;
         return L->random ? 0 : check_leftovers(L, l);
     }
@@ -372,21 +488,19 @@ static int load_layer(ld *L, int l, egm_layer *y, int *has_up) {
     int64_t dc = c->kv_lora_rank, rq = c->q_lora_rank;
     int64_t dz = egm_config_latent_dim(c); /* width of z: d_c or d_u */
     if (!rq) {
-        if (fetch(L, lname(L, l, "self_attn.q_proj.weight"), 2, H * (dn + dr), D, INIT_LINEAR,
-                  &y->q_proj))
+        if (fetch_mat(L, lname(L, l, "self_attn.q_proj.weight"), H * (dn + dr), D, &y->q_proj))
             return -1;
-    } else if (fetch(L, lname(L, l, "self_attn.q_a_proj.weight"), 2, rq, D, INIT_LINEAR, &y->q_a) ||
+    } else if (fetch_mat(L, lname(L, l, "self_attn.q_a_proj.weight"), rq, D, &y->q_a) ||
                fetch(L, lname(L, l, "self_attn.q_a_layernorm.weight"), 1, rq, 0, INIT_ONE,
                      &y->q_a_norm) ||
-               fetch(L, lname(L, l, "self_attn.q_b_proj.weight"), 2, H * (dn + dr), rq,
-                     INIT_LINEAR, &y->q_b)) {
+               fetch_mat(L, lname(L, l, "self_attn.q_b_proj.weight"), H * (dn + dr), rq,
+                         &y->q_b)) {
         return -1;
     }
-    if (fetch(L, lname(L, l, "self_attn.kv_a_proj_with_mqa.weight"), 2, dc + dr, D, INIT_LINEAR,
-              &y->kv_a) ||
+    if (fetch_mat(L, lname(L, l, "self_attn.kv_a_proj_with_mqa.weight"), dc + dr, D, &y->kv_a) ||
         fetch(L, lname(L, l, "self_attn.kv_b_proj.weight"), 2, H * (dn + dv), dz, INIT_LINEAR,
               &y->kv_b) ||
-        fetch(L, lname(L, l, "self_attn.o_proj.weight"), 2, D, H * dv, INIT_LINEAR, &y->o_proj))
+        fetch_mat(L, lname(L, l, "self_attn.o_proj.weight"), D, H * dv, &y->o_proj))
         return -1;
     if (c->arch == EGM_MLA) {
         if (fetch(L, lname(L, l, "self_attn.kv_a_layernorm.weight"), 1, dc, 0, INIT_ONE,
@@ -434,14 +548,14 @@ static int load_all(ld *L, int lo, int hi, int flags) {
     if (L->gg && check_globals_gguf(L)) return -1;
 
     int64_t V = c->vocab_size, D = c->hidden_size;
-    const float *emb = NULL;
+    egm_mat emb = {0};
     if ((flags & EGM_LOAD_EMBED) || ((flags & EGM_LOAD_HEAD) && c->tie_word_embeddings))
-        if (fetch(L, "model.embed_tokens.weight", 2, V, D, INIT_LINEAR, &emb)) return -1;
+        if (fetch_mat(L, "model.embed_tokens.weight", V, D, &emb)) return -1;
     if (flags & EGM_LOAD_EMBED) m->embed = emb;
     if (flags & EGM_LOAD_HEAD) {
         if (fetch(L, "model.norm.weight", 1, D, 0, INIT_ONE, &m->norm)) return -1;
         if (c->tie_word_embeddings) m->lm_head = emb;
-        else if (fetch(L, "lm_head.weight", 2, V, D, INIT_LINEAR, &m->lm_head)) return -1;
+        else if (fetch_mat(L, "lm_head.weight", V, D, &m->lm_head)) return -1;
     }
     int has_up = -1;
     for (int l = lo; l < hi; l++)
@@ -462,19 +576,16 @@ int egm_model_from_ckpt(const egm_config *c, egm_ckpt *ck, int lo, int hi, int f
     return 0;
 }
 
-/* A GGUF file: config from its metadata, tensors dequantised, file closed. */
+/* A GGUF file: config from its metadata; the mapping stays open, the
+ * matrices point into it, small vectors are converted to fp32. */
 static int load_gguf(const char *path, int lo, int hi, int flags, egm_model *m, egm_err *e) {
     egm_gguf *g;
     if (egm_gguf_open(path, &g, e)) return -1;
-    if (egm_config_from_gguf(g, &m->cfg, e)) {
-        egm_gguf_close(g);
-        return -1;
-    }
+    m->gg = g;
     ld L = {.m = m, .e = e, .gg = g};
-    int rc = load_all(&L, lo, hi, flags);
-    egm_gguf_close(g);
+    int rc = egm_config_from_gguf(g, &m->cfg, e) || load_all(&L, lo, hi, flags);
     if (rc) egm_model_free(m);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 int egm_model_load(const char *dir, int lo, int hi, int flags, egm_model *m, egm_err *e) {
@@ -501,12 +612,57 @@ int egm_model_random(const egm_config *c, unsigned long long seed, int lo, int h
     return 0;
 }
 
+/* One matrix to `type`, row by row (Q8_0 with llama.cpp's reference
+ * quantiser, d = amax / 127). */
+static int convert_mat(ld *L, egm_mat *w, int type) {
+    if (!w->data || w->type != EGM_GGML_F32) return 0;
+    size_t rb = egm_qtype_row_bytes(type, w->cols);
+    if (!rb)
+        return egm_fail(L->e, "%s: a matrix of %d columns cannot be %s (blocks of %d)",
+                        origin(L), w->cols, egm_qtype_name(type), egm_qtype_block(type));
+    uint8_t *q = malloc(rb * (size_t)w->rows);
+    if (own(L, q, rb * (size_t)w->rows)) return -1;
+    for (int r = 0; r < w->rows; r++) {
+        const float *x = (const float *)w->data + (size_t)r * (size_t)w->cols;
+        uint8_t *d = q + rb * (size_t)r;
+        if (type == EGM_GGML_Q8_0) {
+            egm_quantize_row_q8_0(x, d, w->cols);
+        } else {
+            for (int k = 0; k < w->cols; k++) {
+                uint16_t h = type == EGM_GGML_BF16 ? egm_f32_to_bf16(x[k]) : egm_f32_to_f16(x[k]);
+                memcpy(d + 2 * (size_t)k, &h, 2);
+            }
+        }
+    }
+    L->m->mat_bytes[EGM_GGML_F32] -= egm_mat_bytes(w);
+    *w = egm_mat_of(type, q, w->rows, w->cols);
+    count_mat(L, w);
+    return 0;
+}
+
+int egm_model_convert(egm_model *m, int type, egm_err *e) {
+    ld L = {.m = m, .e = e, .random = 1};
+    int tied = m->lm_head.data && m->lm_head.data == m->embed.data;
+    if (convert_mat(&L, &m->embed, type) || (!tied && convert_mat(&L, &m->lm_head, type)))
+        return -1;
+    if (tied) m->lm_head = m->embed;
+    for (int l = 0; l < m->hi - m->lo; l++) {
+        egm_layer *y = &m->layers[l];
+        egm_mat *all[] = {&y->wq, &y->wk, &y->wv, &y->wo, &y->q_proj, &y->q_a, &y->q_b,
+                          &y->kv_a, &y->o_proj, &y->w_gate, &y->w_up, &y->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            if (convert_mat(&L, all[i], type)) return -1;
+    }
+    return 0;
+}
+
 void egm_model_free(egm_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
     egm_ckpt_close(m->ck);
+    egm_gguf_close(m->gg);
     memset(m, 0, sizeof *m);
 }
 

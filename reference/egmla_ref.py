@@ -23,6 +23,9 @@ import torch
 from safetensors import safe_open
 
 ARCHS = ("llama", "deepseek_v2", "egmla")
+# The latent norms (q_a_layernorm, kv_a_layernorm) use this eps whatever
+# rms_norm_eps says, as transformers' DeepseekV2 and DeepSeek's code do.
+LATENT_EPS = 1e-6
 DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
 
 
@@ -65,8 +68,18 @@ def parse_config(raw, where="config.json"):
     if mt not in ARCHS:
         fail(where, f"key 'model_type': expected one of {', '.join(ARCHS)}, found {mt!r}")
     # Options the contract does not implement are refused, never ignored.
-    if raw.get("rope_scaling") is not None:
-        fail(where, f"key 'rope_scaling': not supported (expected null), found {raw['rope_scaling']!r}")
+    # RoPE scaling: rope_scaling (transformers 4) or rope_parameters
+    # (transformers 5) may be present, but only with the default type.
+    for k in ("rope_scaling", "rope_parameters"):
+        v = raw.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, dict):
+            fail(where, f"key '{k}': expected null or an object, found {v!r}")
+        for t in ("type", "rope_type"):
+            if t in v and v[t] != "default":
+                fail(where, f"key '{k}.{t}': RoPE scaling is not supported (expected \"default\"), "
+                            f"found {v[t]!r}")
     experts = raw.get("n_routed_experts")
     if experts is not None and (isinstance(experts, bool) or not isinstance(experts, int) or experts > 0):
         fail(where, f"key 'n_routed_experts': experts are not supported (expected 0 or null), "
@@ -84,7 +97,11 @@ def parse_config(raw, where="config.json"):
     c.L = _int(raw, "num_hidden_layers", where)
     c.H = _int(raw, "num_attention_heads", where)
     c.eps = _num(raw, "rms_norm_eps", where)
-    c.theta = _num(raw, "rope_theta", where)
+    rp = raw.get("rope_parameters")
+    if "rope_theta" not in raw and isinstance(rp, dict):
+        c.theta = _num(rp, "rope_theta", where + " rope_parameters")
+    else:
+        c.theta = _num(raw, "rope_theta", where)
     c.tied = _bool(raw, "tie_word_embeddings", where, False)
     c.interleave = _bool(raw, "rope_interleave", where, mt != "llama")
 
@@ -280,7 +297,7 @@ class Model:
         if c.rq is None:
             q = linear(x, self.W(n, "self_attn.q_proj"))
         else:
-            qa = rms_norm(linear(x, self.W(n, "self_attn.q_a_proj")), self.W(n, "self_attn.q_a_layernorm"), c.eps)
+            qa = rms_norm(linear(x, self.W(n, "self_attn.q_a_proj")), self.W(n, "self_attn.q_a_layernorm"), LATENT_EPS)
             q = linear(qa, self.W(n, "self_attn.q_b_proj"))
         q = q.view(T, c.H, c.dn + c.dr).transpose(0, 1)
         return q[..., : c.dn], rope(q[..., c.dn:], pos, c.theta, c.interleave)
@@ -295,7 +312,7 @@ class Model:
         """z from cached latents lat [T, d_c] and their token ids [T]."""
         c, a = self.c, f"model.layers.{n}.self_attn."
         if c.model_type == "deepseek_v2":
-            return rms_norm(lat, self.w[a + "kv_a_layernorm.weight"], c.eps)
+            return rms_norm(lat, self.w[a + "kv_a_layernorm.weight"], LATENT_EPS)
         up = self.w.get(a + "eg_up_proj.weight")
         u = lat if up is None else linear(lat, up)                          # [T, d_u]
         g = linear(self.w[a + "eg_embed.weight"][tokens], self.w[a + "eg_gate_proj.weight"])

@@ -71,6 +71,17 @@ FIXTURES = {
                             kv_lora_rank=24, eg_embed_dim=16, eg_norm="rmsnorm", eg_norm_eps=1e-6,
                             q_lora_rank=20, rms_norm_eps=1e-6, rope_theta=600.0, rope_interleave=False),
                        "F32", 1, False, 106),
+    # rms_norm_eps far from the latent norms' fixed 1e-6, so using the wrong
+    # eps there shows; rope_theta only in rope_parameters, as transformers 5
+    # writes it.
+    "mla_eps": (conf(COMMON, MLA, model_type="deepseek_v2", hidden_size=48, intermediate_size=48,
+                     q_lora_rank=24, rms_norm_eps=1e-2,
+                     rope_parameters={"rope_theta": 450.0, "rope_type": "default"}),
+                "F32", 1, False, 108),
+    "egmla_eps": (conf(COMMON, MLA, model_type="egmla", hidden_size=40, intermediate_size=48,
+                       kv_lora_rank=24, eg_embed_dim=16, eg_norm="rmsnorm", eg_norm_eps=1e-6,
+                       q_lora_rank=20, rms_norm_eps=1e-2, rope_theta=600.0),
+                  "F32", 1, False, 109),
     "egmla_bf16": (conf(COMMON, MLA, model_type="egmla", hidden_size=64, intermediate_size=96,
                         kv_lora_rank=24, eg_latent_dim=40, eg_embed_dim=32, eg_norm="layernorm",
                         eg_norm_eps=1e-5, q_lora_rank=None, rms_norm_eps=1e-5, rope_theta=500.0),

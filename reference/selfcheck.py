@@ -137,7 +137,9 @@ def check_refusals(tmp):
     src = os.path.join(FIX, "egmla_ln")
     cfg0 = json.load(open(os.path.join(src, "config.json")))
     cases = [("model_type", {"model_type": "mistral"}, "'model_type'"),
-             ("rope_scaling", {"rope_scaling": {"type": "yarn", "factor": 4}}, "'rope_scaling'"),
+             ("rope_scaling", {"rope_scaling": {"type": "yarn", "factor": 4}}, "'rope_scaling.type'"),
+             ("rope_parameters", {"rope_parameters": {"rope_theta": 1e4, "rope_type": "linear"}},
+              "'rope_parameters.rope_type'"),
              ("experts", {"n_routed_experts": 8}, "'n_routed_experts'"),
              ("eg_embed_dim 0", {"eg_embed_dim": 0}, "use model_type deepseek_v2"),
              ("bad eg_norm", {"eg_norm": "batchnorm"}, "'eg_norm'"),

@@ -146,7 +146,7 @@ class MLAttention(nn.Module):
             self.eg_norm = nn.LayerNorm(du, eps=c["eg_norm_eps"])
         else:
             du = self.dc
-            self.kv_a_layernorm = RMSNorm(self.dc, c["rms_norm_eps"])
+            self.kv_a_layernorm = RMSNorm(self.dc, 1e-6)  # latent norm: fixed eps (docs/MODEL.md)
         self.kv_b_proj = nn.Linear(du, self.H * (self.dn + self.dv), bias=False)
         self.o_proj = nn.Linear(self.H * self.dv, D, bias=False)
         self.interleave = c["rope_interleave"]

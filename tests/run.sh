@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs every unit test binary given as arguments, then every tests/e2e_*.sh,
+# Checks the folder stack, runs every unit test binary given as arguments,
+# then every tests/e2e_*.sh,
 # and ends with one line "N passed, N failed". Exit status: failed > 0.
 set -u
 cd "$(dirname "$0")/.."
 pass=0; fail=0; failed=()
+# the folder stack (docs/DESIGN.md): includes and, from the objects, calls
+echo "== tests/check_layers.py"
+if python3 tests/check_layers.py "${BUILD:-build}"; then pass=$((pass+1)); else fail=$((fail+1)); failed+=(tests/check_layers.py); fi
 for t in "$@"; do
   if "$t"; then pass=$((pass+1)); else fail=$((fail+1)); failed+=("$t"); fi
 done

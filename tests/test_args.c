@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "coordinator/args.h"
+#include "base/args.h"
 
 /* Fresh option variables for every test: the table points at these. */
 static int top_k, threads, ignore_eos;

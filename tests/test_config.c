@@ -160,12 +160,43 @@ static void test_egmla_defaults(void **st) {
     assert_float_equal(c.eg_norm_eps, 1e-6f, 1e-12);
 }
 
+/* transformers 5 writes rope_theta only in rope_parameters; RoPE scaling
+ * of any type but "default" is refused, naming the key. */
+static void test_rope_parameters(void **st) {
+    (void)st;
+    egm_config c;
+    egm_err e;
+    json_t *root = json_loads(LLAMA, 0, NULL);
+    json_object_del(root, "rope_theta");
+    json_object_del(root, "rope_scaling");
+    char *base = json_dumps(root, 0);
+    json_decref(root);
+    assert_int_equal(parse_with(base, "rope_parameters",
+                                "{\"rope_theta\": 123456.0, \"rope_type\": \"default\"}", &c, &e), 0);
+    assert_float_equal(c.rope_theta, 123456.0f, 1e-3);
+    refused(base, "rope_parameters", "{\"rope_theta\": 1e4, \"rope_type\": \"yarn\", \"factor\": 4}",
+            "\"rope_parameters.rope_type\"");
+    refused(base, "rope_parameters", "{\"rope_theta\": 1e4, \"rope_type\": \"linear\"}", "linear");
+    refused(base, "rope_parameters", "{\"rope_type\": \"default\"}", "\"rope_parameters.rope_theta\"");
+    refused(base, "rope_parameters", "{\"rope_theta\": -1, \"rope_type\": \"default\"}",
+            "\"rope_parameters.rope_theta\"");
+    refused(base, "rope_parameters", NULL, "\"rope_theta\"");
+    refused(LLAMA, "rope_parameters", "\"yarn\"", "\"rope_parameters\"");
+    free(base);
+    /* a top-level rope_theta is read as before; a default-typed scaling is no scaling */
+    assert_int_equal(parse_with(LLAMA, "rope_scaling", "{\"rope_type\": \"default\"}", &c, &e), 0);
+    assert_float_equal(c.rope_theta, 10000.0f, 1e-3);
+    refused(LLAMA, "rope_scaling", "{\"rope_type\": \"dynamic\", \"factor\": 2}", "\"rope_scaling.rope_type\"");
+    refused(MLA, "rope_scaling", "{\"type\": \"yarn\"}", "\"rope_scaling.type\"");
+    refused(MLA, "rope_parameters", "{\"rope_theta\": 1e4, \"rope_type\": \"yarn\"}", "\"rope_parameters.rope_type\"");
+}
+
 static void test_refusals(void **st) {
     (void)st;
     refused(LLAMA, "model_type", "\"mistral\"", "\"model_type\"");
     refused(LLAMA, "model_type", NULL, "\"model_type\"");
-    refused(LLAMA, "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", "\"rope_scaling\"");
-    refused(MLA, "rope_scaling", "{\"type\": \"yarn\"}", "\"rope_scaling\"");
+    refused(LLAMA, "rope_scaling", "{\"type\": \"linear\", \"factor\": 2.0}", "\"rope_scaling.type\"");
+    refused(MLA, "rope_scaling", "\"yarn\"", "\"rope_scaling\"");
     refused(MLA, "n_routed_experts", "64", "\"n_routed_experts\"");
     refused(MLA, "n_routed_experts", "\"64\"", "\"n_routed_experts\"");
     refused(LLAMA, "hidden_size", "0", "\"hidden_size\"");
@@ -248,6 +279,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_llama_defaults), cmocka_unit_test(test_mla),
         cmocka_unit_test(test_egmla_defaults), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_rope_parameters),
         cmocka_unit_test(test_bad_json),       cmocka_unit_test(test_load_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

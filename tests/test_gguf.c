@@ -376,8 +376,8 @@ static void test_malformed_tensors(void **state) {
     expect_refused("ne0.gguf", f, "tensor \"a\": dimension 0 is 0");
     f = base(&w, 0); patch32(&f, t0 + 12, 99);       /* type */
     expect_refused("type.gguf", f, "tensor \"a\": unknown ggml type 99");
-    f = base(&w, 0); patch32(&f, t0 + 12, 14);       /* Q6_K: known, not supported */
-    expect_refused("q6k.gguf", f, "tensor \"a\": type Q6_K is not supported");
+    f = base(&w, 0); patch32(&f, t0 + 12, 10);       /* Q2_K: known, not supported */
+    expect_refused("q2k.gguf", f, "tensor \"a\": type Q2_K is not supported");
     f = base(&w, 0); patch32(&f, t0 + 12, EGM_GGML_Q8_0); /* 8 is not a multiple of 32 */
     expect_refused("block.gguf", f, "tensor \"a\": ne[0] = 8 is not a multiple of Q8_0's block of 32");
     f = base(&w, 0); patch64(&f, t0 + 16, 16);       /* offset */
@@ -527,19 +527,25 @@ static void test_model_load(void **state) {
 
     egm_model m;
     if (egm_model_load(path, 0, -1, EGM_LOAD_EMBED | EGM_LOAD_HEAD, &m, &e)) fail_msg("%s", e.msg);
-    assert_ptr_equal(m.lm_head, m.embed); /* tied */
-    for (size_t i = 0; i < (size_t)262 * TD; i++)
-        assert_true(m.embed[i] == 0.125f * (float)((int)(i % 9) - 4));
-    /* blk.1.attn_q: ne [TD, H*dh] is our [H*dh, TD] row-major */
+    assert_ptr_equal(m.lm_head.data, m.embed.data); /* tied */
+    assert_int_equal(m.embed.type, EGM_GGML_Q8_0); /* kept as stored, mapped */
+    assert_ptr_equal(m.embed.data, egm_gguf_tensor_get(m.gg, "token_embd.weight")->data);
+    float row[TD];
+    for (size_t i = 0; i < (size_t)262 * TD; i++) {
+        if (i % TD == 0) egm_mat_row(&m.embed, (int)(i / TD), row);
+        assert_true(row[i % TD] == 0.125f * (float)((int)(i % 9) - 4));
+    }
+    /* blk.1.attn_q: ne [TD, H*dh] is our [H*dh, TD] row-major, used in place */
+    const float *wq = m.layers[1].wq.data;
     for (size_t i = 0; i < (size_t)TH * TDH * TD; i++)
-        assert_true(m.layers[1].wq[i] == wval("blk.1.attn_q.weight", i));
-    assert_true(m.layers[0].w_down[5] == wval("blk.0.ffn_down.weight", 5));
+        assert_true(wq[i] == wval("blk.1.attn_q.weight", i));
+    assert_true(((const float *)m.layers[0].w_down.data)[5] == wval("blk.0.ffn_down.weight", 5));
     egm_model_free(&m);
 
     /* a layer range: only layer 1, no embeddings */
     if (egm_model_load(path, 1, 2, 0, &m, &e)) fail_msg("%s", e.msg);
-    assert_null(m.embed);
-    assert_true(m.layers[0].wk[3] == wval("blk.1.attn_k.weight", 3));
+    assert_null(m.embed.data);
+    assert_true(((const float *)m.layers[0].wk.data)[3] == wval("blk.1.attn_k.weight", 3));
     egm_model_free(&m);
 }
 

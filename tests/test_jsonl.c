@@ -212,10 +212,27 @@ static void test_write_and_append(void **state) {
     assert_int_equal(egm_out_close(o, &e), 0);
     assert_string_equal(read_all(p, &n), "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n");
 
-    /* Opening without append starts over. */
+    /* Opening without append starts over, but only once the run commits
+     * (its first record, or egm_out_commit): a run that fails before
+     * leaves the old output as it was. */
     o = egm_out_open(p, &e);
     assert_int_equal(egm_out_close(o, &e), 0);
+    assert_string_equal(read_all(p, &n), "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n");
+    o = egm_out_open(p, &e);
+    assert_int_equal(egm_out_commit(o, &e), 0);
+    assert_int_equal(egm_out_close(o, &e), 0);
     assert_string_equal(read_all(p, &n), "");
+    o = egm_out_open(p, &e);
+    assert_int_equal(egm_out_write_line(o, "{\"id\":4}", &e), 0);
+    assert_int_equal(egm_out_close(o, &e), 0);
+    assert_string_equal(read_all(p, &n), "{\"id\":4}\n");
+    /* a file the failed run created is removed again */
+    char *r = tpath("never.jsonl");
+    o = egm_out_open(r, &e);
+    assert_non_null(o);
+    assert_int_equal(access(r, F_OK), 0);
+    assert_int_equal(egm_out_close(o, &e), 0);
+    assert_int_equal(access(r, F_OK), -1);
 
     /* Append creates a missing file. */
     char *q = tpath("new.jsonl");

@@ -477,6 +477,9 @@ static void test_cmd_exit_status(void **state) {
               " \"rope_theta\": 10000, \"max_position_embeddings\": 64}");
     assert_int_equal(run_captured(&d, egm_cmd_launch, a10, &out), 0);
     assert_non_null(strstr(out, "-np 4 "));
+    /* --dry-run prints each stage's layers and predicted share */
+    assert_non_null(strstr(out, "# stage 1 (a, 1 thread): layers 0-0 + embedding, predicted "));
+    assert_non_null(strstr(out, "# stage 3 (a, 1 thread): layers 2-2 + lm_head, predicted "));
     free(out);
     tmp_cleanup(&d);
 }

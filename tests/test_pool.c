@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/pool.h"
+#include "base/pool.h"
 
 typedef struct {
     atomic_int *count;   /* [n_tasks] times each task ran */

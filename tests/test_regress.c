@@ -22,6 +22,7 @@
 #include "deploy/topology.h"
 #include "egmla.pb-c.h"
 #include "model/checkpoint.h"
+#include "model/chat_template.h"
 #include "model/config.h"
 #include "model/gguf.h"
 #include "model/tokenizer.h"
@@ -196,6 +197,26 @@ static void feed_gguf(const char *path, const uint8_t *d, size_t n) {
     egm_gguf_close(g);
 }
 
+/* A chat template: recognised and rendered (a two-message chat), or
+ * refused with a message. */
+static void feed_chat(const char *path, const uint8_t *d, size_t n) {
+    (void)path;
+    char *src = malloc(n + 1);
+    assert_non_null(src);
+    memcpy(src, d, n);
+    src[n] = 0;
+    egm_chat_template *t;
+    egm_err e;
+    if (egm_chat_template_parse(src, "regress", "<s>", "</s>", &t, &e) == 0) {
+        egm_chat_msg m[] = {{"system", "a\\n"}, {"user", " b "}};
+        free(egm_chat_render(t, m, 2, 1, &e));
+        egm_chat_template_free(t);
+    } else {
+        assert_non_null(strstr(e.msg, "--chat-template"));
+    }
+    free(src);
+}
+
 typedef void (*feed_fn)(const char *path, const uint8_t *d, size_t n);
 
 /* Feeds every file of tests/regress/<dir>/ to fn; the directory must hold
@@ -236,6 +257,7 @@ static void test_request(void **st) { (void)st; feed_dir("request", feed_request
 static void test_jsonl(void **st) { (void)st; feed_dir("jsonl", feed_jsonl); }
 static void test_envelope(void **st) { (void)st; feed_dir("envelope", feed_envelope); }
 static void test_gguf(void **st) { (void)st; feed_dir("gguf", feed_gguf); }
+static void test_chat(void **st) { (void)st; feed_dir("chat", feed_chat); }
 
 static void test_tok_encode(void **st) {
     (void)st;
@@ -251,7 +273,7 @@ int main(void) {
         cmocka_unit_test(test_tokenizer),   cmocka_unit_test(test_tok_encode),
         cmocka_unit_test(test_topology),    cmocka_unit_test(test_request),
         cmocka_unit_test(test_jsonl),       cmocka_unit_test(test_envelope),
-        cmocka_unit_test(test_gguf),
+        cmocka_unit_test(test_gguf),        cmocka_unit_test(test_chat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,6 +39,8 @@ static void refused(const char *line, const char *msg, const char *id_json) {
     else assert_null(r.id_json);
     assert_null(r.prompt);
     assert_null(r.tokens);
+    assert_null(r.messages);
+    assert_int_equal(r.n_stop, 0);
     egm_request_free(&r);
 }
 
@@ -154,9 +156,10 @@ static void test_bad_id(void **state) {
 static void test_prompt_and_tokens(void **state) {
     (void)state;
     refused("{\"id\":\"r\",\"prompt\":\"a\",\"tokens\":[1]}", "in.jsonl:7: "
-            "both \"prompt\" and \"tokens\" given; expected exactly one", "\"r\"");
+            "both \"prompt\" and \"tokens\" given; expected exactly one of \"prompt\", "
+            "\"tokens\", \"messages\"", "\"r\"");
     refused("{\"id\":\"r\",\"max_new_tokens\":3}", "in.jsonl:7: neither "
-            "\"prompt\" nor \"tokens\" given; expected exactly one", "\"r\"");
+            "\"prompt\", \"tokens\" nor \"messages\" given; expected exactly one", "\"r\"");
     refused("{\"id\":1,\"prompt\":5}",
             "in.jsonl:7: \"prompt\": expected a string, found 5", "1");
     refused("{\"id\":1,\"tokens\":[1,2,3,\"x\"]}", "in.jsonl:7: \"tokens\"[3]: "
@@ -177,16 +180,88 @@ static void test_prompt_and_tokens(void **state) {
             "found \"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy...", "1");
 }
 
+static void test_messages(void **state) {
+    (void)state;
+    egm_request r;
+    egm_err e;
+    assert_int_equal(parse("{\"id\":1,\"messages\":[{\"role\":\"system\",\"content\":\"S\"},"
+                           "{\"role\":\"user\",\"name\":\"x\",\"content\":[{\"type\":\"text\","
+                           "\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}]}", &r, &e), 0);
+    assert_null(r.prompt);
+    assert_int_equal(r.n_messages, 2);
+    assert_string_equal(r.messages[0].role, "system");
+    assert_string_equal(r.messages[0].content, "S");
+    assert_string_equal(r.messages[1].role, "user");
+    assert_string_equal(r.messages[1].content, "ab");
+    egm_request_free(&r);
+    refused("{\"id\":1,\"prompt\":\"a\",\"messages\":[]}", "in.jsonl:7: both \"prompt\" and "
+            "\"messages\" given; expected exactly one of \"prompt\", \"tokens\", \"messages\"", "1");
+    refused("{\"id\":1,\"messages\":[]}", "in.jsonl:7: \"messages\": expected a non-empty "
+            "array of {\"role\", \"content\"}, found an empty array", "1");
+    refused("{\"id\":1,\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}",
+            "in.jsonl:7: \"messages[0].role\": expected \"system\", \"user\" or \"assistant\", "
+            "found \"tool\"", "1");
+    refused("{\"id\":1,\"messages\":[{\"role\":\"user\"}]}",
+            "in.jsonl:7: \"messages[0].content\": expected a string, found null", "1");
+    refused("{\"id\":1,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+            "in.jsonl:7: \"messages[0].content[0]\": expected a part {\"type\": \"text\", "
+            "\"text\": \"...\"}, found an object", "1");
+    refused("{\"id\":1,\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}",
+            "in.jsonl:7: \"messages[0]\": unknown key \"tool_calls\" (expected role, content, name)",
+            "1");
+}
+
+static void test_stop_and_logprobs(void **state) {
+    (void)state;
+    egm_request r, d;
+    egm_err e;
+    egm_request_defaults(&d);
+    assert_int_equal(d.logprobs, -1);
+    char dstop[] = "END";
+    d.stop[0] = dstop;
+    d.n_stop = 1;
+    d.logprobs = 2;
+    /* the defaults' stop strings are copied; a line's replace them */
+    const char *l1 = "{\"id\":1,\"prompt\":\"a\"}";
+    assert_int_equal(egm_request_parse(l1, strlen(l1), 1, "x", &d, &r, &e), 0);
+    assert_int_equal(r.n_stop, 1);
+    assert_string_equal(r.stop[0], "END");
+    assert_true(r.stop[0] != dstop);
+    assert_int_equal(r.logprobs, 2);
+    egm_request_free(&r);
+    const char *l2 = "{\"id\":1,\"prompt\":\"a\",\"stop\":[\"A\",\"\\n\\n\"],\"logprobs\":0}";
+    assert_int_equal(egm_request_parse(l2, strlen(l2), 1, "x", &d, &r, &e), 0);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[1], "\n\n");
+    assert_int_equal(r.logprobs, 0);
+    egm_request_free(&r);
+    assert_int_equal(parse("{\"id\":1,\"prompt\":\"a\",\"stop\":\"x\"}", &r, &e), 0);
+    assert_int_equal(r.n_stop, 1);
+    assert_int_equal(r.logprobs, -1);
+    egm_request_free(&r);
+    refused("{\"id\":1,\"prompt\":\"a\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+            "in.jsonl:7: \"stop\": expected a non-empty string or a list of 1 to 4 of them, "
+            "found an array", "1");
+    refused("{\"id\":1,\"prompt\":\"a\",\"stop\":\"\"}", "in.jsonl:7: \"stop\": expected a "
+            "non-empty string or a list of 1 to 4 of them, found \"\"", "1");
+    refused("{\"id\":1,\"prompt\":\"a\",\"stop\":[1]}", "in.jsonl:7: \"stop\": expected a "
+            "non-empty string or a list of 1 to 4 of them, found an array", "1");
+    refused("{\"id\":1,\"prompt\":\"a\",\"logprobs\":21}",
+            "in.jsonl:7: \"logprobs\": expected an integer from 0 to 20, found 21", "1");
+    refused("{\"id\":1,\"prompt\":\"a\",\"logprobs\":true}",
+            "in.jsonl:7: \"logprobs\": expected an integer from 0 to 20, found true", "1");
+}
+
 static void test_unknown_key(void **state) {
     (void)state;
     refused("{\"id\":\"k\",\"prompt\":\"a\",\"temprature\":0.5}",
             "in.jsonl:7: unknown key \"temprature\" (expected id, prompt, "
-            "tokens, max_new_tokens, temperature, top_k, top_p, min_p, "
-            "repetition_penalty, seed, ignore_eos)", "\"k\"");
+            "tokens, messages, max_new_tokens, temperature, top_k, top_p, min_p, "
+            "repetition_penalty, seed, ignore_eos, stop, logprobs)", "\"k\"");
     refused("{\"id\":\"k\",\"prompt\":\"a\",\"x\\ny\":1}",
             "in.jsonl:7: unknown key \"x\\ny\" (expected id, prompt, "
-            "tokens, max_new_tokens, temperature, top_k, top_p, min_p, "
-            "repetition_penalty, seed, ignore_eos)", "\"k\"");
+            "tokens, messages, max_new_tokens, temperature, top_k, top_p, min_p, "
+            "repetition_penalty, seed, ignore_eos, stop, logprobs)", "\"k\"");
 }
 
 static void test_bad_values(void **state) {
@@ -319,6 +394,8 @@ int main(void) {
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_bad_id),
         cmocka_unit_test(test_prompt_and_tokens),
+        cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_stop_and_logprobs),
         cmocka_unit_test(test_unknown_key),
         cmocka_unit_test(test_bad_values),
         cmocka_unit_test(test_bad_defaults),

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "model/tokenizer.h"
+#include "tests/tok_check.h"
 
 #define FIX "tests/fixtures/tokenizer/"
 
@@ -43,22 +44,6 @@ static egm_tokenizer *load(const char *file) {
     egm_err e = {{0}};
     if (egm_tok_load(path, &t, &e)) fail_msg("%s", e.msg);
     return t;
-}
-
-/* Asserts ids equal the JSON array want, naming the text on failure. */
-static void check_ids(const char *what, const char *text, const int *ids, int n,
-                      const json_t *want) {
-    int ok = (size_t)n == json_array_size(want);
-    for (int i = 0; ok && i < n; i++) ok = ids[i] == json_integer_value(json_array_get(want, i));
-    if (!ok) {
-        fprintf(stderr, "%s: text \"%s\"\n  got  ", what, text);
-        for (int i = 0; i < n; i++) fprintf(stderr, "%d ", ids[i]);
-        fprintf(stderr, "\n  want ");
-        for (size_t i = 0; i < json_array_size(want); i++)
-            fprintf(stderr, "%lld ", (long long)json_integer_value(json_array_get(want, i)));
-        fprintf(stderr, "\n");
-        fail();
-    }
 }
 
 /* Every byte up to n is complete, valid UTF-8. */

@@ -196,6 +196,25 @@ static void test_wrong_types(void **state) {
                 "a stage needs a 'node'");
 }
 
+/* A node may name its calibration file; a bad value says where. */
+static void test_calibration_key(void **state) {
+    (void)state;
+    egm_topology t;
+    parse_ok("nodes:\n  - {name: a, calibration: cal/a-node.json}\n  - {name: b}\n"
+             "stages: [{node: a}, {node: b}]\n", &t);
+    assert_string_equal(t.nodes[0].calibration, "cal/a-node.json");
+    assert_string_equal(t.nodes[1].calibration, "");
+    egm_topology_free(&t);
+    expect_fail("nodes:\n  - {name: a, calibration: [x]}\nstages: [{node: a}]\n", "line 2",
+                "found a list");
+    expect_fail("nodes:\n  - {name: a, calibration: 'a b.json'}\nstages: [{node: a}]\n",
+                "line 2", "'calibration' may hold letters");
+    expect_fail("nodes:\n  - name: a\n    calibration:\nstages: [{node: a}]\n", "line 3",
+                "'calibration' has no value");
+    expect_fail("nodes:\n  - {name: a, calibrate: x.json}\nstages: [{node: a}]\n", "line 2",
+                "unknown key 'calibrate' in a node");
+}
+
 static void test_names_and_nodes(void **state) {
     (void)state;
     expect_fail("nodes:\n  - {name: a}\n  - {name: b}\n  - {name: a, host: z}\n"
@@ -524,6 +543,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_wrong_types),
         cmocka_unit_test(test_names_and_nodes),
+        cmocka_unit_test(test_calibration_key),
         cmocka_unit_test(test_layer_syntax),
         cmocka_unit_test(test_ranges_at_parse),
         cmocka_unit_test(test_ranges_at_resolve),

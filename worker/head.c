@@ -1,6 +1,7 @@
 /* head.c - sampling and scoring on the last stage. */
 #include "head.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,7 @@ int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
     q->mode = mode;
     q->n_hist = 0;
     q->n_total = 0;
+    q->top_n = 0;
     if (sp) q->sp = *sp; else egm_sampling_default(&q->sp);
     egm_rng_seed(&q->rng, q->sp.seed);
     if (mode == EGM_MODE_SCORE) {
@@ -49,6 +51,40 @@ int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
 }
 
 void egm_head_close(egm_head *h, int slot) { h->seqs[slot].n_hist = 0; }
+
+void egm_head_set_top(egm_head *h, int slot, int n) {
+    h->seqs[slot].top_n = n < 0 ? 0 : n > EGM_HEAD_MAX_TOP ? EGM_HEAD_MAX_TOP : n;
+}
+
+/* The k most likely entries of x (NaNs never), log-probs as egm_logprob
+ * computes them (same max, same double sum), so the sampled token's entry
+ * equals its `logprob` bit for bit. */
+static void top_logprobs(const float *x, int V, int k, egm_head_out *o) {
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (x[i] != x[i] || (n == k && !(x[i] > x[o->top_id[n - 1]]))) continue;
+        int j = n < k ? n++ : n - 1;
+        while (j > 0 && x[i] > x[o->top_id[j - 1]]) {
+            o->top_id[j] = o->top_id[j - 1];
+            j--;
+        }
+        o->top_id[j] = i;
+    }
+    o->n_top = n;
+    /* egm_logprob's arithmetic, with the max and the sum computed once */
+    float max = -INFINITY;
+    for (int i = 0; i < V; i++)
+        if (x[i] > max) max = x[i];
+    double sum = 0.0;
+    if (isfinite(max))
+        for (int i = 0; i < V; i++) sum += exp((double)x[i] - (double)max);
+    for (int j = 0; j < n; j++) {
+        float v = x[o->top_id[j]];
+        o->top_lp[j] = max == -INFINITY ? -INFINITY
+                     : max == INFINITY ? (v == INFINITY ? 0.0f : -INFINITY)
+                     : (float)((double)v - (double)max - log(sum));
+    }
+}
 
 int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
                  const unsigned char *want, const float *x, egm_head_out *out) {
@@ -85,6 +121,7 @@ int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
                                   (int *)(tmp + V));
             o->logprob = egm_logprob(lg, V, o->token);
             o->greedy = am == o->token;
+            if (q->top_n > 0) top_logprobs(lg, V, q->top_n, o);
         }
     }
     return n_want;

@@ -7,10 +7,12 @@
 #ifndef EGM_HEAD_H
 #define EGM_HEAD_H
 
+#include "base/buf.h"
 #include "kernels/sampling.h"
 #include "worker/stage.h"
 
 enum { EGM_MODE_GENERATE = 0, EGM_MODE_SCORE = 1 };
+enum { EGM_HEAD_MAX_TOP = 20 };   /* top log-probs per generated token, at most */
 
 typedef struct {
     int mode;
@@ -19,6 +21,7 @@ typedef struct {
     int *hist;          /* generate: every token seen so far; score: all tokens */
     int n_hist, cap;
     int n_total;        /* score: number of tokens */
+    int top_n;          /* generate: alternatives reported per token (0: none) */
 } egm_head_seq;
 
 /* One result per wanted row. */
@@ -29,6 +32,13 @@ typedef struct {
     float logprob;      /* score: log p(token at pos+1 | ...); generate: of `token` */
     int greedy;         /* the target (or sampled token) is the argmax */
     int has_target;     /* score: pos+1 < n_total */
+    /* generate with top_n > 0: the top_n most likely tokens of the raw
+     * distribution (logits before penalties and temperature, as vLLM
+     * reports), most likely first (ties: lower id), with log-probs computed
+     * exactly as `logprob` is */
+    int n_top;
+    int top_id[EGM_HEAD_MAX_TOP];
+    float top_lp[EGM_HEAD_MAX_TOP];
 } egm_head_out;
 
 typedef struct {
@@ -43,6 +53,9 @@ void egm_head_free(egm_head *h);
 int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
                   const int *tokens, int n_tokens);
 void egm_head_close(egm_head *h, int slot);
+/* After egm_head_open: report n (0..EGM_HEAD_MAX_TOP) alternatives with
+ * each token generated in slot (clamped). */
+void egm_head_set_top(egm_head *h, int slot, int n);
 
 /* Runs the final norm + lm_head on the wanted rows of x, then samples or
  * scores them. want[r] != 0 marks rows that produce an output. Writes

@@ -14,26 +14,17 @@
 #include <string.h>
 
 #include "kernels/attention.h"
-#include "kernels/pool.h"
+#include "kernels/matmul.h"
+#include "base/pool.h"
 #include "kernels/ops.h"
 
 /* Positions per block of latent attention: 128 rows of [z | kpe] (160 KiB
  * for EG-MLA's d_u = 256) stay in L2 from their build to their last use. */
 #define EGM_ZBLOCK 128
 
-float *egm_buf_need(egm_buf *b, long n) {
-    if (n > b->cap) {
-        free(b->p);
-        b->cap = n + n / 4 + 64;
-        b->p = malloc(sizeof(float) * (size_t)b->cap);
-        if (!b->p) abort(); /* scratch is bounded by batch and context; OOM is fatal */
-    }
-    return b->p;
-}
-
 /* ------------------------------------------------------------ threads
  *
- * The stage's pool (kernels/pool.h) runs every parallel loop; BLAS is
+ * The stage's pool (base/pool.h) runs every parallel loop; BLAS is
  * single-threaded for the whole forward (blas_single), so there is one
  * kind of thread and none spins while idle. Weight matrices are split
  * into fixed blocks of output columns, the same for any thread count, so
@@ -55,34 +46,36 @@ static void blas_restore(int nt) {
 
 typedef struct {
     float *y;
-    const float *x, *W;
-    int M, N, K, ldx, ldy;
-    float beta;
+    const float *x;
+    const egm_mat *W;
+    int M, ldx, ldy, acc;
 } lin_job;
 
+/* One block of W's rows (output columns): a view of the stored matrix, in
+ * whatever precision it is kept (kernels/matmul.h). */
 static void lin_task(void *v, int t, int thread) {
     (void)thread;
     const lin_job *j = v;
-    int n0 = t * EGM_COL_BLOCK, nc = j->N - n0 < EGM_COL_BLOCK ? j->N - n0 : EGM_COL_BLOCK;
-    egm_gemm(0, 1, j->M, nc, j->K, 1.0f, j->x, j->ldx, j->W + (long)n0 * j->K, j->K, j->beta,
-             j->y + n0, j->ldy);
+    int n0 = t * EGM_COL_BLOCK, N = j->W->rows;
+    egm_mat blk = *j->W;
+    blk.rows = N - n0 < EGM_COL_BLOCK ? N - n0 : EGM_COL_BLOCK;
+    blk.data = (const char *)j->W->data + (size_t)n0 * j->W->row_bytes;
+    egm_mat_mul(&blk, j->M, j->x, j->ldx, j->y + n0, j->ldy, j->acc);
 }
 
-/* y[M, N] (row stride ldy) = x[M, K] W[N, K]^T + beta * y, over the pool. */
-static void stage_gemm_nt(egm_stage *s, float *y, int ldy, const float *x, int ldx,
-                          const float *W, int M, int N, int K, float beta) {
-    lin_job j = {y, x, W, M, N, K, ldx, ldy, beta};
-    egm_pool_run(s->pool, (N + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
+/* y[M, W.rows] (row stride ldy) = x[M, W.cols] W^T (acc: +=), over the pool. */
+static void stage_mat_mul(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
+                          float *y, int ldy, int acc) {
+    lin_job j = {y, x, W, M, ldx, ldy, acc};
+    egm_pool_run(s->pool, (W->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
 }
 
-static void stage_linear(egm_stage *s, float *y, const float *x, const float *W, int M, int N,
-                         int K) {
-    stage_gemm_nt(s, y, N, x, K, W, M, N, K, 0.0f);
+static void stage_linear(egm_stage *s, float *y, const float *x, const egm_mat *W, int M) {
+    stage_mat_mul(s, W, M, x, W->cols, y, W->rows, 0);
 }
 
-static void stage_linear_acc(egm_stage *s, float *y, const float *x, const float *W, int M,
-                             int N, int K) {
-    stage_gemm_nt(s, y, N, x, K, W, M, N, K, 1.0f);
+static void stage_linear_acc(egm_stage *s, float *y, const float *x, const egm_mat *W, int M) {
+    stage_mat_mul(s, W, M, x, W->cols, y, W->rows, 1);
 }
 
 int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
@@ -225,9 +218,9 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
     int D = c->hidden_size;
-    stage_linear(s, q, xn, w->wq, n, H * dh, D);
-    stage_gemm_nt(s, kv, E, xn, D, w->wk, n, Hkv * dh, D, 0.0f);
-    stage_gemm_nt(s, kv + Hkv * dh, E, xn, D, w->wv, n, Hkv * dh, D, 0.0f);
+    stage_linear(s, q, xn, &w->wq, n);
+    stage_mat_mul(s, &w->wk, n, xn, D, kv, E, 0);
+    stage_mat_mul(s, &w->wv, n, xn, D, kv + Hkv * dh, E, 0);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -350,30 +343,30 @@ static void mla_rows(void *vctx, int j0, int j1, const float **zo, int *ldz,
 static void attention_latent(egm_stage *s, const egm_layer *w, int li,
                              const egm_mbatch *b, const float *xn, float *out) {
     const egm_config *c = s->c;
-    int n = b->n, H = c->num_heads, D = c->hidden_size;
+    int n = b->n, H = c->num_heads;
     int dn = c->qk_nope_head_dim, dr = c->qk_rope_head_dim;
     int dq = dn + dr, dc = c->kv_lora_rank, E = dc + dr;
     int eg = c->arch == EGM_EGMLA;
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
-    if (w->q_proj) {
-        stage_linear(s, q, xn, w->q_proj, n, H * dq, D);
+    if (w->q_proj.data) {
+        stage_linear(s, q, xn, &w->q_proj, n);
     } else {
         int rq = c->q_lora_rank;
         float *qa = egm_buf_need(&s->qa, (long)n * rq);
-        stage_linear(s, qa, xn, w->q_a, n, rq, D);
+        stage_linear(s, qa, xn, &w->q_a, n);
         for (int r = 0; r < n; r++)
-            egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, c->rms_norm_eps);
-        stage_linear(s, q, qa, w->q_b, n, H * dq, rq);
+            egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, EGM_LATENT_NORM_EPS);
+        stage_linear(s, q, qa, &w->q_b, n);
     }
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    stage_linear(s, kv, xn, w->kv_a, n, E, D);
+    stage_linear(s, kv, xn, &w->kv_a, n);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
         float *row = kv + (long)r * E;
         egm_rope(row + dc, dr, b->pos[r], c->rope_theta, c->rope_interleave);
-        if (!eg) egm_rmsnorm(row, row, w->kv_a_norm, dc, c->rms_norm_eps);
+        if (!eg) egm_rmsnorm(row, row, w->kv_a_norm, dc, EGM_LATENT_NORM_EPS);
         const egm_kv_seq *sq = &s->seqs[b->slot[r]];
         egm_kv_write(&s->kv, sq, li, b->pos[r], row);
         if (eg && li == 0) egm_kv_set_id(&s->kv, sq, b->pos[r], b->token[r]);
@@ -429,10 +422,10 @@ static void task_state(const latent_job *j, const struct egm_attn_task *a, float
     long r = s->seg_start[a->seg] + a->t0;
     if (a->part < 0) {
         *o = j->olat + r * H * du;
-        *m = s->ml.p + r * H;
-        *l = (double *)(s->ml.p + 2 * n * H) + r * H; /* after m, 8-byte aligned */
+        *m = (float *)s->ml.p + r * H;
+        *l = (double *)((float *)s->ml.p + 2 * n * H) + r * H; /* after m, 8-byte aligned */
     } else {
-        float *p = s->part.p + a->part * part_floats(c);
+        float *p = (float *)s->part.p + a->part * part_floats(c);
         long R0 = (long)ROWS_PER_TASK * H;
         *o = p;
         *m = p + R0 * du;
@@ -501,9 +494,8 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
     const egm_config *c = s->c;
     const egm_model *m = s->m;
     int n = b->n, D = c->hidden_size, F = c->intermediate_size;
-    if (m->embed)
-        for (int r = 0; r < n; r++)
-            memcpy(x + (long)r * D, m->embed + (long)b->token[r] * D, sizeof(float) * D);
+    if (m->embed.data)
+        for (int r = 0; r < n; r++) egm_mat_row(&m->embed, b->token[r], x + (long)r * D);
 
     find_segments(s, b);
     plan_attention(s, b);
@@ -518,20 +510,20 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
         if (c->arch == EGM_LLAMA) {
             attention_llama(s, w, l - m->lo, b, xn, att);
-            stage_linear_acc(s, x, att, w->wo, n, D, attn_w);
+            stage_linear_acc(s, x, att, &w->wo, n);
         } else {
             attention_latent(s, w, l - m->lo, b, xn, att);
-            stage_linear_acc(s, x, att, w->o_proj, n, D, attn_w);
+            stage_linear_acc(s, x, att, &w->o_proj, n);
         }
         /* SwiGLU FFN, F wide */
         for (int r = 0; r < n; r++)
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        stage_linear(s, g, xn, w->w_gate, n, F, D);
-        stage_linear(s, u, xn, w->w_up, n, F, D);
+        stage_linear(s, g, xn, &w->w_gate, n);
+        stage_linear(s, u, xn, &w->w_up, n);
         egm_swiglu(g, u, n * F);
-        stage_linear_acc(s, x, g, w->w_down, n, D, F);
+        stage_linear_acc(s, x, g, &w->w_down, n);
     }
     blas_restore(blas);
 }
@@ -560,6 +552,6 @@ void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
     for (int k = 0; k < n_rows; k++)
         egm_rmsnorm(xn + (long)k * D, x + (long)rows[k] * D, s->m->norm, D, c->rms_norm_eps);
     int blas = blas_single();
-    stage_linear(s, logits, xn, s->m->lm_head, n_rows, c->vocab_size, D);
+    stage_linear(s, logits, xn, &s->m->lm_head, n_rows);
     blas_restore(blas);
 }

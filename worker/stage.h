@@ -12,7 +12,8 @@
 
 #include <stddef.h>
 
-#include "kernels/pool.h"
+#include "base/buf.h"
+#include "base/pool.h"
 #include "model/weights.h"
 #include "worker/kvcache.h"
 
@@ -22,11 +23,6 @@ typedef struct {
     const int *pos;     /* [n] */
     const int *token;   /* [n] */
 } egm_mbatch;
-
-typedef struct {
-    float *p;
-    long cap;
-} egm_buf;
 
 /* Per-thread scratch for the per-sequence part of attention. */
 typedef struct {
@@ -83,8 +79,5 @@ void egm_stage_attention_replay(egm_stage *s, const egm_mbatch *b);
 /* logits[k, V] = lm_head(RMSNorm(x[rows[k]])) for k < n_rows (last stage). */
 void egm_stage_logits(egm_stage *s, const float *x, const int *rows,
                       int n_rows, float *logits);
-
-/* Grows a scratch buffer to hold n floats; returns its data. */
-float *egm_buf_need(egm_buf *b, long n);
 
 #endif

@@ -60,11 +60,3 @@ void egm_wire_decode(egm_wire_dtype t, const void *in, int n, int D, float *x) {
         egm_bf16_to_f32_n(x, in, nd);
     }
 }
-
-int egm_wire_dtype_parse(const char *s, egm_wire_dtype *out) {
-    if (!strcmp(s, "bf16")) *out = EGM_WIRE_BF16;
-    else if (!strcmp(s, "fp32")) *out = EGM_WIRE_FP32;
-    else if (!strcmp(s, "int8")) *out = EGM_WIRE_INT8;
-    else return -1;
-    return 0;
-}

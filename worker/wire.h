@@ -12,14 +12,11 @@
 
 #include <stddef.h>
 
-#include "deploy/topology.h"
+#include "base/wire_dtype.h"
 
 /* Bytes of n rows of width D in dtype. */
 size_t egm_wire_bytes(egm_wire_dtype t, int n, int D);
 void egm_wire_encode(egm_wire_dtype t, const float *x, int n, int D, void *out);
 void egm_wire_decode(egm_wire_dtype t, const void *in, int n, int D, float *x);
-
-/* "bf16" | "fp32" | "int8" -> dtype; -1 on anything else. */
-int egm_wire_dtype_parse(const char *s, egm_wire_dtype *out);
 
 #endif

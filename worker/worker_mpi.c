@@ -10,6 +10,8 @@
  * batch overlaps shipping the previous one. A StatsRequest among the
  * batches is passed on and answered with the counters (busy, wait, bubble
  * seconds; bytes), which is how `egmla bench` times each stage. */
+#include "base/clock.h"
+#include "base/hash.h"
 #include "worker/worker_mpi.h"
 
 #include <cblas.h>
@@ -21,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "deploy/topology.h"
 #include "model/gguf.h"
+#include "worker/admit.h"
 #include "worker/head.h"
 #include "worker/stage.h"
 #include "worker/wire.h"
@@ -38,12 +40,6 @@ const char *egm_build_fingerprint(void) { return EGM_VERSION "+" EGM_GITREV; }
 
 /* ---- fingerprints ------------------------------------------------------ */
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n) {
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-#define FNV0 0xcbf29ce484222325ULL
 
 static int hash_file(const char *path, size_t limit, uint64_t *h, egm_err *e) {
     FILE *f = fopen(path, "rb");
@@ -51,7 +47,7 @@ static int hash_file(const char *path, size_t limit, uint64_t *h, egm_err *e) {
     unsigned char buf[65536];
     size_t n, total = 0;
     while (total < limit && (n = fread(buf, 1, sizeof buf < limit - total ? sizeof buf : limit - total, f)) > 0) {
-        *h = fnv(*h, buf, n);
+        *h = egm_fnv1a(*h, buf, n);
         total += n;
     }
     int bad = ferror(f);
@@ -99,8 +95,8 @@ static int hash_shards(const char *dir, uint64_t *h, egm_err *e) {
         uint64_t hl = 0;
         for (int k = 7; k >= 0; k--) hl = hl << 8 | len8[k];
         if (hl > (uint64_t)size) hl = (uint64_t)size;
-        *h = fnv(*h, names[i], strlen(names[i]) + 1);
-        *h = fnv(*h, &size, sizeof size);
+        *h = egm_fnv1a(*h, names[i], strlen(names[i]) + 1);
+        *h = egm_fnv1a(*h, &size, sizeof size);
         rc = hash_file(path, 8 + (size_t)hl, h, e);
     }
     for (int i = 0; i < n; i++) free(names[i]);
@@ -112,10 +108,10 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_e
     if (egm_gguf_is_file(dir)) return egm_gguf_fingerprint(dir, with_weights, out, e);
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    uint64_t hc = FNV0, hw = 0;
+    uint64_t hc = EGM_FNV_OFFSET, hw = 0;
     if (hash_file(path, (size_t)-1, &hc, e)) return -1;
     if (with_weights) {
-        hw = FNV0;
+        hw = EGM_FNV_OFFSET;
         if (hash_shards(dir, &hw, e)) return -1;
     }
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
@@ -123,22 +119,11 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40], egm_e
 }
 
 void egm_synthetic_fingerprint(const char *json, size_t len, uint64_t seed, char out[40]) {
-    uint64_t hc = fnv(FNV0, json, len), hw = fnv(FNV0, &seed, sizeof seed);
+    uint64_t hc = egm_fnv1a(EGM_FNV_OFFSET, json, len), hw = egm_fnv1a(EGM_FNV_OFFSET, &seed, sizeof seed);
     snprintf(out, 40, "%016llx-%016llx", (unsigned long long)hc, (unsigned long long)hw);
 }
 
 /* ---- MPI plumbing ------------------------------------------------------ */
-
-unsigned char *egm_bytes_need(egm_bytes *b, size_t n) {
-    if (n > b->cap || !b->p) {
-        size_t cap = n + n / 4 + 256;
-        unsigned char *p = realloc(b->p, cap);
-        if (!p) return NULL;
-        b->p = p;
-        b->cap = cap;
-    }
-    return b->p;
-}
 
 int egm_mpi_fail(egm_err *e, int code, const char *what) {
     char s[MPI_MAX_ERROR_STRING];
@@ -150,12 +135,6 @@ int egm_mpi_fail(egm_err *e, int code, const char *what) {
 void egm_mpi_hostname(char *buf, size_t n) {
     if (gethostname(buf, n)) snprintf(buf, n, "?");
     buf[n - 1] = 0;
-}
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* Spin briefly (a reply is often microseconds away), then back off to
@@ -186,7 +165,7 @@ static int serve_ping(egm_err *e) {
 int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
                      MPI_Status *st, egm_err *e) {
     long ns = 0;
-    double t0 = timeout_s > 0 ? now_s() : 0;
+    double t0 = timeout_s > 0 ? egm_now() : 0;
     for (int spins = 0;;) {
         for (int i = 0; i < n; i++) {
             int flag = 0, rc = MPI_Iprobe(src[i], tag[i], MPI_COMM_WORLD, &flag, st);
@@ -194,7 +173,7 @@ int egm_mpi_wait_for(int n, const int *src, const int *tag, double timeout_s,
             if (flag) return i;
         }
         if (serve_ping(e)) return -1;
-        if (timeout_s > 0 && spins >= 100 && now_s() - t0 > timeout_s) return EGM_MPI_TIMEOUT;
+        if (timeout_s > 0 && spins >= 100 && egm_now() - t0 > timeout_s) return EGM_MPI_TIMEOUT;
         backoff(&spins, &ns);
     }
 }
@@ -213,9 +192,9 @@ int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive, egm_err *e
         /* a dead peer may fail the send: it just stays "not alive" */
         if (MPI_Isend(&v, 1, MPI_INT, r, EGM_TAG_PING, MPI_COMM_WORLD, &req[r]) != MPI_SUCCESS)
             req[r] = MPI_REQUEST_NULL;
-    double t0 = now_s();
+    double t0 = egm_now();
     long ns = 0;
-    for (int spins = 0; missing > 0 && now_s() - t0 < grace_s;) {
+    for (int spins = 0; missing > 0 && egm_now() - t0 < grace_s;) {
         MPI_Status st;
         int flag = 0, got, rc = MPI_Iprobe(MPI_ANY_SOURCE, EGM_TAG_PING, MPI_COMM_WORLD, &flag, &st);
         if (rc != MPI_SUCCESS) break;
@@ -238,10 +217,10 @@ int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive, egm_err *e
     return missing;
 }
 
-int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len, egm_err *e) {
+int egm_mpi_recv_probed(const MPI_Status *st, egm_buf *buf, size_t *len, egm_err *e) {
     int count = 0, rc = MPI_Get_count(st, MPI_BYTE, &count);
     if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "message size");
-    if (!egm_bytes_need(buf, (size_t)count + 1)) return egm_fail(e, "out of memory for a %d-byte message", count);
+    if (!egm_buf_grow(buf, (size_t)count + 1)) return egm_fail(e, "out of memory for a %d-byte message", count);
     rc = MPI_Recv(buf->p, count, MPI_BYTE, st->MPI_SOURCE, st->MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) return egm_mpi_fail(e, rc, "receive");
     *len = (size_t)count;
@@ -267,7 +246,7 @@ int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
     MPI_Status st;
     int tag = EGM_TAG_CTRL;
     if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
-    egm_bytes b = {0};
+    egm_buf b = {0};
     size_t len;
     if (egm_mpi_recv_probed(&st, &b, &len, e)) {
         free(b.p);
@@ -283,7 +262,7 @@ int egm_mpi_recv_env(int src, Egmla__Envelope **env, int *from, egm_err *e) {
 /* ---- the stage --------------------------------------------------------- */
 
 typedef struct {
-    egm_bytes hdr, act;        /* header bytes and activations (or logits) */
+    egm_buf hdr, act;        /* header bytes and activations (or logits) */
     MPI_Request req[2];
 } send_slot;
 
@@ -296,7 +275,8 @@ typedef struct {
     int have_head;
     egm_wire_dtype wd;
     egm_buf x;
-    egm_bytes in_hdr, in_act;
+    egm_buf in_hdr, in_act;
+    egm_buf admits;            /* egm_admit[]: the batch's, decoded */
     egm_head_out *outs;
     int outs_cap;
     send_slot slots[2];
@@ -433,10 +413,35 @@ reply:
     return rc;
 }
 
-/* One micro-batch: its header is in w->in_hdr (len bytes), unpacked as mb. */
-static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err *e) {
-    const egm_config *c = &w->m.cfg;
-    int n = mb->n, D = c->hidden_size;
+/* The micro-batch's releases and admissions, decoded and applied. */
+static int apply_admits(worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = (int)mb->n_admits;
+    egm_admit *ad = egm_buf_grow(&w->admits, sizeof *ad * (size_t)(n ? n : 1));
+    if (!ad) return egm_fail(e, "out of memory for %d admissions", n);
+    for (int i = 0; i < n; i++) {
+        const Egmla__Admit *a = mb->admits[i];
+        egm_admit *d = &ad[i];
+        *d = (egm_admit){.slot = a->slot, .mode = a->mode, .n_reserve = a->n_reserve,
+                         .fork_slot = a->fork_slot, .fork_n = a->fork_n,
+                         .tokens = a->tokens, .n_tokens = (int)a->n_tokens,
+                         .top_logprobs = a->top_logprobs};
+        egm_sampling_default(&d->sp);
+        if (a->sampling) {
+            d->sp.temperature = a->sampling->temperature;
+            d->sp.top_k = a->sampling->top_k;
+            d->sp.top_p = a->sampling->top_p;
+            d->sp.min_p = a->sampling->min_p;
+            d->sp.repetition_penalty = a->sampling->repetition_penalty;
+            d->sp.seed = a->sampling->seed;
+        }
+    }
+    return egm_stage_apply(&w->st, w->have_head ? &w->head : NULL, mb->releases,
+                           (int)mb->n_releases, ad, n, e);
+}
+
+/* A micro-batch's header against the worker's assignment. */
+static int check_header(const worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = mb->n;
     if (n < 0 || (int)mb->n_slot != n || (int)mb->n_pos != n || (int)mb->n_token != n ||
         (int)mb->want.len != n)
         return egm_fail(e, "micro-batch %llu: inconsistent header (%d rows)",
@@ -444,61 +449,28 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     if (mb->wire_dtype != (int)w->wd)
         return egm_fail(e, "micro-batch %llu: wire dtype %d, assigned %d",
                         (unsigned long long)mb->seq, mb->wire_dtype, (int)w->wd);
-    float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
-    double t0 = now_s();
-    if (!w->first) {
-        size_t want = egm_wire_bytes(w->wd, n, D), got;
-        MPI_Status st;
-        int src = w->prev, tag = EGM_TAG_ACT;
-        if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
-        if (egm_mpi_recv_probed(&st, &w->in_act, &got, e)) return -1;
-        if (got != want)
-            return egm_fail(e, "micro-batch %llu: %zu bytes of activations, expected %zu",
-                            (unsigned long long)mb->seq, got, want);
-        w->bytes_in += got;
-    }
-    double t1 = now_s();
-    w->wait += t1 - t0;
-    for (size_t i = 0; i < mb->n_releases; i++) {
-        int slot = mb->releases[i];
-        if (slot < 0 || slot >= w->st.n_slots) return egm_fail(e, "release of slot %d", slot);
-        egm_stage_release(&w->st, slot);
-        if (w->have_head) egm_head_close(&w->head, slot);
-    }
-    for (size_t i = 0; i < mb->n_admits; i++) {
-        const Egmla__Admit *a = mb->admits[i];
-        if (a->slot < 0 || a->slot >= w->st.n_slots) return egm_fail(e, "admission to slot %d", a->slot);
-        if (a->n_reserve < 0 || (a->mode != EGM_MODE_GENERATE && a->mode != EGM_MODE_SCORE))
-            return egm_fail(e, "admission to slot %d: mode %d, %d positions", a->slot, a->mode,
-                            a->n_reserve);
-        for (size_t k = 0; k < a->n_tokens; k++)
-            if (a->tokens[k] < 0 || a->tokens[k] >= c->vocab_size)
-                return egm_fail(e, "admission to slot %d: token %d outside the vocabulary",
-                                a->slot, a->tokens[k]);
-        if (egm_stage_reserve(&w->st, a->slot, a->n_reserve))
-            return egm_fail(e, "layers %d-%d: KV cache cannot hold %d more positions for slot %d",
-                            w->m.lo, w->m.hi - 1, a->n_reserve, a->slot);
-        /* egm_stage_fork checks the source slot and that both hold fork_n */
-        if (a->fork_n > 0 && egm_stage_fork(&w->st, a->slot, a->fork_slot, a->fork_n))
-            return egm_fail(e, "admission to slot %d: cannot start from %d positions of slot %d",
-                            a->slot, a->fork_n, a->fork_slot);
-        if (w->have_head) {
-            egm_sampling sp;
-            egm_sampling_default(&sp);
-            if (a->sampling) {
-                sp.temperature = a->sampling->temperature;
-                sp.top_k = a->sampling->top_k;
-                sp.top_p = a->sampling->top_p;
-                sp.min_p = a->sampling->min_p;
-                sp.repetition_penalty = a->sampling->repetition_penalty;
-                sp.seed = a->sampling->seed;
-            }
-            const char *bad = egm_sampling_check(&sp);
-            if (bad) return egm_fail(e, "admission to slot %d: %s", a->slot, bad);
-            if (egm_head_open(&w->head, a->slot, a->mode, &sp, a->tokens, (int)a->n_tokens))
-                return egm_fail(e, "out of memory opening slot %d", a->slot);
-        }
-    }
+    return 0;
+}
+
+/* The previous rank's activations for mb, into w->in_act. */
+static int recv_act(worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    int n = mb->n, D = w->m.cfg.hidden_size;
+    size_t want = egm_wire_bytes(w->wd, n, D), got;
+    MPI_Status st;
+    int src = w->prev, tag = EGM_TAG_ACT;
+    if (egm_mpi_wait(1, &src, &tag, &st, e) < 0) return -1;
+    if (egm_mpi_recv_probed(&st, &w->in_act, &got, e)) return -1;
+    if (got != want)
+        return egm_fail(e, "micro-batch %llu: %zu bytes of activations, expected %zu",
+                        (unsigned long long)mb->seq, got, want);
+    w->bytes_in += got;
+    return 0;
+}
+
+/* Every row's slot, token and position, once the admissions are in. */
+static int check_rows(const worker *w, const Egmla__MicroBatch *mb, egm_err *e) {
+    const egm_config *c = &w->m.cfg;
+    int n = mb->n;
     for (int r = 0; r < n; r++)
         if (mb->slot[r] < 0 || mb->slot[r] >= w->st.n_slots || mb->token[r] < 0 ||
             mb->token[r] >= c->vocab_size)
@@ -514,6 +486,100 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
                             "%d reserved positions or out of order", (unsigned long long)mb->seq,
                             r, mb->pos[r], mb->slot[r], q->n_blocks * w->st.kv.block_tokens);
     }
+    return 0;
+}
+
+/* Not the last stage: the header, unchanged, and x encoded to the next rank.
+ * busy_from: when this rank's own work on the batch started. */
+static int send_next(worker *w, send_slot *s, const float *x, int n, size_t hdr_len,
+                     double busy_from, egm_err *e) {
+    int D = w->m.cfg.hidden_size;
+    size_t nb = egm_wire_bytes(w->wd, n, D);
+    if (!egm_buf_grow(&s->hdr, hdr_len) || !egm_buf_grow(&s->act, nb))
+        return egm_fail(e, "out of memory");
+    memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
+    egm_wire_encode(w->wd, x, n, D, s->act.p);
+    w->busy += egm_now() - busy_from;
+    if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
+        isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
+        return -1;
+    w->bytes_out += nb;
+    w->hdr_out += hdr_len;
+    return 0;
+}
+
+/* The last stage: sample or score the wanted rows, send the results (and
+ * logits when asked) to rank 0. */
+static int send_result(worker *w, send_slot *s, const Egmla__MicroBatch *mb,
+                       const egm_mbatch *b, const float *x, double busy_from, egm_err *e) {
+    const egm_config *c = &w->m.cfg;
+    int n = mb->n;
+    if (w->outs_cap < n) {
+        free(w->outs);
+        w->outs_cap = n;
+        w->outs = malloc(sizeof *w->outs * (size_t)n);
+        if (!w->outs) return egm_fail(e, "out of memory");
+    }
+    const unsigned char *want = mb->want.data;
+    int k = n ? egm_head_run(&w->head, &w->st, b, want, x, w->outs) : 0;
+    Egmla__Output *ov = calloc((size_t)(k ? k : 1), sizeof *ov);
+    Egmla__Output **op = calloc((size_t)(k ? k : 1), sizeof *op);
+    if (!ov || !op) {
+        free(ov);
+        free(op);
+        return egm_fail(e, "out of memory");
+    }
+    for (int i = 0; i < k; i++) {
+        Egmla__Output o = EGMLA__OUTPUT__INIT;
+        o.slot = w->outs[i].slot;
+        o.pos = w->outs[i].pos;
+        o.token = w->outs[i].token;
+        o.logprob = w->outs[i].logprob;
+        o.greedy = w->outs[i].greedy != 0;
+        o.has_target = w->outs[i].has_target != 0;
+        /* pointers into w->outs, alive until packed below */
+        o.n_top_ids = o.n_top_logprobs = (size_t)w->outs[i].n_top;
+        o.top_ids = (int32_t *)w->outs[i].top_id;
+        o.top_logprobs = w->outs[i].top_lp;
+        ov[i] = o;
+        op[i] = &ov[i];
+    }
+    Egmla__Result res = EGMLA__RESULT__INIT;
+    res.seq = mb->seq;
+    res.n_outs = (size_t)k;
+    res.outs = op;
+    res.has_logits = mb->keep_logits && k > 0;
+    Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
+    env.msg_case = EGMLA__ENVELOPE__MSG_RESULT;
+    env.result = &res;
+    size_t hl = egmla__envelope__get_packed_size(&env);
+    size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
+    if (!egm_buf_grow(&s->hdr, hl) || (lb && !egm_buf_grow(&s->act, lb))) {
+        free(ov);
+        free(op);
+        return egm_fail(e, "out of memory");
+    }
+    egmla__envelope__pack(&env, s->hdr.p);
+    free(ov);
+    free(op);
+    if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
+    w->busy += egm_now() - busy_from;
+    if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
+    if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
+    w->hdr_out += hl;
+    return 0;
+}
+
+/* One micro-batch: its header is in w->in_hdr (len bytes), unpacked as mb. */
+static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err *e) {
+    int n = mb->n, D = w->m.cfg.hidden_size;
+    if (check_header(w, mb, e)) return -1;
+    float *x = egm_buf_need(&w->x, (long)(n ? n : 1) * D);
+    double t0 = egm_now();
+    if (!w->first && recv_act(w, mb, e)) return -1;
+    double t1 = egm_now();
+    w->wait += t1 - t0;
+    if (apply_admits(w, mb, e) || check_rows(w, mb, e)) return -1;
     if (!w->first) egm_wire_decode(w->wd, w->in_act.p, n, D, x);
     egm_mbatch b = {n, mb->slot, mb->pos, mb->token};
     if (n) egm_stage_forward(&w->st, &b, x);
@@ -521,73 +587,13 @@ static int step(worker *w, const Egmla__MicroBatch *mb, size_t hdr_len, egm_err 
     /* ship it: reuse the buffers of two batches ago once they have left
      * (time spent waiting for that is the next rank's, not ours: wait) */
     send_slot *s = &w->slots[w->n_batches++ % 2];
-    double ts = now_s();
+    double ts = egm_now();
     if (wait_slot(s, e)) return -1;
-    double tw = now_s() - ts;
+    double tw = egm_now() - ts;
     w->wait += tw;
-    if (!w->last) {
-        size_t nb = egm_wire_bytes(w->wd, n, D);
-        if (!egm_bytes_need(&s->hdr, hdr_len) || !egm_bytes_need(&s->act, nb))
-            return egm_fail(e, "out of memory");
-        memcpy(s->hdr.p, w->in_hdr.p, hdr_len);  /* the header travels unchanged */
-        egm_wire_encode(w->wd, x, n, D, s->act.p);
-        w->busy += now_s() - t1 - tw;
-        if (isend(s->hdr.p, hdr_len, w->next, EGM_TAG_CTRL, &s->req[0], e) ||
-            isend(s->act.p, nb, w->next, EGM_TAG_ACT, &s->req[1], e))
-            return -1;
-        w->bytes_out += nb;
-        w->hdr_out += hdr_len;
-    } else {
-        if (w->outs_cap < n) {
-            free(w->outs);
-            w->outs_cap = n;
-            w->outs = malloc(sizeof *w->outs * (size_t)n);
-            if (!w->outs) return egm_fail(e, "out of memory");
-        }
-        const unsigned char *want = mb->want.data;
-        int k = n ? egm_head_run(&w->head, &w->st, &b, want, x, w->outs) : 0;
-        Egmla__Output *ov = calloc((size_t)(k ? k : 1), sizeof *ov);
-        Egmla__Output **op = calloc((size_t)(k ? k : 1), sizeof *op);
-        if (!ov || !op) {
-            free(ov);
-            free(op);
-            return egm_fail(e, "out of memory");
-        }
-        for (int i = 0; i < k; i++) {
-            Egmla__Output o = EGMLA__OUTPUT__INIT;
-            o.slot = w->outs[i].slot;
-            o.pos = w->outs[i].pos;
-            o.token = w->outs[i].token;
-            o.logprob = w->outs[i].logprob;
-            o.greedy = w->outs[i].greedy != 0;
-            o.has_target = w->outs[i].has_target != 0;
-            ov[i] = o;
-            op[i] = &ov[i];
-        }
-        Egmla__Result res = EGMLA__RESULT__INIT;
-        res.seq = mb->seq;
-        res.n_outs = (size_t)k;
-        res.outs = op;
-        res.has_logits = mb->keep_logits && k > 0;
-        Egmla__Envelope env = EGMLA__ENVELOPE__INIT;
-        env.msg_case = EGMLA__ENVELOPE__MSG_RESULT;
-        env.result = &res;
-        size_t hl = egmla__envelope__get_packed_size(&env);
-        size_t lb = res.has_logits ? sizeof(float) * (size_t)k * (size_t)c->vocab_size : 0;
-        if (!egm_bytes_need(&s->hdr, hl) || (lb && !egm_bytes_need(&s->act, lb))) {
-            free(ov);
-            free(op);
-            return egm_fail(e, "out of memory");
-        }
-        egmla__envelope__pack(&env, s->hdr.p);
-        free(ov);
-        free(op);
-        if (lb) memcpy(s->act.p, egm_head_last_logits(&w->head), lb);
-        w->busy += now_s() - t1 - tw;
-        if (isend(s->hdr.p, hl, 0, EGM_TAG_CTRL, &s->req[0], e)) return -1;
-        if (lb && isend(s->act.p, lb, 0, EGM_TAG_LOGITS, &s->req[1], e)) return -1;
-        w->hdr_out += hl;
-    }
+    if (w->last ? send_result(w, s, mb, &b, x, t1 + tw, e)
+                : send_next(w, s, x, n, hdr_len, t1 + tw, e))
+        return -1;
     w->rows += (unsigned long long)n;
     return 0;
 }
@@ -603,7 +609,7 @@ static int send_stats(const worker *w, uint64_t request, int tag, egm_err *e) {
     s.busy_s = w->busy;
     s.wait_s = w->wait;
     s.bubble_s = w->bubble;
-    s.clock_s = now_s();
+    s.clock_s = egm_now();
     s.bytes_in = w->bytes_in;
     s.bytes_out = w->bytes_out;
     s.header_bytes_out = w->hdr_out;
@@ -651,6 +657,7 @@ static void worker_free(worker *w) {
     free(w->x.p);
     free(w->in_hdr.p);
     free(w->in_act.p);
+    free(w->admits.p);
     free(w->outs);
     for (int k = 0; k < 2; k++) {
         free(w->slots[k].hdr.p);
@@ -671,9 +678,12 @@ int egm_worker_main(int rank, int world) {
     int rc = 1;
     if (egm_mpi_recv_env(0, &env, NULL, &e)) goto fatal;
     if (env->msg_case != EGMLA__ENVELOPE__MSG_ASSIGN) {
-        /* rank 0 gave up before assigning (it printed why) */
+        /* rank 0 gave up before assigning (it printed why): exit as it
+         * does, so that mpirun's status is rank 0's whoever ends first */
+        int status = env->msg_case == EGMLA__ENVELOPE__MSG_SHUTDOWN && env->shutdown->exit_status > 0
+                         ? env->shutdown->exit_status : 1;
         egmla__envelope__free_unpacked(env, NULL);
-        return 1;
+        return status;
     }
     int ok = start(&w, env->assign, &e) == 0;
     egmla__envelope__free_unpacked(env, NULL);
@@ -685,9 +695,9 @@ int egm_worker_main(int rank, int world) {
     for (;;) {
         MPI_Status st;
         int src[2] = {w.prev, 0}, tag[2] = {EGM_TAG_CTRL, EGM_TAG_STOP};
-        double t0 = now_s();
+        double t0 = egm_now();
         int which = egm_mpi_wait(2, src, tag, &st, &e);
-        w.bubble += now_s() - t0;  /* nothing to work on until a header comes */
+        w.bubble += egm_now() - t0;  /* nothing to work on until a header comes */
         if (which < 0) goto fatal;
         if (which == 1) {
             int v;

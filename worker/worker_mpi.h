@@ -23,7 +23,8 @@
 #include <mpi.h>
 
 #include "egmla.pb-c.h"
-#include "model/err.h"
+#include "base/buf.h"
+#include "base/err.h"
 
 enum { EGM_TAG_CTRL = 1, EGM_TAG_ACT = 2, EGM_TAG_LOGITS = 3, EGM_TAG_STOP = 4,
        EGM_TAG_PING = 5, EGM_TAG_STATS = 6 };
@@ -41,13 +42,6 @@ int egm_model_fingerprint(const char *dir, int with_weights, char out[40],
 /* The same shape for synthetic weights (Assign.config_json): a hash of the
  * config text, then one of the seed. */
 void egm_synthetic_fingerprint(const char *json, size_t len, uint64_t seed, char out[40]);
-
-/* Growable byte buffer for messages. */
-typedef struct {
-    unsigned char *p;
-    size_t cap;
-} egm_bytes;
-unsigned char *egm_bytes_need(egm_bytes *b, size_t n);
 
 /* Turns an MPI error code into a message (returns -1). */
 int egm_mpi_fail(egm_err *e, int code, const char *what);
@@ -71,7 +65,7 @@ int egm_mpi_ping_all(int world, double grace_s, unsigned char *alive,
                      egm_err *e);
 
 /* Receives the pending message described by st into buf; *len its size. */
-int egm_mpi_recv_probed(const MPI_Status *st, egm_bytes *buf, size_t *len,
+int egm_mpi_recv_probed(const MPI_Status *st, egm_buf *buf, size_t *len,
                         egm_err *e);
 
 /* Packs env and sends it (blocking; control messages are small). */

@@ -13,9 +13,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memset(&r, 0, sizeof r);
     int rc = egm_request_parse((const char *)data, size, 7, "fuzz.jsonl", &d, &r, &e);
     if (rc == 0) {
-        if (!r.id_json || (!r.prompt == !r.tokens) || r.max_new_tokens < 0) abort();
+        if (!r.id_json || !!r.prompt + !!r.tokens + !!r.messages != 1 || r.max_new_tokens < 0 ||
+            r.n_stop > EGM_MAX_STOP || r.logprobs < -1 || r.logprobs > EGM_MAX_LOGPROBS)
+            abort();
         for (int i = 0; i < r.n_tokens; i++)
             if (r.tokens[i] < 0) abort();
+        for (int i = 0; i < r.n_stop; i++)
+            if (!r.stop[i][0]) abort();
+        for (int i = 0; i < r.n_messages; i++)
+            if (!r.messages[i].role || !r.messages[i].content) abort();
         egm_gen_stats st = {r.n_tokens, 1, 0.5, 1.5, 0.25};
         const char *text = r.prompt ? r.prompt : "";
         free(egm_result_generate(r.id_json, r.tokens, r.n_tokens, text, strlen(text), "stop", &st));

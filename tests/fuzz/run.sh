@@ -31,7 +31,7 @@ done
 # Only what the harnesses reach: the parsers and what they call (not the MPI
 # pipeline, which needs mpirun to be of any use here).
 objs=()
-for src in model/*.c kernels/*.c deploy/topology.c coordinator/request.c \
+for src in base/*.c model/*.c kernels/*.c deploy/topology.c coordinator/request.c \
            coordinator/jsonl.c "$OUT"/proto/*.pb-c.c; do
   o="$OUT/obj/$(echo "${src%.c}" | tr / _).o"
   [ "$o" -nt "$src" ] ||

@@ -1,8 +1,7 @@
 /* pool.h - a small fixed pool of worker threads that run the tasks of one
  * parallel loop at a time.
  *
- * Threading, not math: it lives in kernels/ only because that is the lowest
- * folder of the stack (it belongs in base/ once there is one); it does no
+ * Threading, not math, so it sits in base/ under every layer; it does no
  * I/O. The engine owns one pool per stage (worker/stage.c) and splits
  * sequences, heads and blocks of weight rows over it, with BLAS
  * single-threaded inside; nothing depends on an OpenMP runtime or on

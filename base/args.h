@@ -19,7 +19,7 @@
 
 #include <stdio.h>
 
-#include "model/err.h"
+#include "base/err.h"
 
 typedef enum {
     EGM_OPT_FLAG,    /* int *: set to 1; takes no value */
@@ -54,10 +54,17 @@ typedef struct {
 int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
                    egm_err *e);
 
+/* The same, also setting given[i] = 1 for each table entry i that appears
+ * on the command line (given: one byte per entry, zeroed by the caller), so
+ * that "not given" needs no sentinel value. */
+int egm_args_parse_given(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
+                         unsigned char *given, egm_err *e);
+
 /* egm_args_parse for a subcommand's entry point, without positionals:
  * returns -1 when the command goes on, else the exit status to return at
  * once: 0 after --help, 2 (EGM_EXIT_USAGE) after printing the error. */
 int egm_args_main(const egm_cmd *cmd, int argc, char **argv);
+int egm_args_main_given(const egm_cmd *cmd, int argc, char **argv, unsigned char *given);
 
 /* The --help text, with each option's current value as its default. */
 void egm_args_usage(const egm_cmd *cmd, FILE *f);

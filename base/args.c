@@ -1,7 +1,8 @@
 /* args.c - table-driven "--name value" parsing with strict numbers. */
 #include "args.h"
 
-#include "coordinator/commands.h"
+#include "base/exit.h"
+#include "base/rank.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -36,7 +37,8 @@ void egm_args_usage(const egm_cmd *cmd, FILE *f) {
         if (strlen(head) > 22) fprintf(f, "  %s\n  %-22s  ", head, "");
         else fprintf(f, "  %-22s  ", head);
         fprintf(f, "%s", o->help ? o->help : "");
-        switch (o->kind) {
+        /* a help text that states its own default gets no second one */
+        switch (o->help && strstr(o->help, "(default") ? EGM_OPT_FLAG : o->kind) {
         case EGM_OPT_INT: fprintf(f, " (default: %d)", *(int *)o->ptr); break;
         case EGM_OPT_FLOAT: fprintf(f, " (default: %g)", *(float *)o->ptr); break;
         case EGM_OPT_U64:
@@ -133,6 +135,11 @@ static const char *expected_of(const egm_opt *o) {
 
 int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
                    egm_err *e) {
+    return egm_args_parse_given(cmd, argc, argv, n_pos, NULL, e);
+}
+
+int egm_args_parse_given(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
+                         unsigned char *given, egm_err *e) {
     int npos = 0, only_pos = 0;
     for (int i = 0; i < argc; i++) {
         char *a = argv[i];
@@ -160,6 +167,7 @@ int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
         if (!o || !o->name)
             return egm_fail(e, "%s: unknown option --%.*s (see %s --help)",
                             cmd->name, (int)nlen, name, cmd->name);
+        if (given) given[o - cmd->opts] = 1;
 
         if (o->kind == EGM_OPT_FLAG) {
             if (eq)
@@ -187,11 +195,16 @@ int egm_args_parse(const egm_cmd *cmd, int argc, char **argv, int *n_pos,
 }
 
 int egm_args_main(const egm_cmd *cmd, int argc, char **argv) {
+    return egm_args_main_given(cmd, argc, argv, NULL);
+}
+
+int egm_args_main_given(const egm_cmd *cmd, int argc, char **argv, unsigned char *given) {
     egm_err e;
-    int rc = egm_args_parse(cmd, argc, argv, NULL, &e);
+    int rc = egm_args_parse_given(cmd, argc, argv, NULL, given, &e);
     if (rc == 1) return EGM_EXIT_OK;
     if (rc < 0) {
-        fprintf(stderr, "%s\n", e.msg);
+        /* under mpirun every rank parses the same line: rank 0 says why */
+        if (!egm_run_is_worker()) fprintf(stderr, "%s\n", e.msg);
         return EGM_EXIT_USAGE;
     }
     return -1;

@@ -5,7 +5,7 @@
  * briefly, or wake from the condition variable. Tasks are claimed with an
  * atomic counter. The caller waits for the workers that joined the job
  * (`busy`) the same way: a short spin, then the `done` condition. */
-#include "kernels/pool.h"
+#include "base/pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

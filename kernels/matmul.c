@@ -1,0 +1,204 @@
+/* matmul.c - egm_mat_mul: F32 to egm_gemm, few rows to the dot kernels,
+ * many rows to sgemm over dequantised tiles (see matmul.h).
+ *
+ * Why tiles into sgemm for many rows: once x has more than a few rows the
+ * product is compute-bound, and OpenBLAS's sgemm runs near this CPU's fp32
+ * peak; dequantising a tile of W costs O(rows*cols) against the GEMM's
+ * O(M*rows*cols), so for M >= 16 it is a few percent (docs/BENCHMARKS.md). */
+#include "kernels/matmul.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels/ops.h"
+#include "kernels/qdot.h"
+
+egm_mat egm_mat_f32(const float *w, int rows, int cols) {
+    return (egm_mat){EGM_GGML_F32, rows, cols, w, (size_t)cols * sizeof(float)};
+}
+
+egm_mat egm_mat_of(int type, const void *data, int rows, int cols) {
+    return (egm_mat){type, rows, cols, data, egm_qtype_row_bytes(type, cols)};
+}
+
+size_t egm_mat_bytes(const egm_mat *W) { return (size_t)W->rows * W->row_bytes; }
+
+void egm_mat_row(const egm_mat *W, int r, float *dst) {
+    egm_dequant_row(W->type, (const char *)W->data + (size_t)r * W->row_bytes, dst, W->cols);
+}
+
+/* ---- kernel set -------------------------------------------------------- */
+
+static const egm_qdot_set *g_set;
+
+static const egm_qdot_set *best_set(const char *want) {
+    int portable = want && !strcmp(want, "portable"), only2 = want && !strcmp(want, "avx2");
+    if (!portable && !only2 && egm_qdot_avx512() && egm_qdot_avx512_ok()) return egm_qdot_avx512();
+    if (!portable && egm_qdot_avx2() && egm_qdot_avx2_ok()) return egm_qdot_avx2();
+    return &egm_qdot_ref;
+}
+
+static const egm_qdot_set *kernel_set(void) {
+    const egm_qdot_set *s = __atomic_load_n(&g_set, __ATOMIC_ACQUIRE);
+    if (!s) {
+        s = best_set(getenv("EGMLA_KERNELS"));
+        __atomic_store_n(&g_set, s, __ATOMIC_RELEASE);
+    }
+    return s;
+}
+
+const char *egm_kernels_name(void) { return kernel_set()->name; }
+
+int egm_kernels_force(const char *name) {
+    const egm_qdot_set *s = best_set(name);
+    if (strcmp(s->name, name)) return -1;
+    __atomic_store_n(&g_set, s, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* ---- threading --------------------------------------------------------- */
+
+typedef void (*range_fn)(void *ctx, int lo, int hi);
+
+/* Splits [0, n) into one contiguous range per thread. The one place that
+ * knows how work is spread, so another thread pool can replace it. */
+static void par_ranges(int n, int threads, range_fn fn, void *ctx) {
+    if (threads > n) threads = n;
+    if (threads <= 1) {
+        fn(ctx, 0, n);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int t = 0; t < threads; t++)
+        fn(ctx, (int)((long)n * t / threads), (int)((long)n * (t + 1) / threads));
+}
+
+/* Below this many bytes of weights one thread does it (waking the others
+ * costs more; see ops.c's EGM_GEMM_THREADED_MIN for the same reasoning). */
+#define EGM_QMM_THREADED_MIN (256L << 10)
+
+static int threads_for(const egm_mat *W) {
+#ifdef _OPENMP
+    if (omp_in_parallel() || (long)egm_mat_bytes(W) < EGM_QMM_THREADED_MIN) return 1;
+#else
+    (void)W;
+    return 1;
+#endif
+    return openblas_get_num_threads();
+}
+
+/* ---- few rows: dot kernels --------------------------------------------- */
+
+typedef struct {
+    const egm_mat *W;
+    egm_qdot_fn dot;
+    const void *act;
+    size_t act_stride;
+    int M, ldy, acc;
+    float *y;
+} dot_job;
+
+static void dot_rows(void *p, int lo, int hi) {
+    const dot_job *j = p;
+    float out[EGM_QMM_DOT_MAX];
+    for (int n = lo; n < hi; n++) {
+        j->dot(j->W->cols, (const char *)j->W->data + (size_t)n * j->W->row_bytes, j->act,
+               j->act_stride, j->M, out);
+        for (int m = 0; m < j->M; m++) {
+            float *o = j->y + (long)m * j->ldy + n;
+            *o = j->acc ? *o + out[m] : out[m];
+        }
+    }
+}
+
+/* Grown, never shrunk: one per thread that calls us. */
+static _Thread_local void *t_act, *t_tile;
+static _Thread_local size_t t_act_cap, t_tile_cap;
+
+static void *grow(void **p, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*p);
+        *cap = n + n / 4;
+        if (!(*p = malloc(*cap))) abort(); /* bounded by batch x width; OOM is fatal */
+    }
+    return *p;
+}
+
+static void mul_dot(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
+                    int acc) {
+    int K = W->cols, kind = egm_qdot_act(W->type);
+    size_t stride = egm_qdot_act_bytes(W->type, K);
+    char *act = (char *)x;
+    if (kind != EGM_ACT_F32) {
+        act = grow(&t_act, &t_act_cap, stride * (size_t)M);
+        for (int m = 0; m < M; m++) {
+            if (kind == EGM_ACT_A8)
+                egm_quantize_row_a8(x + (long)m * ldx, (egm_block_a8 *)(act + stride * m), K);
+            else
+                egm_quantize_row_q8_K(x + (long)m * ldx, act + stride * m, K);
+        }
+    } else {
+        stride = (size_t)ldx * sizeof(float);
+    }
+    dot_job j = {W, egm_qdot_pick(kernel_set(), W->type), act, stride, M, ldy, acc, y};
+    par_ranges(W->rows, threads_for(W), dot_rows, &j);
+}
+
+/* ---- many rows: dequantised tiles into sgemm --------------------------- */
+
+typedef struct {
+    const egm_mat *W;
+    int n0;
+    float *tile;
+    egm_qdeq_fn deq;
+} deq_job;
+
+static void deq_rows(void *p, int lo, int hi) {
+    const deq_job *j = p;
+    const egm_mat *W = j->W;
+    for (int r = lo; r < hi; r++) {
+        const void *src = (const char *)W->data + (size_t)(j->n0 + r) * W->row_bytes;
+        float *dst = j->tile + (long)r * W->cols;
+        if (!j->deq || !j->deq(W->type, src, dst, W->cols)) egm_dequant_row(W->type, src, dst, W->cols);
+    }
+}
+
+static void mul_tiles(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
+                      int acc) {
+    int K = W->cols;
+    /* ~4 MiB of fp32 per tile: L2/L3-sized, and few enough sgemm calls that
+     * repacking x for each stays small */
+    int rows = (int)((4L << 20) / ((long)K * (long)sizeof(float)));
+    if (rows < 16) rows = 16;
+    if (rows > W->rows) rows = W->rows;
+    float *tile = grow(&t_tile, &t_tile_cap, (size_t)rows * (size_t)K * sizeof(float));
+    for (int n0 = 0; n0 < W->rows; n0 += rows) {
+        int nr = W->rows - n0 < rows ? W->rows - n0 : rows;
+        deq_job j = {W, n0, tile, kernel_set()->deq};
+        par_ranges(nr, threads_for(W), deq_rows, &j);
+        egm_gemm(0, 1, M, nr, K, 1.0f, x, ldx, tile, K, acc ? 1.0f : 0.0f, y + n0, ldy);
+    }
+}
+
+void egm_mat_mul(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy, int acc) {
+    if (M <= 0 || W->rows <= 0) return;
+    if (W->type == EGM_GGML_F32)
+        egm_gemm(0, 1, M, W->rows, W->cols, 1.0f, x, ldx, W->data, W->cols, acc ? 1.0f : 0.0f, y,
+                 ldy);
+    else if (M <= EGM_QMM_DOT_MAX)
+        mul_dot(W, M, x, ldx, y, ldy, acc);
+    else
+        mul_tiles(W, M, x, ldx, y, ldy, acc);
+}
+
+void egm_matmul(float *y, const float *x, const egm_mat *W, int M) {
+    egm_mat_mul(W, M, x, W->cols, y, W->rows, 0);
+}
+
+void egm_matmul_acc(float *y, const float *x, const egm_mat *W, int M) {
+    egm_mat_mul(W, M, x, W->cols, y, W->rows, 1);
+}

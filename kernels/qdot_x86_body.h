@@ -1,0 +1,361 @@
+/* qdot_x86_body.h - the x86 dot kernels, compiled twice by qdot_x86.c: once
+ * for AVX2 (VNNI 0: maddubs + madd) and once for AVX-512 VNNI/BF16 (VNNI 1:
+ * vpdpbusd). SFX(name) gives each copy its own names. Each kernel unpacks a
+ * weight block once and applies it to all M activation rows. */
+
+/* 8 x int32: sums of 4 adjacent products of u8 u and s8 s. */
+static inline __attribute__((always_inline)) __m256i SFX(dot4)(__m256i u, __m256i s) {
+#if VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+/* F16C's one-instruction conversion (ops.c's portable one is a call). */
+static inline __attribute__((always_inline)) float SFX(h2f)(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+static inline __attribute__((always_inline)) float SFX(hsum)(__m256 v) {
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    a = _mm_add_ps(a, _mm_movehl_ps(a, a));
+    a = _mm_add_ss(a, _mm_movehdup_ps(a));
+    return _mm_cvtss_f32(a);
+}
+
+/* 16 bytes of nibbles -> 32 u8: low nibbles (elements 0..15), then high. */
+static inline __attribute__((always_inline)) __m256i SFX(nibbles)(const uint8_t *p) {
+    __m128i q = _mm_loadu_si128((const __m128i *)p);
+    __m128i m = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), m), _mm_and_si128(q, m));
+}
+
+#define ACT(m, T) ((const T *)((const char *)act + (size_t)(m) * stride))
+
+static inline __attribute__((always_inline)) void SFX(k_q4_1)(int n, const void *w, const void *act, size_t stride, int M,
+                          float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    float corr[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps(), corr[m] = 0;
+    const egm_block_q4_1 *b = w;
+    for (int i = 0; i < n / EGM_QK; i++) {
+        __m256i q = SFX(nibbles)(b[i].qs);
+        float d = SFX(h2f)(b[i].d), mn = SFX(h2f)(b[i].m);
+        for (int m = 0; m < M; m++) {
+            const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
+            __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[m]);
+            corr[m] += mn * a->d * (float)a->sum;
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q4_0)(int n, const void *w, const void *act, size_t stride, int M,
+                          float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    const egm_block_q4_0 *b = w;
+    for (int i = 0; i < n / EGM_QK; i++) {
+        __m256i q = SFX(nibbles)(b[i].qs);
+        float d = SFX(h2f)(b[i].d);
+        for (int m = 0; m < M; m++) {
+            const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
+            __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            /* (q - 8) . a: the -8 sum(a) lands in lane 0 */
+            p = _mm256_add_epi32(p, _mm256_setr_epi32(-8 * a->sum, 0, 0, 0, 0, 0, 0, 0));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[m]);
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]);
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q8_0)(int n, const void *w, const void *act, size_t stride, int M,
+                          float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    const egm_block_q8_0 *b = w;
+    for (int i = 0; i < n / EGM_QK; i++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)b[i].qs);
+        __m256i qa = _mm256_sign_epi8(q, q); /* |q| as u8; the sign moves to a */
+        float d = SFX(h2f)(b[i].d);
+        for (int m = 0; m < M; m++) {
+            const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
+            __m256i s = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)a->qs), q);
+            __m256i p = SFX(dot4)(qa, s);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[m]);
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]);
+}
+
+/* 32 bits -> 32 bytes, 0x10 where the bit is set (Q5_0 / Q5_1's fifth bit;
+ * llama.cpp's bytes_from_bits_32). */
+static inline __attribute__((always_inline)) __m256i SFX(bit5)(const uint8_t *qh) {
+    uint32_t u;
+    memcpy(&u, qh, 4);
+    __m256i x = _mm256_shuffle_epi8(_mm256_set1_epi32((int)u),
+                                    _mm256_setr_epi64x(0, 0x0101010101010101LL,
+                                                       0x0202020202020202LL,
+                                                       0x0303030303030303LL));
+    x = _mm256_or_si256(x, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfeLL));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi64x(-1)), _mm256_set1_epi8(16));
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5)(int n, const void *w,
+                                                            const void *act, size_t stride,
+                                                            int M, float *out, int q51) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    float corr[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps(), corr[m] = 0;
+    size_t bb = q51 ? sizeof(egm_block_q5_1) : sizeof(egm_block_q5_0);
+    for (int i = 0; i < n / EGM_QK; i++) {
+        const uint8_t *b = (const uint8_t *)w + bb * (size_t)i, *p = b + (q51 ? 4 : 2);
+        uint16_t hd, hm = 0;
+        memcpy(&hd, b, 2);
+        if (q51) memcpy(&hm, b + 2, 2);
+        __m256i q = _mm256_or_si256(SFX(nibbles)(p + 4), SFX(bit5)(p));
+        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : -16.0f * d;
+        for (int m = 0; m < M; m++) {
+            const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
+            __m256i pr = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), _mm256_set1_ps(d * a->d), acc[m]);
+            corr[m] += mn * a->d * (float)a->sum;
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5_0)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(k_q5)(n, w, act, stride, M, out, 0);
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5_1)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(k_q5)(n, w, act, stride, M, out, 1);
+}
+
+/* Q4_K / Q5_K (qh NULL for Q4_K): the 8 sub-blocks of 32 as u8 vectors. */
+static inline __attribute__((always_inline)) void SFX(unpack_k45)(const uint8_t *qs,
+                                                                  const uint8_t *qh,
+                                                                  __m256i v[8]) {
+    __m256i m4 = _mm256_set1_epi8(15), hb = _mm256_setzero_si256();
+    if (qh) hb = _mm256_loadu_si256((const __m256i *)qh);
+    for (int g = 0; g < 4; g++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+        v[2 * g] = _mm256_and_si256(q, m4);
+        v[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) { /* bit 2g / 2g+1 of each qh byte, moved to bit 4 */
+            __m256i one = _mm256_set1_epi8(1);
+            __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g), one);
+            __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * g + 1), one);
+            v[2 * g] = _mm256_or_si256(v[2 * g], _mm256_slli_epi16(h0, 4));
+            v[2 * g + 1] = _mm256_or_si256(v[2 * g + 1], _mm256_slli_epi16(h1, 4));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void SFX(dot_k45)(int n, const void *w, int five,
+                                                               const void *act, size_t stride,
+                                                               int M, float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    float corr[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps(), corr[m] = 0;
+    size_t bb = five ? sizeof(egm_block_q5_K) : sizeof(egm_block_q4_K);
+    for (int i = 0; i < n / EGM_QK_K; i++) {
+        const uint8_t *blk = (const uint8_t *)w + bb * (size_t)i;
+        const egm_block_q4_K *b4 = (const egm_block_q4_K *)(const void *)blk;
+        const egm_block_q5_K *b5 = (const egm_block_q5_K *)(const void *)blk;
+        __m256i v[8];
+        SFX(unpack_k45)(five ? b5->qs : b4->qs, five ? b5->qh : NULL, v);
+        uint8_t sc[8], mn[8];
+        for (int j = 0; j < 8; j++) egm_q4k_scale_min(j, b4->scales, &sc[j], &mn[j]);
+        float d = SFX(h2f)(b4->d), dmin = SFX(h2f)(b4->dmin);
+        for (int m = 0; m < M; m++) {
+            const egm_block_q8_K *a = ACT(m, egm_block_q8_K) + i;
+            __m256i s = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                __m256i p = SFX(dot4)(v[j], _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j)));
+                s = _mm256_add_epi32(s, _mm256_mullo_epi32(p, _mm256_set1_epi32(sc[j])));
+            }
+            int summ = 0;
+            for (int j = 0; j < 8; j++) summ += mn[j] * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * a->d), acc[m]);
+            corr[m] -= dmin * a->d * (float)summ;
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q4_K)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(dot_k45)(n, w, 0, act, stride, M, out);
+}
+
+static inline __attribute__((always_inline)) void SFX(k_q5_K)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(dot_k45)(n, w, 1, act, stride, M, out);
+}
+
+/* Q6_K: vector k of half h holds elements 128h + 32k + l, scales
+ * 8h + 2k (l < 16) and 8h + 2k + 1; q - 32 via -32 * sc . bsums. */
+static inline __attribute__((always_inline)) void SFX(k_q6_K)(int n, const void *w, const void *act, size_t stride, int M,
+                          float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    const egm_block_q6_K *b = w;
+    __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    for (int i = 0; i < n / EGM_QK_K; i++) {
+        __m256i v[8], scv[8];
+        for (int h = 0; h < 2; h++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
+            __m256i hh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m256i lo[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                             _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                             _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
+            for (int k = 0; k < 4; k++) {
+                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hh, 2 * k), m3);
+                v[4 * h + k] = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
+                int s0 = b[i].scales[8 * h + 2 * k], s1 = b[i].scales[8 * h + 2 * k + 1];
+                scv[4 * h + k] = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+            }
+        }
+        float d = SFX(h2f)(b[i].d);
+        for (int m = 0; m < M; m++) {
+            const egm_block_q8_K *a = ACT(m, egm_block_q8_K) + i;
+            __m256i s = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                __m256i p = SFX(dot4)(v[j], _mm256_loadu_si256((const __m256i *)(a->qs + 32 * j)));
+                s = _mm256_add_epi32(s, _mm256_mullo_epi32(p, scv[j]));
+            }
+            int off = 0;
+            for (int j = 0; j < 16; j++) off += b[i].scales[j] * a->bsums[j];
+            s = _mm256_add_epi32(s, _mm256_setr_epi32(-32 * off, 0, 0, 0, 0, 0, 0, 0));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d * a->d), acc[m]);
+        }
+    }
+    for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]);
+}
+
+/* 16-bit weights against fp32 activations: 8 weights widened per step. */
+static inline __attribute__((always_inline)) void SFX(dot_16)(int n, const uint16_t *h, int bf,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    __m256 acc[EGM_QMM_DOT_MAX];
+    for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i r = _mm_loadu_si128((const __m128i *)(h + i));
+        __m256 wv = bf ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r), 16))
+                       : _mm256_cvtph_ps(r);
+        for (int m = 0; m < M; m++)
+            acc[m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(ACT(m, float) + i), acc[m]);
+    }
+    for (int m = 0; m < M; m++) {
+        float s = SFX(hsum)(acc[m]);
+        for (int k = i; k < n; k++)
+            s += (bf ? egm_bf16_to_f32(h[k]) : egm_f16_to_f32(h[k])) * ACT(m, float)[k];
+        out[m] = s;
+    }
+}
+
+static inline __attribute__((always_inline)) void SFX(k_f16)(int n, const void *w,
+                                                             const void *act, size_t stride,
+                                                             int M, float *out) {
+    SFX(dot_16)(n, w, 0, act, stride, M, out);
+}
+
+static inline __attribute__((always_inline)) void SFX(k_bf16)(int n, const void *w,
+                                                              const void *act, size_t stride,
+                                                              int M, float *out) {
+    SFX(dot_16)(n, w, 1, act, stride, M, out);
+}
+
+/* The entry points: M as a constant, so the loops over rows unroll and the
+ * per-row accumulators stay in registers. */
+#define ENTRY(t)                                                                            \
+    static void SFX(dot_##t)(int n, const void *w, const void *act, size_t stride, int M,   \
+                             float *out) {                                                  \
+        switch (M) {                                                                        \
+        case 1: SFX(k_##t)(n, w, act, stride, 1, out); break;                               \
+        case 2: SFX(k_##t)(n, w, act, stride, 2, out); break;                               \
+        case 3: SFX(k_##t)(n, w, act, stride, 3, out); break;                               \
+        case 4: SFX(k_##t)(n, w, act, stride, 4, out); break;                               \
+        case 5: SFX(k_##t)(n, w, act, stride, 5, out); break;                               \
+        case 6: SFX(k_##t)(n, w, act, stride, 6, out); break;                               \
+        case 7: SFX(k_##t)(n, w, act, stride, 7, out); break;                               \
+        default: SFX(k_##t)(n, w, act, stride, 8, out); break;                              \
+        }                                                                                   \
+    }
+ENTRY(f16)
+ENTRY(bf16)
+ENTRY(q8_0)
+ENTRY(q4_0)
+ENTRY(q4_1)
+ENTRY(q5_0)
+ENTRY(q5_1)
+ENTRY(q4_K)
+ENTRY(q5_K)
+ENTRY(q6_K)
+#undef ENTRY
+
+/* ---- dequantisation (the many-rows path's tiles) ---- */
+
+/* 32 u8 at q -> 32 floats d * q + m at y */
+static inline __attribute__((always_inline)) void SFX(deq32)(__m256i q, float d, float m,
+                                                             float *y) {
+    __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
+    for (int k = 0; k < 4; k++) {
+        __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
+        _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(f, dv, mv));
+    }
+}
+
+/* 1 if this type has a vector dequantiser here (else the caller uses
+ * egm_dequant_row). */
+static int SFX(deq_row)(int type, const void *src, float *y, int n) {
+    switch (type) {
+    case EGM_GGML_Q4_1:
+        for (const egm_block_q4_1 *b = src; n > 0; n -= 32, b++, y += 32)
+            SFX(deq32)(SFX(nibbles)(b->qs), SFX(h2f)(b->d), SFX(h2f)(b->m), y);
+        return 1;
+    case EGM_GGML_Q4_0:
+        for (const egm_block_q4_0 *b = src; n > 0; n -= 32, b++, y += 32) {
+            float d = SFX(h2f)(b->d);
+            SFX(deq32)(SFX(nibbles)(b->qs), d, -8.0f * d, y);
+        }
+        return 1;
+    case EGM_GGML_Q8_0: /* q + 128 as u8, minus 128 d */
+        for (const egm_block_q8_0 *b = src; n > 0; n -= 32, b++, y += 32) {
+            float d = SFX(h2f)(b->d);
+            __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs),
+                                         _mm256_set1_epi8((char)0x80));
+            SFX(deq32)(q, d, -128.0f * d, y);
+        }
+        return 1;
+    case EGM_GGML_F16:
+    case EGM_GGML_BF16: {
+        const uint16_t *h = src;
+        int i = 0;
+        for (; i + 8 <= n; i += 8) {
+            __m128i r = _mm_loadu_si128((const __m128i *)(h + i));
+            _mm256_storeu_ps(y + i, type == EGM_GGML_F16 ? _mm256_cvtph_ps(r) :
+                             _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(r), 16)));
+        }
+        if (i < n) egm_dequant_row(type, h + i, y + i, n - i);
+        return 1;
+    }
+    }
+    return 0;
+}
+
+#undef ACT

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# End-to-end: every command that runs the engine accepts every engine option
+# (one table, coordinator/engine.c), lists it in --help, and refuses a bad
+# value with exit 2; the sampling options are generate's alone.
+set -u
+BIN=${BIN:-bin/egmla}
+fails=0
+ok()   { echo "  ok: $*"; }
+bad()  { echo "  FAIL: $*"; fails=$((fails+1)); }
+
+# option and a valid value ("-" for a flag)
+ENGINE="model:models/egmla-tiny kv-budget:64MiB kv-dtype:bf16 max-batch:8
+        micro-batches:2 chunk:64 block-tokens:8 threads:1 no-gate-table:-
+        rank-timeout:5 topology:deploy/examples/local-2stage.yaml wire-dtype:fp32"
+SAMPLING="max-new-tokens temperature top-k top-p min-p repetition-penalty seed ignore-eos"
+
+for cmd in generate score eval perplexity loglikelihood bench; do
+  help=$($BIN $cmd --help 2>&1)
+  missing="" refused=""
+  for ov in $ENGINE; do
+    o=${ov%%:*} v=${ov#*:}
+    grep -q -- "--$o\b" <<<"$help" || missing+=" --$o"
+    # the parser stops at --help: exit 0 means every option before it was taken
+    if [ "$v" = - ]; then args=(--$o); else args=(--$o "$v"); fi
+    $BIN $cmd "${args[@]}" --help >/dev/null 2>&1 || refused+=" --$o"
+  done
+  if [ -z "$missing$refused" ]; then ok "$cmd accepts and lists every engine option"
+  else bad "$cmd: not listed:$missing; refused:$refused"; fi
+  $BIN $cmd --kv-dtype fp16 >/dev/null 2>&1
+  rc=$?; [ $rc -eq 2 ] && ok "$cmd --kv-dtype fp16 exits 2" || bad "$cmd --kv-dtype fp16 exited $rc"
+  $BIN $cmd --wire-dtype fp16 >/dev/null 2>&1
+  rc=$?; [ $rc -eq 2 ] && ok "$cmd --wire-dtype fp16 exits 2" || bad "$cmd --wire-dtype fp16 exited $rc"
+done
+
+help=$($BIN generate --help 2>&1) listed=""
+for o in $SAMPLING; do grep -q -- "--$o\b" <<<"$help" || listed+=" --$o"; done
+[ -z "$listed" ] && ok "generate lists the sampling options" || bad "generate lacks:$listed"
+for cmd in score eval perplexity loglikelihood; do
+  help=$($BIN $cmd --help 2>&1) listed=""
+  for o in $SAMPLING; do grep -q -- "--$o\b" <<<"$help" && listed+=" --$o"; done
+  [ -z "$listed" ] && ok "$cmd --help lists no sampling option" || bad "$cmd --help lists$listed"
+done
+
+echo "e2e_options: $fails failed"
+[ $fails -eq 0 ]
