@@ -24,9 +24,3 @@ void *egm_buf_grow(egm_buf *b, size_t n) {
     }
     return b->p;
 }
-
-void egm_buf_free(egm_buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->cap = 0;
-}

@@ -3,7 +3,7 @@
  *   egm_buf b = {0};
  *   float *x = egm_buf_need(&b, n);          scratch: n floats, old contents gone
  *   unsigned char *m = egm_buf_grow(&b, k);  k bytes, contents kept; NULL on OOM
- *   egm_buf_free(&b);
+ *   free(b.p);
  *
  * Buffers only grow (by a quarter more than asked), so a steady workload
  * stops allocating after its first rounds. */
@@ -23,7 +23,5 @@ float *egm_buf_need(egm_buf *b, long n);
 
 /* At least n bytes, keeping the first cap bytes; NULL (b unchanged) on OOM. */
 void *egm_buf_grow(egm_buf *b, size_t n);
-
-void egm_buf_free(egm_buf *b);
 
 #endif

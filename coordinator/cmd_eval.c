@@ -251,6 +251,119 @@ out:
     return rc;
 }
 
+/* Reads the task: one example per line, its choices added to ll as
+ * requests. *ex grows to *n_ex examples (freed by the caller on failure). */
+static int read_task(job_t *j, egm_ll_job *ll, const char *task, example_t **ex, int *n_ex,
+                     egm_err *e) {
+    egm_jsonl *in = egm_jsonl_open(task, e);
+    if (!in) return -1;
+    int cap = 0, rc = -1;
+    for (;;) {
+        const char *line;
+        size_t len;
+        long lineno;
+        int r = egm_jsonl_next(in, &line, &len, &lineno, e);
+        if (r < 0) goto out;
+        if (r == 0) break;
+        if (*n_ex == cap) {
+            cap = cap ? cap * 2 : 64;
+            example_t *p = realloc(*ex, sizeof **ex * (size_t)cap);
+            if (!p) {
+                egm_fail(e, "out of memory");
+                goto out;
+            }
+            *ex = p;
+        }
+        example_t *x = &(*ex)[(*n_ex)++];
+        memset(x, 0, sizeof *x);
+        if (task_line(j, ll, line, len, task, lineno, x, e)) goto out;
+    }
+    rc = *n_ex == 0 ? egm_fail(e, "%s: no examples", task) : 0;
+out:
+    egm_jsonl_close(in);
+    return rc;
+}
+
+/* One example's line of --per-example. Takes lls and gr. */
+static void per_example_line(FILE *pe, const example_t *x, json_t *lls, json_t *gr, int pred,
+                             int pred_n) {
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_loads(x->id_json, JSON_DECODE_ANY, NULL));
+    json_object_set_new(o, "loglikelihoods", lls);
+    json_object_set_new(o, "is_greedy", gr);
+    json_object_set_new(o, "pred", json_integer(pred));
+    json_object_set_new(o, "pred_norm", json_integer(pred_n));
+    json_object_set_new(o, "gold", json_integer(x->gold));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    if (s) fprintf(pe, "%s\n", s);
+    free(s);
+    json_decref(o);
+}
+
+/* acc[i] and accn[i] of each example from its choices' results (and its
+ * --per-example line when pe); *tokens counts the continuation tokens. */
+static int grade(const egm_ll_job *ll, const example_t *ex, int n_ex, const char *task,
+                 FILE *pe, double *acc, double *accn, long *tokens, egm_err *e) {
+    *tokens = 0;
+    for (int i = 0; i < n_ex; i++) {
+        const example_t *x = &ex[i];
+        double ll_[x->n_choices], norm[x->n_choices];
+        json_t *lls = json_array(), *gr = json_array();
+        for (int c = 0; c < x->n_choices; c++) {
+            const egm_ll_result *r = &ll->r[x->first_req + c];
+            if (r->error) {
+                json_decref(lls);
+                json_decref(gr);
+                return egm_fail(e, "%s: example %s, choice %d: %s", task, x->id_json, c, r->error);
+            }
+            ll_[c] = r->logprob;
+            norm[c] = r->logprob / x->len[c];
+            *tokens += r->n_tokens;
+            json_array_append_new(lls, num(r->logprob));
+            json_array_append_new(gr, json_boolean(r->is_greedy));
+        }
+        int pred = egm_argmax_d(ll_, x->n_choices), pred_n = egm_argmax_d(norm, x->n_choices);
+        acc[i] = pred == x->gold;
+        accn[i] = pred_n == x->gold;
+        if (pe) {
+            per_example_line(pe, x, lls, gr, pred, pred_n);
+        } else {
+            json_decref(lls);
+            json_decref(gr);
+        }
+    }
+    return 0;
+}
+
+/* The report: JSON to --out, the table to the terminal. */
+static int eval_report(const job_t *j, const egm_ll_job *ll, const char *task, const char *out,
+                       int n_ex, const double *acc, const double *accn, long tokens) {
+    double m = 0, mn = 0;
+    for (int i = 0; i < n_ex; i++) m += acc[i], mn += accn[i];
+    m /= n_ex;
+    mn /= n_ex;
+    double se = egm_mean_stderr(acc, n_ex), sen = egm_mean_stderr(accn, n_ex);
+    json_t *rep = json_object();
+    json_object_set_new(rep, "task", json_string(task));
+    json_object_set_new(rep, "model", json_string(j->r.model));
+    json_object_set_new(rep, "n", json_integer(n_ex));
+    json_object_set_new(rep, "acc", json_real(m));
+    json_object_set_new(rep, "acc_stderr", num(se));
+    json_object_set_new(rep, "acc_norm", json_real(mn));
+    json_object_set_new(rep, "acc_norm_stderr", num(sen));
+    json_object_set_new(rep, "requests", json_integer(ll->n_r));
+    json_object_set_new(rep, "continuation_tokens", json_integer(tokens));
+    json_object_set_new(rep, "max_length", json_integer(j->max_length));
+    FILE *tf;
+    int bad = write_report(rep, out, &tf, "eval");
+    json_decref(rep);
+    if (bad) return EGM_EXIT_FAIL;
+    fprintf(tf, "%s: %d examples\n", task, n_ex);
+    fprintf(tf, "| metric   |  value |  stderr |\n|----------|--------|---------|\n");
+    fprintf(tf, "| acc      | %.4f | %7.4f |\n| acc_norm | %.4f | %7.4f |\n", m, se, mn, sen);
+    return 0;
+}
+
 int egm_cmd_eval(int argc, char **argv) {
     job_t j;
     job_init(&j);
@@ -275,137 +388,43 @@ int egm_cmd_eval(int argc, char **argv) {
     if (reports_unwritable("egmla eval", out, per_example)) return EGM_EXIT_FAIL;
     egm_ll_job ll;
     example_t *ex = NULL;
-    int n_ex = 0, cap_ex = 0;
+    int n_ex = 0;
+    double *acc = NULL, *accn = NULL;
+    FILE *pe = NULL;
+    long tokens;
     rc = EGM_EXIT_FAIL;
-    egm_jsonl *in = NULL;
+    egm_ll_init(&ll, 0, -1); /* freed at done, even when the model fails to load */
     if (job_load(&j, 0, &e)) goto fail;
     egm_ll_init(&ll, j.max_length, egm_prefix_token(&j.cfg));
-    if (!(in = egm_jsonl_open(task, &e))) goto fail;
-    for (;;) {
-        const char *line;
-        size_t len;
-        long lineno;
-        int r = egm_jsonl_next(in, &line, &len, &lineno, &e);
-        if (r < 0) goto fail;
-        if (r == 0) break;
-        if (n_ex == cap_ex) {
-            cap_ex = cap_ex ? cap_ex * 2 : 64;
-            example_t *p = realloc(ex, sizeof *ex * (size_t)cap_ex);
-            if (!p) {
-                egm_fail(&e, "out of memory");
-                goto fail;
-            }
-            ex = p;
-        }
-        memset(&ex[n_ex], 0, sizeof *ex);
-        n_ex++;
-        if (task_line(&j, &ll, line, len, task, lineno, &ex[n_ex - 1], &e)) goto fail;
-    }
-    egm_jsonl_close(in);
-    in = NULL;
-    if (n_ex == 0) {
-        egm_fail(&e, "%s: no examples", task);
-        goto fail;
-    }
+    if (read_task(&j, &ll, task, &ex, &n_ex, &e)) goto fail;
     rc = job_run(&j, &ll, "eval");
     if (egm_run_is_worker() || rc) goto done;
     rc = EGM_EXIT_FAIL;
-
-    double *acc = malloc(sizeof(double) * (size_t)n_ex), *accn = malloc(sizeof(double) * (size_t)n_ex);
-    FILE *pe = NULL;
+    acc = malloc(sizeof(double) * (size_t)n_ex);
+    accn = malloc(sizeof(double) * (size_t)n_ex);
     if (!acc || !accn) {
-        free(acc);
-        free(accn);
         egm_fail(&e, "out of memory");
         goto fail;
     }
     if (per_example && !(pe = !strcmp(per_example, "-") ? stdout : fopen(per_example, "w"))) {
         egm_fail(&e, "--per-example %s: cannot create: %s", per_example, strerror(errno));
-        free(acc);
-        free(accn);
         goto fail;
     }
-    long tokens = 0;
-    for (int i = 0; i < n_ex; i++) {
-        example_t *x = &ex[i];
-        double ll_[x->n_choices], norm[x->n_choices];
-        json_t *lls = json_array(), *gr = json_array();
-        for (int c = 0; c < x->n_choices; c++) {
-            egm_ll_result *r = &ll.r[x->first_req + c];
-            if (r->error) {
-                egm_fail(&e, "%s: example %s, choice %d: %s", task, x->id_json, c, r->error);
-                json_decref(lls);
-                json_decref(gr);
-                free(acc);
-                free(accn);
-                if (pe && pe != stdout) fclose(pe);
-                goto fail;
-            }
-            ll_[c] = r->logprob;
-            norm[c] = r->logprob / x->len[c];
-            tokens += r->n_tokens;
-            json_array_append_new(lls, num(r->logprob));
-            json_array_append_new(gr, json_boolean(r->is_greedy));
-        }
-        int pred = egm_argmax_d(ll_, x->n_choices), pred_n = egm_argmax_d(norm, x->n_choices);
-        acc[i] = pred == x->gold;
-        accn[i] = pred_n == x->gold;
-        if (pe) {
-            json_t *o = json_object();
-            json_object_set_new(o, "id", json_loads(x->id_json, JSON_DECODE_ANY, NULL));
-            json_object_set_new(o, "loglikelihoods", lls);
-            json_object_set_new(o, "is_greedy", gr);
-            json_object_set_new(o, "pred", json_integer(pred));
-            json_object_set_new(o, "pred_norm", json_integer(pred_n));
-            json_object_set_new(o, "gold", json_integer(x->gold));
-            char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
-            if (s) fprintf(pe, "%s\n", s);
-            free(s);
-            json_decref(o);
-        } else {
-            json_decref(lls);
-            json_decref(gr);
-        }
-    }
-    if (pe && pe != stdout && fclose(pe)) {
+    if (grade(&ll, ex, n_ex, task, pe, acc, accn, &tokens, &e)) goto fail;
+    FILE *closing = pe;
+    pe = NULL;
+    if (closing && closing != stdout && fclose(closing)) {
         egm_fail(&e, "--per-example %s: write failed", per_example);
-        free(acc);
-        free(accn);
         goto fail;
     }
-    double m = 0, mn = 0;
-    for (int i = 0; i < n_ex; i++) m += acc[i], mn += accn[i];
-    m /= n_ex;
-    mn /= n_ex;
-    double se = egm_mean_stderr(acc, n_ex), sen = egm_mean_stderr(accn, n_ex);
-    free(acc);
-    free(accn);
-    json_t *rep = json_object();
-    json_object_set_new(rep, "task", json_string(task));
-    json_object_set_new(rep, "model", json_string(j.r.model));
-    json_object_set_new(rep, "n", json_integer(n_ex));
-    json_object_set_new(rep, "acc", json_real(m));
-    json_object_set_new(rep, "acc_stderr", num(se));
-    json_object_set_new(rep, "acc_norm", json_real(mn));
-    json_object_set_new(rep, "acc_norm_stderr", num(sen));
-    json_object_set_new(rep, "requests", json_integer(ll.n_r));
-    json_object_set_new(rep, "continuation_tokens", json_integer(tokens));
-    json_object_set_new(rep, "max_length", json_integer(j.max_length));
-    FILE *tf;
-    if (write_report(rep, out, &tf, "eval")) {
-        json_decref(rep);
-        goto done;
-    }
-    json_decref(rep);
-    fprintf(tf, "%s: %d examples\n", task, n_ex);
-    fprintf(tf, "| metric   |  value |  stderr |\n|----------|--------|---------|\n");
-    fprintf(tf, "| acc      | %.4f | %7.4f |\n| acc_norm | %.4f | %7.4f |\n", m, se, mn, sen);
-    rc = 0;
+    rc = eval_report(&j, &ll, task, out, n_ex, acc, accn, tokens);
     goto done;
 fail:
     fprintf(stderr, "egmla eval: %s\n", e.msg);
 done:
-    if (in) egm_jsonl_close(in);
+    if (pe && pe != stdout) fclose(pe);
+    free(acc);
+    free(accn);
     for (int i = 0; i < n_ex; i++) {
         free(ex[i].id_json);
         free(ex[i].len);

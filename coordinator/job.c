@@ -65,6 +65,9 @@ int egm_run_prepare(const egm_run_opts *r, egm_run_io *io, egm_err *e) {
         io->out = egm_out_open(r->out, e);
     }
     if (!io->out) return -1;
+    if (r->dump_logits && !strcmp(r->dump_logits, "-"))
+        return egm_fail(e, "--dump-logits needs a file, not -: each sequence's logits are "
+                        "written at their offset, out of order");
     if (r->dump_logits) {
         io->dump_fd = open(r->dump_logits, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (io->dump_fd < 0)
@@ -100,7 +103,11 @@ void egm_sched_opts_from_run(const egm_run_opts *r, const egm_run_io *io, egm_sc
     so->score_from = r->score_from;
     so->score_ctx = r->score_ctx;
     so->feed = r->feed;
-    if (r->feed) so->progress = 0;
+    if (r->feed) {
+        so->progress = 0;
+        so->on_token = r->feed->token;
+        so->token_ctx = r->feed;
+    }
 }
 
 /* Prints the summary and turns the outcome into an exit status. */

@@ -106,8 +106,8 @@ int main(int argc, char **argv) {
     /* a closed output pipe is a write error to report, not a silent death */
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
-        usage(stderr);
-        return EGM_EXIT_USAGE;
+        if (!egm_run_is_worker()) usage(stderr);
+        return worker_wait_for_rank0(EGM_EXIT_USAGE);
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "version")) {
@@ -133,7 +133,9 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name)) return worker_wait_for_rank0(cmds[i].fn(argc - 2, argv + 2));
-    fprintf(stderr, "egmla: unknown command \"%s\"\n", cmd);
-    usage(stderr);
-    return EGM_EXIT_USAGE;
+    if (!egm_run_is_worker()) {
+        fprintf(stderr, "egmla: unknown command \"%s\"\n", cmd);
+        usage(stderr);
+    }
+    return worker_wait_for_rank0(EGM_EXIT_USAGE);
 }

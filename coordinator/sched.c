@@ -572,8 +572,6 @@ static int process(sched_t *s, const egm_result *r, egm_err *e) {
         if (q->n_gen == 0) q->t_first = egm_now();
         if (q->tok_lp) keep_logprobs(q, o);
         q->gen[q->n_gen++] = o->token;
-        if (s->o->feed && s->o->feed->token)
-            s->o->feed->token(s->o->feed, q->req.id_json, q->gen, q->n_gen);
         const char *reason = NULL;
         int hit = q->stop ? egm_stop_feed_token(q->stop, s->tok, o->token) : 0;
         if (hit < 0) return egm_fail(e, "out of memory");

@@ -65,6 +65,7 @@ typedef struct {
 } egm_sched_load;
 
 typedef struct egm_sched_feed egm_sched_feed;
+struct egm_token_event;
 struct egm_sched_feed {
     const char *origin;       /* names requests in messages */
     /* Once, before the first request: the pipeline is up. */
@@ -75,8 +76,9 @@ struct egm_sched_feed {
      * none is queued. 0: no more requests (draining), -1: fatal. */
     int (*next)(egm_sched_feed *f, int wait, const char **line, size_t *len, long *lineno,
                 egm_err *e);
-    /* A sequence sampled its n-th token; gen[0..n) so far. */
-    void (*token)(egm_sched_feed *f, const char *id_json, const int *gen, int n);
+    /* Per-token events, as on_token below (ctx: the feed): settled text
+     * deltas for streaming, log-probs when asked. */
+    void (*token)(void *feed, const char *id_json, const struct egm_token_event *ev);
     /* The request's result line (ok=0: an error record; line NULL: it was
      * cancelled, its slot and KV released). */
     void (*result)(egm_sched_feed *f, const char *id_json, const char *line, int ok);
@@ -97,7 +99,7 @@ struct egm_sched_feed {
  * is an incomplete UTF-8 character; nothing past a stop string is ever
  * delivered. logprob and the top arrays are set when the request asked for
  * log-probs (n_top = its "logprobs"), else n_top is -1. */
-typedef struct {
+typedef struct egm_token_event {
     int token;                /* -1 on the final event */
     int index;                /* position in the result's "tokens" */
     const char *text;         /* not NUL-terminated */

@@ -45,7 +45,10 @@ struct srv_req {
     int efd;                  /* eventfd: a token or the result came */
     int refs;                 /* the connection and the scheduler side */
     int queued, taken, done, cancelled;
-    int *gen, n_gen, cap_gen; /* tokens sampled so far */
+    int n_gen;                /* tokens sampled so far */
+    char *text;               /* their settled text (stop strings held back) */
+    size_t text_len, text_cap;
+    json_t *lps;              /* log-probs asked: one entry per token, as in result lines */
     char *result;             /* the result line; NULL and done: cancelled */
     int ok;
     double t_enq, t_first, t_last;
@@ -117,9 +120,10 @@ json_t *srv_api_error(const char *msg, const char *type, const char *param, cons
 /* The response for a finished request (its result line), or an error
  * object and *status. */
 json_t *srv_api_response(srv *s, const srv_call *c, long id, const char *result, int *status);
-/* A streaming chunk: text delta and/or finish_reason (NULL: none yet). */
+/* A streaming chunk: text delta and/or finish_reason (NULL: none yet);
+ * lps: log-prob entries of its tokens (result-line shape) or NULL. */
 json_t *srv_api_chunk(srv *s, const srv_call *c, long id, const char *delta, size_t n,
-                      const char *finish, int first);
+                      const char *finish, int first, const json_t *lps, size_t offset);
 json_t *srv_api_usage(const json_t *result);
 
 /* serve_metrics.c */

@@ -316,18 +316,20 @@ json_t *srv_api_response(srv *s, const srv_call *c, long id, const char *result,
 }
 
 json_t *srv_api_chunk(srv *s, const srv_call *c, long id, const char *delta, size_t n,
-                      const char *finish, int first) {
+                      const char *finish, int first, const json_t *lps, size_t offset) {
     json_t *text = json_stringn(delta, n);
     if (!text) return NULL; /* not valid UTF-8 yet */
-    json_t *o = envelope(s, c, id, 1), *choice;
+    json_t *o = envelope(s, c, id, 1), *choice, *holder = json_pack("{s:O?}", "logprobs", lps);
+    json_t *lp = logprobs_of(c->chat, holder, (size_t)-1, offset);
+    json_decref(holder);
     if (c->chat) {
         json_t *d = json_object();
         if (first) json_object_set_new(d, "role", json_string("assistant"));
         if (n || !finish) json_object_set(d, "content", text);
-        choice = json_pack("{s:i, s:o, s:n, s:s?}", "index", 0, "delta", d, "logprobs",
+        choice = json_pack("{s:i, s:o, s:o, s:s?}", "index", 0, "delta", d, "logprobs", lp,
                            "finish_reason", finish);
     } else {
-        choice = json_pack("{s:O, s:i, s:n, s:s?}", "text", text, "index", 0, "logprobs",
+        choice = json_pack("{s:O, s:i, s:o, s:s?}", "text", text, "index", 0, "logprobs", lp,
                            "finish_reason", finish);
     }
     json_decref(text);

@@ -30,7 +30,8 @@ static void wake(srv_req *r) {
 static void req_free(srv_req *r) {
     if (r->efd >= 0) close(r->efd);
     free(r->line);
-    free(r->gen);
+    free(r->text);
+    json_decref(r->lps);
     free(r->result);
     free(r);
 }
@@ -211,24 +212,53 @@ static int feed_next(egm_sched_feed *f, int wait, const char **line, size_t *len
     return 1;
 }
 
-static void feed_token(egm_sched_feed *f, const char *id_json, const int *gen, int n) {
-    srv *s = (srv *)f;
+/* A token's text alone, for log-prob entries (specials as their text). */
+static json_t *token_text(srv *s, int id) {
+    char *t = s->tok ? egm_tok_decode(s->tok, &id, 1, 0) : NULL;
+    json_t *j = t ? json_string(t) : NULL;
+    free(t);
+    return j ? j : json_string("");
+}
+
+static json_t *lp_entry(srv *s, const egm_token_event *ev) {
+    json_t *top = json_array();
+    for (int i = 0; i < ev->n_top; i++)
+        json_array_append_new(top, json_pack("{s:i, s:o, s:f}", "token", ev->top_id[i], "text",
+                                             token_text(s, ev->top_id[i]), "logprob",
+                                             (double)ev->top_lp[i]));
+    return json_pack("{s:i, s:o, s:f, s:o}", "token", ev->token, "text", token_text(s, ev->token),
+                     "logprob", (double)ev->logprob, "top", top);
+}
+
+static void append_text(srv_req *r, const char *t, size_t n) {
+    if (r->text_len + n + 1 > r->text_cap) {
+        size_t cap = (r->text_len + n + 1) * 2;
+        char *b = realloc(r->text, cap);
+        if (!b) return; /* the final result line still has all of it */
+        r->text = b;
+        r->text_cap = cap;
+    }
+    memcpy(r->text + r->text_len, t, n);
+    r->text_len += n;
+    r->text[r->text_len] = 0;
+}
+
+/* Called by the scheduler for each sampled token and once at the end. */
+static void feed_token(void *f, const char *id_json, const egm_token_event *ev) {
+    srv *s = f;
     double t = srv_now();
+    json_t *lp = ev->token >= 0 && ev->n_top >= 0 ? lp_entry(s, ev) : NULL;
     pthread_mutex_lock(&s->mu);
     srv_req *r = find(s, id_json);
     if (r && !r->done) {
-        if (n > r->cap_gen) {
-            int cap = n > 2 * r->cap_gen ? n + 16 : 2 * r->cap_gen;
-            int *g = realloc(r->gen, sizeof(int) * (size_t)cap);
-            if (g) {
-                r->gen = g;
-                r->cap_gen = cap;
-            }
+        append_text(r, ev->text, ev->text_len);
+        if (lp) {
+            if (!r->lps) r->lps = json_array();
+            json_array_append(r->lps, lp);
         }
-        if (n <= r->cap_gen) {
-            memcpy(r->gen + r->n_gen, gen + r->n_gen, sizeof(int) * (size_t)(n - r->n_gen));
-            r->n_gen = n;
-        }
+    }
+    if (r && !r->done && ev->token >= 0) {
+        int n = ++r->n_gen;
         if (n == 1) {
             r->t_first = t;
             srv_hist_add(&s->ttft, t - r->t_enq);
@@ -236,9 +266,10 @@ static void feed_token(egm_sched_feed *f, const char *id_json, const int *gen, i
             srv_hist_add(&s->itl, t - r->t_last);
         }
         r->t_last = t;
-        wake(r);
     }
+    if (r && !r->done) wake(r);
     pthread_mutex_unlock(&s->mu);
+    json_decref(lp);
 }
 
 /* Prompt and generated tokens of a result line, for the counters. */

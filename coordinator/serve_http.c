@@ -29,8 +29,8 @@ typedef struct {
     srv_req *r;
     srv_call call;
     int fd;                   /* the client's socket */
-    int n_seen;               /* tokens turned into text so far */
     size_t sent;              /* text bytes sent */
+    size_t lp_sent;           /* log-prob entries sent */
     char *out;                /* SSE bytes not yet handed to the daemon */
     size_t out_len, out_off;
     int finished, first;
@@ -125,88 +125,63 @@ static int emit_json(stream_t *t, json_t *j) {
     return rc;
 }
 
-static int emit_delta(stream_t *t, const char *text, size_t upto, const char *finish) {
-    const char *d = text + t->sent;
-    size_t n = upto > t->sent ? upto - t->sent : 0;
-    if (!n && !finish && !t->first) return 0;
-    json_t *j = srv_api_chunk(t->s, &t->call, t->r->id, d, n, finish, t->first);
-    if (!j) return 0;
-    t->first = 0;
-    t->sent += n;
-    return emit_json(t, j);
-}
-
-/* How much of `text` may go out while more tokens may come: not a
- * trailing replacement character (maybe half a UTF-8 sequence), nothing
- * from the first stop string found, nor a tail that could start one. */
-static size_t safe_len(const char *text, size_t n, const json_t *stop) {
-    while (n >= 3 && !memcmp(text + n - 3, "\xEF\xBF\xBD", 3)) n -= 3;
-    size_t safe = n;
-    size_t i;
-    json_t *v;
-    json_array_foreach(stop, i, v) {
-        const char *st = json_string_value(v);
-        size_t L = st ? strlen(st) : 0;
-        if (!L) continue;
-        const char *hit = memmem(text, n, st, L);
-        if (hit && (size_t)(hit - text) < safe) safe = (size_t)(hit - text);
-        for (size_t k = L - 1; k > 0; k--)
-            if (k <= n && !memcmp(text + n - k, st, k)) {
-                if (n - k < safe) safe = n - k;
-                break;
-            }
-    }
-    return safe;
-}
-
-/* Turns the request's news into SSE bytes; 0 when there was none. */
+/* Turns the request's news into SSE bytes: the text the scheduler has
+ * settled since the last chunk (a possible stop string and half UTF-8
+ * characters are held back there) with its tokens' log-probs; at the end
+ * the finish reason and usage. 0 when there was nothing new. */
 static int stream_produce(stream_t *t) {
     srv *s = t->s;
     srv_req *r = t->r;
     pthread_mutex_lock(&s->mu);
-    int done = r->done, n = r->n_gen;
-    int *gen = NULL;
-    if (!done && n > t->n_seen) {
-        gen = malloc(sizeof(int) * (size_t)n);
-        if (gen) memcpy(gen, r->gen, sizeof(int) * (size_t)n);
+    int done = r->done;
+    size_t upto = r->text_len;
+    char *text = upto > t->sent ? strndup(r->text, upto) : NULL;
+    json_t *lps = NULL;
+    size_t n_lps = json_array_size(r->lps);
+    if (n_lps > t->lp_sent) {
+        lps = json_array();
+        for (size_t i = t->lp_sent; i < n_lps; i++)
+            json_array_append(lps, json_array_get(r->lps, i));
     }
     pthread_mutex_unlock(&s->mu);
-    if (done) {
-        /* the result line has the final text (cut at a stop string) */
-        const char *reason = "stop";
-        json_t *res = r->result ? json_loads(r->result, 0, NULL) : NULL;
-        const char *text = json_string_value(json_object_get(res, "text"));
-        if (res && !json_object_get(res, "error")) {
-            reason = json_string_value(json_object_get(res, "finish_reason"));
-            if (!text) text = "";
-            if (emit_delta(t, text, strlen(text), NULL)) goto oom;
-            json_t *fin = srv_api_chunk(s, &t->call, r->id, "", 0, reason ? reason : "stop", 0);
-            json_t *u = srv_api_usage(res);
-            if (fin && u) json_object_set_new(fin, "usage", u);
-            else json_decref(u);
-            if (emit_json(t, fin)) goto oom;
-        } else {
-            const char *m = json_string_value(json_object_get(res, "error"));
-            if (emit_json(t, srv_api_error(m ? m : "the server stopped before the request finished",
-                                           "server_error", NULL, NULL)))
-                goto oom;
-        }
-        json_decref(res);
-        t->finished = 1;
-        return emit(t, "data: [DONE]\n\n", 14) ? -1 : 1;
-    oom:
-        json_decref(res);
-        return -1;
-    }
-    if (!gen) return 0;
-    t->n_seen = n;
-    char *text = s->tok ? egm_tok_decode(s->tok, gen, n, 1) : NULL;
-    free(gen);
-    if (!text) return 0;
     size_t before = t->out_len;
-    int rc = emit_delta(t, text, safe_len(text, strlen(text), t->call.stop), NULL);
+    int rc = 0;
+    if (text || lps) {
+        size_t sent = t->sent;
+        json_t *j = srv_api_chunk(s, &t->call, r->id, text ? text + sent : "",
+                                  text ? upto - sent : 0, NULL, t->first, lps, sent);
+        if (j) {
+            t->first = 0;
+            t->sent = text ? upto : sent;
+            t->lp_sent = n_lps;
+            rc = emit_json(t, j);
+        }
+    }
     free(text);
-    return rc ? -1 : t->out_len > before;
+    json_decref(lps);
+    if (rc) return -1;
+    if (!done) return t->out_len > before;
+    /* the result line has the final text (cut at a stop string) */
+    json_t *res = r->result ? json_loads(r->result, 0, NULL) : NULL;
+    if (res && !json_object_get(res, "error")) {
+        const char *reason = json_string_value(json_object_get(res, "finish_reason"));
+        const char *all = json_string_value(json_object_get(res, "text"));
+        size_t n = all ? strlen(all) : 0;
+        json_t *fin = srv_api_chunk(s, &t->call, r->id, all && n > t->sent ? all + t->sent : "",
+                                    n > t->sent ? n - t->sent : 0, reason ? reason : "stop",
+                                    t->first, NULL, t->sent);
+        json_t *u = srv_api_usage(res);
+        if (fin && u) json_object_set_new(fin, "usage", u);
+        else json_decref(u);
+        rc = emit_json(t, fin);
+    } else {
+        const char *m = json_string_value(json_object_get(res, "error"));
+        rc = emit_json(t, srv_api_error(m ? m : "the server stopped before the request finished",
+                                        "server_error", NULL, NULL));
+    }
+    json_decref(res);
+    t->finished = 1;
+    return rc || emit(t, "data: [DONE]\n\n", 14) ? -1 : 1;
 }
 
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
@@ -251,7 +226,7 @@ static enum MHD_Result start_stream(srv *s, struct MHD_Connection *c, srv_req *r
     if (t->call.echo && t->call.prompt_text) {
         /* the prompt goes first, as a chunk of its own */
         json_t *j = srv_api_chunk(s, &t->call, r->id, t->call.prompt_text,
-                                  strlen(t->call.prompt_text), NULL, 1);
+                                  strlen(t->call.prompt_text), NULL, 1, NULL, 0);
         t->first = 0;
         emit_json(t, j);
     }

@@ -9,10 +9,13 @@
 
 #include "kernels/quant.h"
 
-/* Activations for the 32-element types: fp32 d, the sum of q (for Q4_0's
- * offset and Q4_1's min), 32 int8 q. x = d * q, d = amax / 127. */
+/* Activations for the 32-element types, rounded as llama.cpp's Q8_0 / Q8_1
+ * are (so both engines multiply the same numbers): d = amax / 127 rounded
+ * to fp16, q = round-to-even(x * 127 / amax), s = fp16(amax / 127 * sum q)
+ * for Q4_1 / Q5_1's min term, and the exact integer sum for Q4_0 / Q5_0's
+ * offset. x ~ d * q. */
 typedef struct {
-    float d;
+    float d, s;
     int32_t sum;
     int8_t qs[EGM_QK];
 } egm_block_a8;

@@ -29,13 +29,14 @@ void egm_quantize_row_a8(const float *x, egm_block_a8 *y, int n) {
     for (int i = 0; i < n / EGM_QK; i++, x += EGM_QK) {
         float amax = 0;
         for (int j = 0; j < EGM_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        float d = amax / 127.0f, id = amax ? 127.0f / amax : 0.0f;
         int s = 0;
         for (int j = 0; j < EGM_QK; j++) {
             y[i].qs[j] = (int8_t)lrintf(x[j] * id);
             s += y[i].qs[j];
         }
-        y[i].d = d;
+        y[i].d = egm_f16_to_f32(egm_f32_to_f16(d));
+        y[i].s = egm_f16_to_f32(egm_f32_to_f16(d * (float)s));
         y[i].sum = s;
     }
 }
@@ -92,7 +93,7 @@ static void dot_q4_0(int n, const void *w, const void *act, size_t stride, int M
     }
 }
 
-/* sum (d q + m) da qa = d da sum q qa + m da sum qa */
+/* sum (d q + m) da qa = d da sum q qa + m s */
 static void dot_q4_1(int n, const void *w, const void *act, size_t stride, int M, float *out) {
     FOR_ROWS {
         const egm_block_q4_1 *b = w;
@@ -102,15 +103,14 @@ static void dot_q4_1(int n, const void *w, const void *act, size_t stride, int M
             int t = 0;
             for (int j = 0; j < 16; j++)
                 t += (b[i].qs[j] & 15) * a[i].qs[j] + (b[i].qs[j] >> 4) * a[i].qs[j + 16];
-            s += egm_f16_to_f32(b[i].d) * a[i].d * (float)t +
-                 egm_f16_to_f32(b[i].m) * a[i].d * (float)a[i].sum;
+            s += egm_f16_to_f32(b[i].d) * a[i].d * (float)t + egm_f16_to_f32(b[i].m) * a[i].s;
         }
         out[m] = s;
     }
 }
 
-/* Q5_0 / Q5_1 (m1 set): the 5-bit q of 32 elements dotted with a, then
- * Q5_0's -16 sum(a) or Q5_1's m sum(a). */
+/* Q5_0 / Q5_1: the 5-bit q of 32 elements dotted with a, then Q5_0's
+ * -16 sum(a) (exact, in integers) or Q5_1's m s. */
 static void dot_q5(int n, const void *w, const void *act, size_t stride, int M, float *out,
                    int q51) {
     size_t bb = q51 ? sizeof(egm_block_q5_1) : sizeof(egm_block_q5_0);
@@ -129,8 +129,8 @@ static void dot_q5(int n, const void *w, const void *act, size_t stride, int M, 
                 t += ((p[4 + j] & 15) | (((qh >> j) & 1) << 4)) * a[i].qs[j] +
                      ((p[4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) * a[i].qs[j + 16];
             float d = egm_f16_to_f32(hd);
-            s += d * a[i].d * (float)t +
-                 (q51 ? egm_f16_to_f32(hm) : -16.0f * d) * a[i].d * (float)a[i].sum;
+            if (q51) s += d * a[i].d * (float)t + egm_f16_to_f32(hm) * a[i].s;
+            else s += d * a[i].d * (float)(t - 16 * a[i].sum);
         }
         out[m] = s;
     }

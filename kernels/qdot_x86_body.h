@@ -46,7 +46,7 @@ static inline __attribute__((always_inline)) void SFX(k_q4_1)(int n, const void 
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i p = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a->d), acc[m]);
-            corr[m] += mn * a->d * (float)a->sum;
+            corr[m] += mn * a->s;
         }
     }
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
@@ -116,12 +116,14 @@ static inline __attribute__((always_inline)) void SFX(k_q5)(int n, const void *w
         memcpy(&hd, b, 2);
         if (q51) memcpy(&hm, b + 2, 2);
         __m256i q = _mm256_or_si256(SFX(nibbles)(p + 4), SFX(bit5)(p));
-        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : -16.0f * d;
+        float d = SFX(h2f)(hd), mn = q51 ? SFX(h2f)(hm) : 0.0f;
         for (int m = 0; m < M; m++) {
             const egm_block_a8 *a = ACT(m, egm_block_a8) + i;
             __m256i pr = SFX(dot4)(q, _mm256_loadu_si256((const __m256i *)a->qs));
+            if (!q51) /* (q - 16) . a, in integers: -16 sum(a) in lane 0 */
+                pr = _mm256_add_epi32(pr, _mm256_setr_epi32(-16 * a->sum, 0, 0, 0, 0, 0, 0, 0));
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pr), _mm256_set1_ps(d * a->d), acc[m]);
-            corr[m] += mn * a->d * (float)a->sum;
+            if (q51) corr[m] += mn * a->s;
         }
     }
     for (int m = 0; m < M; m++) out[m] = SFX(hsum)(acc[m]) + corr[m];
@@ -203,6 +205,25 @@ static inline __attribute__((always_inline)) void SFX(k_q5_K)(int n, const void 
     SFX(dot_k45)(n, w, 1, act, stride, M, out);
 }
 
+/* Q6_K's 6-bit q as 8 vectors of 32 u8: vector 4h + k holds elements
+ * 128h + 32k + l, scales 2(4h + k) (l < 16) and 2(4h + k) + 1. */
+static inline __attribute__((always_inline)) void SFX(unpack_q6)(const egm_block_q6_K *b,
+                                                                 __m256i v[8]) {
+    __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        __m256i hh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i lo[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
+                         _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+                         _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
+        for (int k = 0; k < 4; k++) {
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hh, 2 * k), m3);
+            v[4 * h + k] = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
+        }
+    }
+}
+
 /* Q6_K: vector k of half h holds elements 128h + 32k + l, scales
  * 8h + 2k (l < 16) and 8h + 2k + 1; q - 32 via -32 * sc . bsums. */
 static inline __attribute__((always_inline)) void SFX(k_q6_K)(int n, const void *w, const void *act, size_t stride, int M,
@@ -210,22 +231,12 @@ static inline __attribute__((always_inline)) void SFX(k_q6_K)(int n, const void 
     __m256 acc[EGM_QMM_DOT_MAX];
     for (int m = 0; m < M; m++) acc[m] = _mm256_setzero_ps();
     const egm_block_q6_K *b = w;
-    __m256i m4 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
     for (int i = 0; i < n / EGM_QK_K; i++) {
         __m256i v[8], scv[8];
-        for (int h = 0; h < 2; h++) {
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h));
-            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b[i].ql + 64 * h + 32));
-            __m256i hh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i lo[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                             _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
-                             _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
-            for (int k = 0; k < 4; k++) {
-                __m256i hi = _mm256_and_si256(_mm256_srli_epi16(hh, 2 * k), m3);
-                v[4 * h + k] = _mm256_or_si256(lo[k], _mm256_slli_epi16(hi, 4));
-                int s0 = b[i].scales[8 * h + 2 * k], s1 = b[i].scales[8 * h + 2 * k + 1];
-                scv[4 * h + k] = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
-            }
+        SFX(unpack_q6)(&b[i], v);
+        for (int j = 0; j < 8; j++) {
+            int s0 = b[i].scales[2 * j], s1 = b[i].scales[2 * j + 1];
+            scv[j] = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
         }
         float d = SFX(h2f)(b[i].d);
         for (int m = 0; m < M; m++) {
@@ -308,16 +319,21 @@ ENTRY(q6_K)
 
 /* ---- dequantisation (the many-rows path's tiles) ---- */
 
-/* 32 u8 at q -> 32 floats d * q + m at y */
-static inline __attribute__((always_inline)) void SFX(deq32)(__m256i q, float d, float m,
-                                                             float *y) {
-    __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
+/* 32 u8 at q -> 32 floats d * q + m at y; the second 16 with d1, m1. */
+static inline __attribute__((always_inline)) void SFX(deq32x2)(__m256i q, float d, float m,
+                                                               float d1, float m1, float *y) {
     __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
     __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)};
     for (int k = 0; k < 4; k++) {
         __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[k]));
+        __m256 dv = _mm256_set1_ps(k < 2 ? d : d1), mv = _mm256_set1_ps(k < 2 ? m : m1);
         _mm256_storeu_ps(y + 8 * k, _mm256_fmadd_ps(f, dv, mv));
     }
+}
+
+static inline __attribute__((always_inline)) void SFX(deq32)(__m256i q, float d, float m,
+                                                             float *y) {
+    SFX(deq32x2)(q, d, m, d, m, y);
 }
 
 /* 1 if this type has a vector dequantiser here (else the caller uses
@@ -340,6 +356,35 @@ static int SFX(deq_row)(int type, const void *src, float *y, int n) {
             __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->qs),
                                          _mm256_set1_epi8((char)0x80));
             SFX(deq32)(q, d, -128.0f * d, y);
+        }
+        return 1;
+    case EGM_GGML_Q4_K:
+    case EGM_GGML_Q5_K: {
+        int five = type == EGM_GGML_Q5_K;
+        size_t bb = five ? sizeof(egm_block_q5_K) : sizeof(egm_block_q4_K);
+        for (const uint8_t *blk = src; n > 0; n -= 256, blk += bb) {
+            const egm_block_q4_K *b4 = (const egm_block_q4_K *)(const void *)blk;
+            const egm_block_q5_K *b5 = (const egm_block_q5_K *)(const void *)blk;
+            __m256i v[8];
+            SFX(unpack_k45)(five ? b5->qs : b4->qs, five ? b5->qh : NULL, v);
+            float d = SFX(h2f)(b4->d), dmin = SFX(h2f)(b4->dmin);
+            for (int j = 0; j < 8; j++, y += 32) {
+                uint8_t sc, mn;
+                egm_q4k_scale_min(j, b4->scales, &sc, &mn);
+                SFX(deq32)(v[j], d * (float)sc, -dmin * (float)mn, y);
+            }
+        }
+        return 1;
+    }
+    case EGM_GGML_Q6_K: /* d sc (q - 32) */
+        for (const egm_block_q6_K *b = src; n > 0; n -= 256, b++) {
+            __m256i v[8];
+            SFX(unpack_q6)(b, v);
+            float d = SFX(h2f)(b->d);
+            for (int j = 0; j < 8; j++, y += 32) {
+                float d0 = d * (float)b->scales[2 * j], d1 = d * (float)b->scales[2 * j + 1];
+                SFX(deq32x2)(v[j], d0, -32.0f * d0, d1, -32.0f * d1, y);
+            }
         }
         return 1;
     case EGM_GGML_F16:

@@ -216,6 +216,13 @@ if [ $rc -eq 2 ] && [ "$(grep -c '^egmla generate:' "$tmp/u3.log")" -eq 1 ] && g
 else
   bad "generate: unknown option under mpirun, rank 0 late: exit $rc"; cat "$tmp/u3.log"
 fi
+EGMLA_TEST_RANK0_DELAY_MS=1500 "${MPIRUN[@]}" 3 -x EGMLA_TEST_RANK0_DELAY_MS "$BIN" frobnicate >"$tmp/u4.log" 2>&1
+rc=$?
+if [ $rc -eq 2 ] && [ "$(grep -c 'unknown command' "$tmp/u4.log")" -eq 1 ]; then
+  ok "unknown command under mpirun, rank 0 late: exit 2, rank 0's one message"
+else
+  bad "unknown command under mpirun, rank 0 late: exit $rc"; cat "$tmp/u4.log"
+fi
 "${MPIRUN[@]}" 3 "$BIN" bench --config "$tmp/no-such.json" --json "$tmp/x.json" >"$tmp/m.log" 2>&1
 rc=$?
 if [ $rc -eq 1 ] && [ "$(grep -c '^egmla bench:' "$tmp/m.log")" -eq 1 ] && grep -q "no-such.json" "$tmp/m.log"; then

@@ -93,6 +93,7 @@ expect "config.json missing"        1 'noconfig/config.json' -- run1 noconfig
 expect "config.json unreadable"     1 'dirconfig/config.json' -- run1 dirconfig
 expect "model directory missing"    1 'nonexistent' -- "$BIN" generate --model $T/nonexistent --input $T/one.jsonl --out $T/o.jsonl
 expect "input file missing"         1 'missing.jsonl' -- "$BIN" generate --model $M --input $T/missing.jsonl --out $T/o.jsonl
+expect "--dump-logits -"            1 'dump-logits needs a file' -- "$BIN" score --model $M --input $T/one.jsonl --out $T/o.jsonl --dump-logits -
 expect "output is the input"        1 'is the input file' -- "$BIN" generate --model $M --input $T/one.jsonl --out $T/one.jsonl
 
 echo "-- topology YAML (egmla launch checks it before mpirun): exit 2, naming the YAML line"

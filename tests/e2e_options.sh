@@ -41,5 +41,19 @@ for cmd in score eval perplexity loglikelihood; do
   [ -z "$listed" ] && ok "$cmd --help lists no sampling option" || bad "$cmd --help lists$listed"
 done
 
+# a model that does not load: one message, exit 1, no crash (eval freed
+# its request list before it had one)
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+echo '{"id": 1, "context": "a", "choices": ["b", "c"], "gold": 0}' >"$T/task.jsonl"
+for args in "eval --task $T/task.jsonl" "perplexity --text $T/task.jsonl" \
+            "loglikelihood --input $T/task.jsonl"; do
+  $BIN $args --model "$T/missing" >/dev/null 2>"$T/err"
+  rc=$?
+  if [ $rc -eq 1 ] && grep -q "missing/config.json" "$T/err" && [ "$(wc -l <"$T/err")" -eq 1 ]; then
+    ok "${args%% *} with a missing model: one message, exit 1"
+  else bad "${args%% *} with a missing model: exit $rc: $(head -c 300 "$T/err")"; fi
+done
+
 echo "e2e_options: $fails failed"
 [ $fails -eq 0 ]

@@ -76,6 +76,19 @@ import json, sys
 a = [json.loads(l) for l in open('$T/gen_ref.jsonl')]; b = [json.loads(l) for l in open('$T/gen_f32.jsonl')]
 sys.exit(not (len(a) == 2 and [(r['tokens'], r['text']) for r in a] == [(r['tokens'], r['text']) for r in b]))"
 
+# the committed Q8_0 copy of the embedded model is what quantize writes today,
+# and runs: same greedy tokens as the checkpoint on these prompts
+$BIN quantize --model models/egmla-tiny --out $T/et.gguf --type q8_0 2>/dev/null
+check "models/egmla-tiny/model-q8_0.gguf is reproduced byte for byte" cmp -s $T/et.gguf models/egmla-tiny/model-q8_0.gguf
+$BIN generate --model models/egmla-tiny --input $T/gen.jsonl --out $T/gen_ref.jsonl 2>/dev/null
+$BIN generate --model models/egmla-tiny/model-q8_0.gguf --input $T/gen.jsonl --out $T/gen_q8.jsonl 2>/dev/null
+check "--model models/egmla-tiny/model-q8_0.gguf generates the checkpoint's greedy tokens" \
+  python3 -c "
+import json, sys
+a = sorted((json.loads(l)['id'], json.loads(l)['tokens']) for l in open('$T/gen_ref.jsonl'))
+b = sorted((json.loads(l)['id'], json.loads(l)['tokens']) for l in open('$T/gen_q8.jsonl'))
+sys.exit(not (len(a) == 2 and a == b))"
+
 # bad input: usage errors exit 2, a failed conversion 1, and no file is left
 $BIN quantize --model $FX/llama_mha --out $T/x.gguf --type q3_k 2>$T/err
 check "an unknown --type exits 2, naming it" test $? -eq 2 -a ! -e $T/x.gguf

@@ -259,6 +259,16 @@ def basics(srv, binary, model, extra):
               and all(c["object"] == obj for c in chunks) and len(chunks) > 1 + (i != 4),
               "stream %d: %d chunks concatenate to the non-streamed text, then [DONE]"
               % (i, len(chunks)))
+    # streamed log-probs: the chunks' entries add up to the non-streamed ones
+    if r5:
+        st, chunks, done = srv.stream("/v1/completions", reqs[5])
+        toks = [t for c in chunks if c.get("choices") and c["choices"][0]["logprobs"]
+                for t in c["choices"][0]["logprobs"]["tokens"]]
+        lps = [x for c in chunks if c.get("choices") and c["choices"][0]["logprobs"]
+               for x in c["choices"][0]["logprobs"]["token_logprobs"]]
+        want = r5["choices"][0]["logprobs"]
+        check(st == 200 and done and toks == want["tokens"] and lps == want["token_logprobs"],
+              "stream logprobs: the chunks' tokens and log-probs equal the non-streamed ones")
     return name
 
 

@@ -57,6 +57,21 @@ static void expect_error(const char *msg, int rc, const egm_err *e) {
     assert_string_equal(e->msg, msg);
 }
 
+/* given[] marks exactly the entries on the command line, in either form:
+ * not one whose name is inside a value, nor a word after "--". */
+static void test_given(void **state) {
+    (void)state;
+    egm_err e;
+    unsigned char given[8] = {0};
+    char *argv[] = {"--threads=4", "--input", "x--top-k", "--ignore-eos", "--", "--seed", NULL};
+    int n_pos = 0;
+    assert_int_equal(egm_args_parse_given(&cmd, 6, argv, &n_pos, given, &e), 0);
+    const unsigned char want[8] = {0, 1, 0, 0, 1, 0, 1, 0}; /* threads, input, ignore-eos */
+    assert_memory_equal(given, want, sizeof want);
+    assert_int_equal(n_pos, 1);
+    assert_int_equal(threads, 4);
+}
+
 static void test_defaults_kept(void **state) {
     (void)state;
     egm_err e;
@@ -235,6 +250,7 @@ static void test_help(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_given, reset),
         cmocka_unit_test_setup(test_defaults_kept, reset),
         cmocka_unit_test_setup(test_both_forms, reset),
         cmocka_unit_test_setup(test_positionals, reset),

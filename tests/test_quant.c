@@ -119,8 +119,8 @@ typedef struct { double v, mag, qerr; } refv;
 /* sum |w x| of each y element of the last check_mul, [M][N] */
 static double g_mag[32 * 64];
 
-/* float64 dot of the dequantised row with x, with sum |w x| and the bound
- * on what quantising x per block (amax / 254 per element) can change. */
+/* float64 dot of the dequantised row with x, with sum |w x| and a bound on
+ * what quantising x per block can change. */
 static refv ref_dot(int type, const float *wrow, const float *x, int K) {
     int blk = egm_qtype_block(type) == 1 ? 1 : egm_qtype_block(type);
     int quant = type != EGM_GGML_F16 && type != EGM_GGML_BF16;
@@ -133,7 +133,8 @@ static refv ref_dot(int type, const float *wrow, const float *x, int K) {
             amax = fmax(amax, fabs(x[i]));
             sw += fabs(wrow[i]);
         }
-        if (quant) r.qerr += amax / 254.0 * 1.001 * sw;
+        /* half a step of q, plus d rounded to fp16 (llama.cpp's rounding) */
+        if (quant) r.qerr += amax / 127.0 * 0.75 * sw;
     }
     return r;
 }
