@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "deploy/calib.h"
-#include "deploy/split.h"
+#include "deploy/cost.h"
 
 /* y at x on the polyline (xs, ys): flat below the first point, the last
  * segment's slope (never negative) beyond the last. */

@@ -16,6 +16,7 @@
 
 #include <stdio.h>
 
+#include "deploy/cost.h"
 #include "deploy/topology.h"
 #include "model/config.h"
 #include "base/err.h"
@@ -29,27 +30,13 @@ typedef struct {
     double head;                        /* last stage */
 } egm_split_cost;
 
-/* The analytic defaults: GFLOP/s and GB/s of one thread. */
-#define EGM_SPLIT_GFLOPS 25.0
-#define EGM_SPLIT_GBS 10.0
 /* The workload `auto` is balanced for when nothing else says: a decode
  * micro-batch of 16 rows at 128 cached positions. */
 #define EGM_SPLIT_ROWS 16
 #define EGM_SPLIT_CONTEXT 128
-/* lm_head + sampling run slower than their flops and bytes say: measured
- * here (bench --calibrate, paper EG-MLA config) the head costs 4-6 layers
- * at 8-16 rows where flops alone give 3.5. */
-#define EGM_SPLIT_HEAD_FACTOR 1.5
-
 /* One decode micro-batch of `rows` sequences at `ctx` cached positions. */
 int egm_split_cost_analytic(const egm_config *c, int rows, int ctx, egm_split_cost *out,
                             egm_err *e);
-
-/* The analytic parts, for the plan: one layer's and the head's seconds. */
-double egm_split_layer_flops(const egm_config *c, int rows, long positions);
-double egm_split_layer_bytes(const egm_config *c, int rows, long positions);
-double egm_split_head_flops(const egm_config *c, int rows);
-double egm_split_head_bytes(const egm_config *c);
 
 /* Resolves t's auto stages against the cost (rate: each stage's speed,
  * NULL = its threads). */
