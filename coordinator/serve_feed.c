@@ -231,6 +231,7 @@ static json_t *lp_entry(srv *s, const egm_token_event *ev) {
 }
 
 static void append_text(srv_req *r, const char *t, size_t n) {
+    if (!n) return;
     if (r->text_len + n + 1 > r->text_cap) {
         size_t cap = (r->text_len + n + 1) * 2;
         char *b = realloc(r->text, cap);

@@ -8,7 +8,7 @@ PKGS=(
   openmpi-bin libopenmpi-dev libucx-dev ucx-utils
   libprotobuf-c-dev protobuf-c-compiler
   libyaml-dev libcmocka-dev libjansson-dev libpcre2-dev
-  libmicrohttpd-dev                         # egmla serve
+  libmicrohttpd-dev curl                    # egmla serve; tests/e2e_serve.sh
   python3 python3-venv                      # tests/e2e_lmeval.sh: lm-eval from PyPI in a venv
   iproute2 util-linux                       # ip netns, tc, unshare: tests/e2e_multihost.sh
   slurmctld slurmd slurm-client munge       # tests/e2e_slurm.sh
