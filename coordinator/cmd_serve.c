@@ -75,6 +75,8 @@ static int serve(egm_run_opts *r) {
     s.max_body = (long)max_body;
     s.model_name = model_name ? model_name : name_of(r->model, name_buf, sizeof name_buf);
     s.stall_s = r->rank_timeout;
+    s.on_ready = srv_http_start;
+    s.on_stop = srv_http_stop;
     r->feed = &s.feed;
     r->stats = 1; /* result lines carry the prompt's length, for usage */
     r->job = "serve";

@@ -62,6 +62,11 @@ struct srv {
     int port, max_queue;
     long max_body;
     double stall_s;           /* pipeline silent this long with work: /health fails */
+    /* the HTTP side (serve_http.c, set by cmd_serve.c): started once the
+     * pipeline is up, stopped after the drain; the feed does not call it
+     * itself, so the files stay a stack (http uses feed, not back) */
+    int (*on_ready)(srv *s, egm_err *e);
+    void (*on_stop)(srv *s);
     struct MHD_Daemon *daemon;
     int bound_port;
     /* the model, once the pipeline is up (from feed.start) */
@@ -101,6 +106,8 @@ void srv_count(srv *s, int outcome);
 void srv_drain(srv *s);
 /* An HTTP request began (+1) or its answer went out (-1). */
 void srv_in_progress(srv *s, int d);
+void srv_hist_init(srv_hist *h, const double *le);
+void srv_hist_add(srv_hist *h, double v);
 
 /* serve_http.c */
 int srv_http_start(srv *s, egm_err *e);
@@ -127,8 +134,6 @@ json_t *srv_api_chunk(srv *s, const srv_call *c, long id, const char *delta, siz
 json_t *srv_api_usage(const json_t *result);
 
 /* serve_metrics.c */
-void srv_hist_init(srv_hist *h, const double *le);
-void srv_hist_add(srv_hist *h, double v);
 char *srv_metrics_text(srv *s);
 
 #endif

@@ -155,6 +155,21 @@ void srv_in_progress(srv *s, int d) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ---- latency histograms (GET /metrics prints them) ---- */
+
+void srv_hist_init(srv_hist *h, const double *le) {
+    memset(h, 0, sizeof *h);
+    memcpy(h->le, le, sizeof h->le);
+}
+
+void srv_hist_add(srv_hist *h, double v) {
+    int i = 0;
+    while (i < SRV_HIST_N - 1 && v > h->le[i]) i++;
+    h->count[i]++;
+    h->n++;
+    h->sum += v;
+}
+
 /* ---- the scheduler's side ---- */
 
 static int feed_start(egm_sched_feed *f, const egm_config *c, const egm_tokenizer *tok,
@@ -164,7 +179,7 @@ static int feed_start(egm_sched_feed *f, const egm_config *c, const egm_tokenize
     s->tok = tok;
     s->vocab = c->vocab_size;
     s->ctx_len = c->max_position_embeddings;
-    if (srv_http_start(s, e)) return -1;
+    if (s->on_ready && s->on_ready(s, e)) return -1;
     pthread_mutex_lock(&s->mu);
     s->started = 1;
     s->t_load = srv_now();
@@ -333,7 +348,7 @@ static void feed_stop(egm_sched_feed *f) {
      * (new requests meanwhile get 503 at once) */
     while (s->in_progress > 0) pthread_cond_wait(&s->answered, &s->mu);
     pthread_mutex_unlock(&s->mu);
-    srv_http_stop(s);
+    if (s->on_stop) s->on_stop(s);
     s->tok = NULL;
 }
 

@@ -5,19 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void srv_hist_init(srv_hist *h, const double *le) {
-    memset(h, 0, sizeof *h);
-    memcpy(h->le, le, sizeof h->le);
-}
-
-void srv_hist_add(srv_hist *h, double v) {
-    int i = 0;
-    while (i < SRV_HIST_N - 1 && v > h->le[i]) i++;
-    h->count[i]++;
-    h->n++;
-    h->sum += v;
-}
-
 static void gauge(FILE *b, const char *name, const char *help, double v) {
     fprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %.9g\n", name, help, name, name, v);
 }

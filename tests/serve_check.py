@@ -246,7 +246,9 @@ def basics(srv, binary, model, extra):
     st, resp, _ = srv.call("POST", "/v1/completions", dict(reqs[0], echo=True))
     check(st == 200 and resp["choices"][0]["text"] == reqs[0]["prompt"] + exp[0]["text"],
           "echo: the prompt comes first")
-    # streaming: the chunks concatenate to the non-streamed text
+    # streaming: the chunks concatenate to the non-streamed text (how many
+    # chunks depends on timing: tokens settled while the connection's thread
+    # was not scheduled go out together, so the count is not asserted)
     for i in (0, 3, 4, 7):
         r = reqs[i]
         st, chunks, done = srv.stream(path_of(r), r)
@@ -256,7 +258,7 @@ def basics(srv, binary, model, extra):
         obj = "chat.completion.chunk" if chat else "text_completion"
         check(st == 200 and done and resps[i] and text == answer(resps[i])[0] and
               chunks[-1]["choices"][0]["finish_reason"] == resps[i]["choices"][0]["finish_reason"]
-              and all(c["object"] == obj for c in chunks) and len(chunks) > 1 + (i != 4),
+              and all(c["object"] == obj for c in chunks) and len(chunks) >= 1,
               "stream %d: %d chunks concatenate to the non-streamed text, then [DONE]"
               % (i, len(chunks)))
     # streamed log-probs: the chunks' entries add up to the non-streamed ones
