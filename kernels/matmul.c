@@ -8,6 +8,7 @@
 #include "kernels/matmul.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -115,9 +116,35 @@ static void dot_rows(void *p, int lo, int hi) {
     }
 }
 
-/* Grown, never shrunk: one per thread that calls us. */
-static _Thread_local void *t_act, *t_tile;
-static _Thread_local size_t t_act_cap, t_tile_cap;
+/* Scratch grown, never shrunk: one set per thread that calls us, freed when
+ * that thread ends (the stage's pool threads come and go with the stage). */
+typedef struct {
+    void *act, *tile;
+    size_t act_cap, tile_cap;
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_free(void *p) {
+    scratch_t *s = p;
+    free(s->act);
+    free(s->tile);
+    free(s);
+}
+
+static void scratch_key_init(void) {
+    if (pthread_key_create(&scratch_key, scratch_free)) abort();
+}
+
+static scratch_t *scratch(void) {
+    pthread_once(&scratch_once, scratch_key_init);
+    scratch_t *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)) || pthread_setspecific(scratch_key, s)) abort();
+    }
+    return s;
+}
 
 static void *grow(void **p, size_t *cap, size_t n) {
     if (n > *cap) {
@@ -134,7 +161,8 @@ static void mul_dot(const egm_mat *W, int M, const float *x, int ldx, float *y, 
     size_t stride = egm_qdot_act_bytes(W->type, K);
     char *act = (char *)x;
     if (kind != EGM_ACT_F32) {
-        act = grow(&t_act, &t_act_cap, stride * (size_t)M);
+        scratch_t *sc = scratch();
+        act = grow(&sc->act, &sc->act_cap, stride * (size_t)M);
         for (int m = 0; m < M; m++) {
             if (kind == EGM_ACT_A8)
                 egm_quantize_row_a8(x + (long)m * ldx, (egm_block_a8 *)(act + stride * m), K);
@@ -175,7 +203,8 @@ static void mul_tiles(const egm_mat *W, int M, const float *x, int ldx, float *y
     int rows = (int)((4L << 20) / ((long)K * (long)sizeof(float)));
     if (rows < 16) rows = 16;
     if (rows > W->rows) rows = W->rows;
-    float *tile = grow(&t_tile, &t_tile_cap, (size_t)rows * (size_t)K * sizeof(float));
+    scratch_t *sc = scratch();
+    float *tile = grow(&sc->tile, &sc->tile_cap, (size_t)rows * (size_t)K * sizeof(float));
     for (int n0 = 0; n0 < W->rows; n0 += rows) {
         int nr = W->rows - n0 < rows ? W->rows - n0 : rows;
         deq_job j = {W, n0, tile, kernel_set()->deq};
