@@ -379,6 +379,139 @@ static json_t *pipeline_json(const bench *B, const egm_workers *wk, const egm_to
                      B->o->micro_batches ? B->o->micro_batches : B->S);
 }
 
+/* The model's shape: rank 0 never holds weights. With --config, *text is
+ * the config as sent to the workers. */
+static int model_shape(const egm_bench_opts *o, egm_config *cfg, char **text, char *cfg_fp,
+                       egm_err *e) {
+    size_t len = 0;
+    if (o->config) {
+        if (!(*text = read_text(o->config, &len, e)) ||
+            egm_config_parse(*text, len, o->config, cfg, e))
+            return -1;
+        egm_synthetic_fingerprint(*text, len, o->seed, cfg_fp);
+        return 0;
+    }
+    if (egm_model_config(o->model, cfg, e) || egm_model_fingerprint(o->model, 0, cfg_fp, e))
+        return -1;
+    return 0;
+}
+
+/* The stages: a topology's, or `auto` (cost-balanced layers, 1 thread);
+ * 0, or the exit code. */
+static int plan_stages(bench *B, egm_topology *t, egm_err *e) {
+    const egm_bench_opts *o = B->o;
+    const egm_config *c = B->c;
+    if (o->topology ? egm_topology_load(o->topology, t, e) : egm_topology_auto(B->S, t)) {
+        if (o->topology) return EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
+        egm_fail(e, "out of memory for a %d-stage topology", B->S);
+        return EGM_EXIT_FAIL;
+    }
+    if (egm_topology_check_world(t, B->world, e) || egm_split_topology(t, c, NULL, e)) {
+        egm_wrap(e, "MPI world size %d", B->world);
+        return EGM_EXIT_FAIL;
+    }
+    if (egm_topology_resolve(t, c->num_layers, NULL, e)) return EGM_EXIT_USAGE;
+    B->wd = t->wire_dtype;
+    if (o->wire_dtype) egm_wire_dtype_parse(o->wire_dtype, &B->wd); /* checked with the options */
+    B->gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;
+    if (!(B->threads = malloc(sizeof(int) * (size_t)B->S))) {
+        egm_fail(e, "out of memory");
+        return EGM_EXIT_FAIL;
+    }
+    for (int i = 0; i < B->S; i++) B->threads[i] = o->threads ? o->threads : t->stages[i].threads;
+    return 0;
+}
+
+/* Starts the workers on the planned stages and opens the pipe to them. */
+static int start_pipeline(bench *B, egm_workers *wk, const egm_topology *t, const char *text,
+                          const char *cfg_fp, egm_pipe **pipe, egm_err *e) {
+    const egm_bench_opts *o = B->o;
+    const egm_config *c = B->c;
+    /* every stage holds max_b sequences of the longest context (sized for
+     * all layers: a stage with fewer gets more blocks, calloc'd, unused) */
+    int need = o->max_c + o->steps + 1;
+    size_t per_tok = egm_kv_bytes_per_token(c->num_layers, egm_config_kv_elems(c),
+                                            c->arch == EGM_EGMLA, o->bf16);
+    size_t blocks = ((size_t)need + o->block_tokens - 1) / o->block_tokens;
+    egm_assign_opts ao = {.model = o->config ? o->config : o->model,
+                          .config_json = text, .seed = o->seed, .cfg_fp = cfg_fp, .t = t,
+                          .kv_budget = (size_t)o->max_b * blocks * o->block_tokens * per_tok,
+                          .block_tokens = o->block_tokens, .kv_bf16 = o->bf16,
+                          .n_slots = o->max_b, .gate_table = !o->no_gate_table,
+                          .threads = o->threads, .topo_threads = 1, .wd = B->wd,
+                          .hello_timeout_s = 10 * o->rank_timeout};
+    if (egm_workers_start(wk, &ao, e)) return -1;
+    if (wk->caps.kv_blocks < (long)o->max_b * (long)blocks)
+        return egm_fail(e, "a stage's KV pool holds %d blocks, %ld needed", wk->caps.kv_blocks,
+                        (long)o->max_b * (long)blocks);
+    egm_pipe_mpi_opts po = {B->world, wk->caps, B->wd, c->vocab_size, o->rank_timeout,
+                            (const char *const *)wk->host_ptrs};
+    if (egm_pipe_mpi_open(&po, pipe, e)) return -1;
+    B->pipe = *pipe;
+    return 0;
+}
+
+/* The roofline, on rank 0, with as many threads as the stages have in all
+ * (on one host: the cores the pipeline runs on; the ceiling a one-rank run
+ * with that many threads is divided by). */
+static int measure_roof(bench *B, egm_err *e) {
+    const egm_bench_opts *o = B->o;
+    int all_threads = 0;
+    for (int i = 0; i < B->S; i++) all_threads += B->threads[i];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    B->rf = (egm_bench_roof){.c = B->c, .reps = o->reps, .remeasure = !o->once,
+                             .bw_bytes = (size_t)o->bw_mib << 20};
+    B->rf.threads = all_threads;
+    if (cpus > 0 && B->rf.threads > cpus) B->rf.threads = (int)cpus;
+    B->rf.n_shapes = egm_proj_shapes(B->c, B->rf.shapes);
+    openblas_set_num_threads(B->rf.threads);
+    if (egm_bench_bw_now(&B->rf) <= 0)
+        return egm_fail(e, "bandwidth test failed (out of memory for 3 x %d MiB?)", o->bw_mib);
+    return 0;
+}
+
+/* The rows rank 0 submits and what it tracks per slot and per stage;
+ * egm_bench_mpi frees them. */
+static int alloc_rows(bench *B, egm_err *e) {
+    const egm_bench_opts *o = B->o;
+    int rows = o->chunk > o->max_b ? o->chunk : o->max_b;
+    B->slot = malloc(sizeof(int) * (size_t)rows);
+    B->pos = malloc(sizeof(int) * (size_t)rows);
+    B->tok = malloc(sizeof(int) * (size_t)rows);
+    B->want = malloc((size_t)rows);
+    B->next = malloc(sizeof(int) * (size_t)o->max_b);
+    B->rel = malloc(sizeof(int) * (size_t)o->max_b);
+    B->fifo = malloc(sizeof(int) * (size_t)o->max_b * (size_t)(o->steps + 1));
+    B->admits = malloc(sizeof *B->admits * (size_t)o->max_b);
+    B->m0 = malloc(sizeof *B->m0 * (size_t)B->S);
+    B->m1 = malloc(sizeof *B->m1 * (size_t)B->S);
+    B->results = json_array();
+    if (!B->slot || !B->pos || !B->tok || !B->want || !B->next || !B->rel || !B->fifo ||
+        !B->admits || !B->m0 || !B->m1 || !B->results)
+        return egm_fail(e, "out of memory");
+    return 0;
+}
+
+/* KV capacity, then the JSON report; the exit code. */
+static int report(bench *B, const egm_workers *wk, const egm_topology *t) {
+    const egm_bench_opts *o = B->o;
+    int mismatch = 0, rc;
+    json_t *kv = egm_bench_kv(B->c, o, B->tab, &mismatch);
+    stage_fits(B, t, kv);
+    rc = mismatch ? EGM_EXIT_FAIL : EGM_EXIT_OK;
+    if (o->json_path && !mismatch) {
+        json_t *rl = egm_bench_roof_json(&B->rf, B->top_m ? B->top_m : 1);
+        json_object_set_new(rl, "measured_on", json_sprintf("rank 0 (%s)", wk->hosts[0]));
+        json_t *res = B->results;
+        B->results = NULL;
+        if (egm_bench_write_json(o, B->c, rl, res, kv, pipeline_json(B, wk, t)))
+            rc = EGM_EXIT_FAIL;
+    } else {
+        json_decref(kv);
+    }
+    return rc;
+}
+
 int egm_bench_mpi(const egm_bench_opts *o, int world) {
     egm_err e;
     egm_config cfg;
@@ -387,128 +520,28 @@ int egm_bench_mpi(const egm_bench_opts *o, int world) {
     egm_pipe *pipe = NULL;
     bench B = {.o = o, .c = &cfg, .world = world, .S = world - 1, .tab = egm_bench_table(o)};
     char *text = NULL, cfg_fp[40];
-    size_t len = 0;
-    int rc = EGM_EXIT_FAIL;
+    int rc = EGM_EXIT_FAIL, bad;
     memset(&t, 0, sizeof t);
     egm_sampling_default(&B.greedy);
     B.greedy.temperature = 0;
 
-    /* the model's shape: rank 0 never holds weights */
-    if (o->config) {
-        if (!(text = read_text(o->config, &len, &e)) ||
-            egm_config_parse(text, len, o->config, &cfg, &e))
-            goto fail;
-        egm_synthetic_fingerprint(text, len, o->seed, cfg_fp);
-    } else if (egm_model_config(o->model, &cfg, &e) ||
-               egm_model_fingerprint(o->model, 0, cfg_fp, &e)) {
-        goto fail;
-    }
+    if (model_shape(o, &cfg, &text, cfg_fp, &e)) goto fail;
     if (egm_bench_check_context(o, &cfg)) {
         wk.exit_status = rc = EGM_EXIT_USAGE;
         egm_workers_abandon(&wk);
         goto out;
     }
     if (egm_workers_init(&wk, world, &e)) goto fail;
-    /* the stages: a topology's, or `auto` (cost-balanced layers, 1 thread) */
-    if (o->topology ? egm_topology_load(o->topology, &t, &e) : egm_topology_auto(B.S, &t)) {
-        if (!o->topology) egm_fail(&e, "out of memory for a %d-stage topology", B.S);
-        else rc = EGM_EXIT_USAGE; /* a bad topology file: 2, as under launch */
+    if ((bad = plan_stages(&B, &t, &e))) {
+        rc = bad;
         goto fail;
     }
-    if (egm_topology_check_world(&t, world, &e) ||
-        egm_split_topology(&t, &cfg, NULL, &e)) {
-        egm_wrap(&e, "MPI world size %d", world);
-        goto fail;
-    }
-    if (egm_topology_resolve(&t, cfg.num_layers, NULL, &e)) {
-        rc = EGM_EXIT_USAGE;
-        goto fail;
-    }
-    B.wd = t.wire_dtype;
-    if (o->wire_dtype) egm_wire_dtype_parse(o->wire_dtype, &B.wd); /* checked with the options */
-    B.gate_table = cfg.arch == EGM_EGMLA && !o->no_gate_table;
-    if (!(B.threads = malloc(sizeof(int) * (size_t)B.S))) {
-        egm_fail(&e, "out of memory");
-        goto fail;
-    }
-    int all_threads = 0;
-    for (int i = 0; i < B.S; i++)
-        all_threads += B.threads[i] = o->threads ? o->threads : t.stages[i].threads;
-    /* every stage holds max_b sequences of the longest context (sized for
-     * all layers: a stage with fewer gets more blocks, calloc'd, unused) */
-    int need = o->max_c + o->steps + 1;
-    size_t per_tok = egm_kv_bytes_per_token(cfg.num_layers, egm_config_kv_elems(&cfg),
-                                            cfg.arch == EGM_EGMLA, o->bf16);
-    size_t blocks = ((size_t)need + o->block_tokens - 1) / o->block_tokens;
-    egm_assign_opts ao = {.model = o->config ? o->config : o->model,
-                          .config_json = text, .seed = o->seed, .cfg_fp = cfg_fp, .t = &t,
-                          .kv_budget = (size_t)o->max_b * blocks * o->block_tokens * per_tok,
-                          .block_tokens = o->block_tokens, .kv_bf16 = o->bf16,
-                          .n_slots = o->max_b, .gate_table = !o->no_gate_table,
-                          .threads = o->threads, .topo_threads = 1, .wd = B.wd,
-                          .hello_timeout_s = 10 * o->rank_timeout};
-    if (egm_workers_start(&wk, &ao, &e)) goto fail;
-    if (wk.caps.kv_blocks < (long)o->max_b * (long)blocks) {
-        egm_fail(&e, "a stage's KV pool holds %d blocks, %ld needed", wk.caps.kv_blocks,
-                 (long)o->max_b * (long)blocks);
-        goto fail;
-    }
-    egm_pipe_mpi_opts po = {world, wk.caps, B.wd, cfg.vocab_size, o->rank_timeout,
-                            (const char *const *)wk.host_ptrs};
-    if (egm_pipe_mpi_open(&po, &pipe, &e)) goto fail;
-    B.pipe = pipe;
-
-    /* the roofline, on rank 0, with as many threads as the stages have in
-     * all (on one host: the cores the pipeline runs on; the ceiling a
-     * one-rank run with that many threads is divided by) */
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    B.rf = (egm_bench_roof){.c = &cfg, .reps = o->reps, .remeasure = !o->once,
-                            .bw_bytes = (size_t)o->bw_mib << 20};
-    B.rf.threads = all_threads;
-    if (cpus > 0 && B.rf.threads > cpus) B.rf.threads = (int)cpus;
-    B.rf.n_shapes = egm_proj_shapes(&cfg, B.rf.shapes);
-    openblas_set_num_threads(B.rf.threads);
-    if (egm_bench_bw_now(&B.rf) <= 0) {
-        egm_fail(&e, "bandwidth test failed (out of memory for 3 x %d MiB?)", o->bw_mib);
-        goto fail;
-    }
+    if (start_pipeline(&B, &wk, &t, text, cfg_fp, &pipe, &e) || measure_roof(&B, &e)) goto fail;
     print_pipeline(&B, &wk, &t);
-
-    int rows = o->chunk > o->max_b ? o->chunk : o->max_b;
-    B.slot = malloc(sizeof(int) * (size_t)rows);
-    B.pos = malloc(sizeof(int) * (size_t)rows);
-    B.tok = malloc(sizeof(int) * (size_t)rows);
-    B.want = malloc((size_t)rows);
-    B.next = malloc(sizeof(int) * (size_t)o->max_b);
-    B.rel = malloc(sizeof(int) * (size_t)o->max_b);
-    B.fifo = malloc(sizeof(int) * (size_t)o->max_b * (size_t)(o->steps + 1));
-    B.admits = malloc(sizeof *B.admits * (size_t)o->max_b);
-    B.m0 = malloc(sizeof *B.m0 * (size_t)B.S);
-    B.m1 = malloc(sizeof *B.m1 * (size_t)B.S);
-    B.results = json_array();
-    if (!B.slot || !B.pos || !B.tok || !B.want || !B.next || !B.rel || !B.fifo || !B.admits ||
-        !B.m0 || !B.m1 || !B.results) {
-        egm_fail(&e, "out of memory");
-        goto fail;
-    }
-    if (run(&B, &e)) goto fail;
+    if (alloc_rows(&B, &e) || run(&B, &e)) goto fail;
     /* every worker prints its totals; the pipeline ends politely */
     if (egm_pipe_mpi_shutdown(pipe, &e)) goto fail;
-
-    int mismatch = 0;
-    json_t *kv = egm_bench_kv(&cfg, o, B.tab, &mismatch);
-    stage_fits(&B, &t, kv);
-    rc = mismatch ? EGM_EXIT_FAIL : EGM_EXIT_OK;
-    if (o->json_path && !mismatch) {
-        json_t *rl = egm_bench_roof_json(&B.rf, B.top_m ? B.top_m : 1);
-        json_object_set_new(rl, "measured_on", json_sprintf("rank 0 (%s)", wk.hosts[0]));
-        json_t *res = B.results;
-        B.results = NULL;
-        if (egm_bench_write_json(o, &cfg, rl, res, kv, pipeline_json(&B, &wk, &t)))
-            rc = EGM_EXIT_FAIL;
-    } else {
-        json_decref(kv);
-    }
+    rc = report(&B, &wk, &t);
     goto out;
 fail:
     fprintf(stderr, "egmla bench: %s\n", e.msg);

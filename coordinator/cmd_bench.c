@@ -215,19 +215,12 @@ static long max_width(const egm_config *c) {
     return w;
 }
 
-/* One rank: the model in this process, one stage holding every layer. */
-static int bench_one(const egm_bench_opts *o) {
+/* The model of --config (synthetic, converted to --weights) or of --model;
+ * 0 or the exit code. */
+static int bench_load(const egm_bench_opts *o, egm_model *m) {
     egm_err e;
-    const char *config = o->config, *model = o->model;
-    int steps = o->steps, chunk = o->chunk, bf16 = o->bf16, nb = o->nb, nc = o->nc;
-    const int *batches = o->batches, *contexts = o->contexts;
-    int threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < 1) threads = 1;
-
-    /* The model. */
-    egm_model m;
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
-    if (config) {
+    if (o->config) {
         egm_config cfg;
         int wt = weights_type(o->weights);
         if (wt < 0) {
@@ -235,16 +228,168 @@ static int bench_one(const egm_bench_opts *o) {
                     o->weights);
             return EGM_EXIT_USAGE;
         }
-        if (egm_config_load(config, &cfg, &e) ||
-            egm_model_random(&cfg, o->seed, 0, -1, flags, &m, &e) ||
-            (wt != EGM_GGML_F32 && egm_model_convert(&m, wt, &e))) {
+        if (egm_config_load(o->config, &cfg, &e) ||
+            egm_model_random(&cfg, o->seed, 0, -1, flags, m, &e) ||
+            (wt != EGM_GGML_F32 && egm_model_convert(m, wt, &e))) {
             fprintf(stderr, "egmla bench: %s\n", e.msg);
             return EGM_EXIT_FAIL;
         }
-    } else if (egm_model_load(model, 0, -1, flags, &m, &e)) {
+    } else if (egm_model_load(o->model, 0, -1, flags, m, &e)) {
         fprintf(stderr, "egmla bench: %s\n", e.msg);
         return EGM_EXIT_FAIL;
     }
+    return 0;
+}
+
+/* What the table's rows are measured on and divided by. */
+static void print_setup(FILE *tab, const egm_bench_opts *o, const egm_config *c,
+                        egm_bench_roof *rf, double stored, int gate_table) {
+    const char *src = o->config ? o->config : o->model;
+    fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
+           src, c->model_type, o->config ? "yes" : "no", c->num_layers, c->hidden_size,
+           c->vocab_size, rf->threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
+    fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
+            stored, stored / proj_elems(c));
+    fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
+           "shapes:", rf->bw, rf->read_bw, o->bw_mib);
+    for (int i = 0; i < o->nb; i++)
+        fprintf(tab, " M=%d %.1f", o->batches[i], egm_bench_sgemm_at(rf, o->batches[i], 0));
+    fprintf(tab, " GFLOP/s\n");
+    fflush(tab);
+}
+
+/* One benchmark in progress: what it measures against, the rows so far and
+ * the scratch every context reuses. */
+typedef struct {
+    const egm_bench_opts *o;
+    const egm_model *m;
+    egm_bench_roof *rf;
+    FILE *tab;
+    int gate_table;
+    egm_bench_row *res;
+    int nres;
+    int *next, *prompt;
+    double *times;
+    float *px, *py; /* replay_proj's input and output */
+} bench_run;
+
+/* -1 (said) if out of memory; the caller frees what was allocated. */
+static int run_alloc(bench_run *u) {
+    const egm_bench_opts *o = u->o;
+    long width = max_width(&u->m->cfg);
+    u->res = calloc((size_t)o->nc * (o->nb + 1), sizeof *u->res);
+    u->next = malloc(sizeof(int) * (size_t)o->max_b);
+    u->prompt = malloc(sizeof(int) * (size_t)o->max_c);
+    u->times = malloc(sizeof(double) * (size_t)o->steps);
+    u->px = malloc(sizeof(float) * (size_t)o->max_b * (size_t)width);
+    u->py = malloc(sizeof(float) * (size_t)o->max_b * (size_t)width);
+    if (u->px)
+        for (long i = 0; i < (long)o->max_b * width; i++) u->px[i] = 0.01f;
+    if (!u->res || !u->next || !u->prompt || !u->times || !u->px || !u->py) {
+        fprintf(stderr, "egmla bench: out of memory\n");
+        return -1;
+    }
+    egm_bench_prompt(u->prompt, o->max_c, u->m->cfg.vocab_size);
+    return 0;
+}
+
+static void run_free(bench_run *u) {
+    free(u->res), free(u->next), free(u->prompt), free(u->times), free(u->px), free(u->py);
+}
+
+/* Prefill at batch 1: tokens/s and time to first token; returns the
+ * first token, which every decode row then starts from. */
+static int prefill_row(bench_run *u, rig *g, int ctx) {
+    const egm_bench_opts *o = u->o;
+    long positions;
+    double t0 = egm_now();
+    int first = prefill(g, u->prompt, ctx, o->chunk, &positions);
+    double t = egm_now() - t0;
+    egm_bench_row *r = &u->res[u->nres++];
+    int cm = ctx < o->chunk ? ctx : o->chunk;
+    *r = (egm_bench_row){.phase = "prefill", .batch = 1, .context = ctx, .secs = t,
+                         .tokens_per_s = ctx / t, .sgemm_m = cm, .first_token = first};
+    egm_bench_row_ceilings(u->rf, r, cm);
+    egm_bench_prefill_cost(&u->m->cfg, ctx, o->chunk, positions, u->gate_table, o->bf16,
+                           &r->cost);
+    egm_bench_print_row(u->tab, r);
+    fputc('\n', u->tab);
+    fflush(u->tab);
+    return first;
+}
+
+/* Decode at batch b: slot 0's cache copied into slots 1..b-1, one warm-up
+ * step, then `steps` timed ones; projections and attention are replayed
+ * alone to split the step. */
+static void decode_row(bench_run *u, rig *g, int b, int ctx, int first) {
+    const egm_bench_opts *o = u->o;
+    int steps = o->steps;
+    for (int s = 1; s < b; s++) (void)egm_stage_fork(&g->st, s, 0, ctx);
+    for (int s = 0; s < b; s++) u->next[s] = first;
+    decode_step(g, b, ctx, u->next); /* warm-up */
+    double total = 0;
+    for (int k = 0; k < steps; k++) {
+        double t0 = egm_now();
+        decode_step(g, b, ctx + 1 + k, u->next);
+        u->times[k] = egm_now() - t0;
+        total += u->times[k];
+    }
+    /* The median step: robust to the other loads of a shared machine. */
+    double t = egm_bench_median(u->times, steps);
+    double pt[3], at[3];
+    for (int k = 0; k < 3; k++) pt[k] = replay_proj(u->m, b, u->px, u->py);
+    /* attention alone: the last step's rows, against the cache as is */
+    egm_mbatch lb = {b, g->slot, g->pos, g->tok};
+    for (int k = 0; k < 3; k++) {
+        double a0 = egm_now();
+        egm_stage_attention_replay(&g->st, &lb);
+        at[k] = egm_now() - a0;
+    }
+    egm_bench_row *r = &u->res[u->nres++];
+    *r = (egm_bench_row){.phase = "decode", .batch = b, .context = ctx, .steps = steps,
+                         .secs = t, .mean_secs = total / steps,
+                         .proj_secs = egm_bench_median(pt, 3),
+                         .attn_secs = egm_bench_median(at, 3), .tokens_per_s = b / t,
+                         .sgemm_m = b};
+    egm_bench_row_ceilings(u->rf, r, b);
+    egm_bench_decode_cost(&u->m->cfg, b, ctx, steps, u->gate_table, o->bf16, &r->cost);
+    egm_bench_print_row(u->tab, r);
+    fputc('\n', u->tab);
+    fflush(u->tab);
+}
+
+/* Every row of one context, on a fresh pool sized for it; -1 (said) if the
+ * pool could not be built. */
+static int bench_context(bench_run *u, int ctx) {
+    const egm_bench_opts *o = u->o;
+    int rows = o->chunk > o->max_b ? o->chunk : o->max_b, failed = 0;
+    egm_err e;
+    rig g;
+    if (rig_init(&g, u->m, o->max_b, ctx + o->steps + 1, rows, o->block_tokens, o->bf16, &e)) {
+        fprintf(stderr, "egmla bench: %s\n", e.msg);
+        rig_free(&g);
+        return -1;
+    }
+    for (int s = 0; s < o->max_b; s++)
+        if (egm_stage_reserve(&g.st, s, ctx + o->steps + 1)) {
+            fprintf(stderr, "egmla bench: KV pool refused slot %d (internal error)\n", s);
+            failed = 1;
+        }
+    if (!failed) {
+        int first = prefill_row(u, &g, ctx);
+        for (int bi = 0; bi < o->nb; bi++) decode_row(u, &g, o->batches[bi], ctx, first);
+    }
+    rig_free(&g);
+    return failed ? -1 : 0;
+}
+
+/* One rank: the model in this process, one stage holding every layer. */
+static int bench_one(const egm_bench_opts *o) {
+    int threads = o->threads ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (threads < 1) threads = 1;
+    egm_model m;
+    int rc = bench_load(o, &m);
+    if (rc) return rc;
     const egm_config *c = &m.cfg;
     FILE *tab = egm_bench_table(o);
     double stored = stored_proj_bytes(&m);
@@ -253,7 +398,6 @@ static int bench_one(const egm_bench_opts *o) {
         egm_model_free(&m);
         return EGM_EXIT_USAGE;
     }
-    int max_b = o->max_b;
 
     /* The roofline, with the same threads as the engine. */
     openblas_set_num_threads(threads);
@@ -266,119 +410,26 @@ static int bench_one(const egm_bench_opts *o) {
         egm_model_free(&m);
         return EGM_EXIT_FAIL;
     }
-    const char *src = config ? config : model;
-    fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
-           src, c->model_type, config ? "yes" : "no", c->num_layers, c->hidden_size,
-           c->vocab_size, threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
-    fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
-            stored, stored / proj_elems(c));
-    fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
-           "shapes:", rf.bw, rf.read_bw, o->bw_mib);
-    for (int i = 0; i < nb; i++)
-        fprintf(tab, " M=%d %.1f", batches[i], egm_bench_sgemm_at(&rf, batches[i], 0));
-    fprintf(tab, " GFLOP/s\n");
-    fflush(tab);
+    print_setup(tab, o, c, &rf, stored, gate_table);
 
-    /* Runs. */
-    egm_bench_row *res = calloc((size_t)nc * (nb + 1), sizeof *res);
-    int nres = 0, failed = 0;
-    int *next = malloc(sizeof(int) * (size_t)max_b);
-    int max_c = o->max_c;
-    int *prompt = malloc(sizeof(int) * (size_t)max_c);
-    double *times = malloc(sizeof(double) * (size_t)steps);
-    float *px = malloc(sizeof(float) * (size_t)max_b * (size_t)max_width(c));
-    float *py = malloc(sizeof(float) * (size_t)max_b * (size_t)max_width(c));
-    if (px)
-        for (long i = 0; i < (long)max_b * max_width(c); i++) px[i] = 0.01f;
-    if (!res || !next || !prompt || !times || !px || !py) {
-        fprintf(stderr, "egmla bench: out of memory\n");
-        failed = 1;
-    }
-    if (!failed) egm_bench_prompt(prompt, max_c, c->vocab_size);
+    bench_run u = {.o = o, .m = &m, .rf = &rf, .tab = tab, .gate_table = gate_table};
+    int failed = run_alloc(&u) ? 1 : 0;
     egm_bench_print_head(tab);
     fputc('\n', tab);
-    for (int ci = 0; !failed && ci < nc; ci++) {
-        int ctx = contexts[ci], rows = chunk > max_b ? chunk : max_b;
-        rig g;
-        if (rig_init(&g, &m, max_b, ctx + steps + 1, rows, o->block_tokens, bf16, &e)) {
-            fprintf(stderr, "egmla bench: %s\n", e.msg);
-            rig_free(&g);
-            failed = 1;
-            break;
-        }
-        for (int s = 0; s < max_b; s++)
-            if (egm_stage_reserve(&g.st, s, ctx + steps + 1)) {
-                fprintf(stderr, "egmla bench: KV pool refused slot %d (internal error)\n", s);
-                failed = 1;
-            }
-        if (failed) {
-            rig_free(&g);
-            break;
-        }
-        /* Prefill, batch 1: tokens/s and time to first token. */
-        long positions;
-        double t0 = egm_now();
-        int first = prefill(&g, prompt, ctx, chunk, &positions);
-        double t = egm_now() - t0;
-        egm_bench_row *r = &res[nres++];
-        int cm = ctx < chunk ? ctx : chunk;
-        *r = (egm_bench_row){.phase = "prefill", .batch = 1, .context = ctx, .secs = t,
-                             .tokens_per_s = ctx / t, .sgemm_m = cm, .first_token = first};
-        egm_bench_row_ceilings(&rf, r, cm);
-        egm_bench_prefill_cost(c, ctx, chunk, positions, gate_table, bf16, &r->cost);
-        egm_bench_print_row(tab, r);
-        fputc('\n', tab);
-        fflush(tab);
-
-        for (int bi = 0; bi < nb; bi++) {
-            int b = batches[bi];
-            for (int s = 1; s < b; s++) (void)egm_stage_fork(&g.st, s, 0, ctx);
-            for (int s = 0; s < b; s++) next[s] = first;
-            decode_step(&g, b, ctx, next); /* warm-up */
-            double total = 0;
-            for (int k = 0; k < steps; k++) {
-                t0 = egm_now();
-                decode_step(&g, b, ctx + 1 + k, next);
-                times[k] = egm_now() - t0;
-                total += times[k];
-            }
-            /* The median step: robust to the other loads of a shared machine. */
-            t = egm_bench_median(times, steps);
-            double pt[3], at[3];
-            for (int k = 0; k < 3; k++) pt[k] = replay_proj(&m, b, px, py);
-            /* attention alone: the last step's rows, against the cache as is */
-            egm_mbatch lb = {b, g.slot, g.pos, g.tok};
-            for (int k = 0; k < 3; k++) {
-                double a0 = egm_now();
-                egm_stage_attention_replay(&g.st, &lb);
-                at[k] = egm_now() - a0;
-            }
-            r = &res[nres++];
-            *r = (egm_bench_row){.phase = "decode", .batch = b, .context = ctx, .steps = steps,
-                                 .secs = t, .mean_secs = total / steps,
-                                 .proj_secs = egm_bench_median(pt, 3),
-                                 .attn_secs = egm_bench_median(at, 3), .tokens_per_s = b / t,
-                                 .sgemm_m = b};
-            egm_bench_row_ceilings(&rf, r, b);
-            egm_bench_decode_cost(c, b, ctx, steps, gate_table, bf16, &r->cost);
-            egm_bench_print_row(tab, r);
-            fputc('\n', tab);
-            fflush(tab);
-        }
-        rig_free(&g);
-    }
+    for (int ci = 0; !failed && ci < o->nc; ci++)
+        if (bench_context(&u, o->contexts[ci])) failed = 1;
 
     /* KV capacity. */
     json_t *kv = egm_bench_kv(c, o, tab, &failed);
     if (o->json_path && !failed) {
         json_t *ra = json_array();
-        for (int i = 0; i < nres; i++) json_array_append_new(ra, egm_bench_row_json(&res[i], 1));
-        if (egm_bench_write_json(o, c, egm_bench_roof_json(&rf, max_b), ra, kv, NULL))
+        for (int i = 0; i < u.nres; i++) json_array_append_new(ra, egm_bench_row_json(&u.res[i], 1));
+        if (egm_bench_write_json(o, c, egm_bench_roof_json(&rf, o->max_b), ra, kv, NULL))
             failed = 1;
     } else {
         json_decref(kv);
     }
-    free(res), free(next), free(prompt), free(times), free(px), free(py);
+    run_free(&u);
     egm_model_free(&m);
     return failed ? EGM_EXIT_FAIL : EGM_EXIT_OK;
 }

@@ -469,6 +469,43 @@ static char *read_all(const char *path, size_t *len, egm_err *e) {
     return b;
 }
 
+/* The report of a scored text: JSON as lm-eval's wikitext task words it,
+ * and a table; 0, or EGM_EXIT_FAIL once write_report has said why. */
+static int perplexity_report(const job_t *j, const egm_ll_job *ll, int k, const char *text,
+                             const char *out, const char *buf, size_t len, int n, int n_windows,
+                             int stride) {
+    double lp = ll->r[k].logprob;
+    long words = egm_count_words(buf, len);
+    json_t *rep = json_object();
+    json_object_set_new(rep, "text", json_string(text));
+    json_object_set_new(rep, "model", json_string(j->r.model));
+    json_object_set_new(rep, "loglikelihood", num(lp));
+    json_object_set_new(rep, "tokens", json_integer(n));
+    json_object_set_new(rep, "words", json_integer(words));
+    json_object_set_new(rep, "bytes", json_integer((json_int_t)len));
+    json_object_set_new(rep, "word_perplexity", num(exp(-lp / words)));
+    json_object_set_new(rep, "byte_perplexity", num(exp(-lp / (double)len)));
+    json_object_set_new(rep, "bits_per_byte", num(-lp / (double)len / log(2)));
+    json_object_set_new(rep, "token_perplexity", num(exp(-lp / n)));
+    json_object_set_new(rep, "window", json_integer(ll->max_len));
+    json_object_set_new(rep, "stride", json_integer(stride > 0 && stride < ll->max_len ? stride : ll->max_len));
+    json_object_set_new(rep, "windows", json_integer(n_windows));
+    FILE *tf;
+    if (write_report(rep, out, &tf, "perplexity")) {
+        json_decref(rep);
+        return EGM_EXIT_FAIL;
+    }
+    json_decref(rep);
+    fprintf(tf, "%s: %d tokens, %ld words, %zu bytes, %d windows of %d\n", text, n, words, len,
+            n_windows, ll->max_len);
+    fprintf(tf, "| metric           |        value |\n|------------------|--------------|\n");
+    fprintf(tf, "| word_perplexity  | %12.4f |\n| byte_perplexity  | %12.4f |\n", exp(-lp / words),
+            exp(-lp / (double)len));
+    fprintf(tf, "| bits_per_byte    | %12.4f |\n| token_perplexity | %12.4f |\n",
+            -lp / (double)len / log(2), exp(-lp / n));
+    return 0;
+}
+
 int egm_cmd_perplexity(int argc, char **argv) {
     job_t j;
     job_init(&j);
@@ -531,36 +568,7 @@ int egm_cmd_perplexity(int argc, char **argv) {
         egm_fail(&e, "%s: %s", text, ll.r[k].error);
         goto fail;
     }
-    double lp = ll.r[k].logprob;
-    long words = egm_count_words(buf, len);
-    json_t *rep = json_object();
-    json_object_set_new(rep, "text", json_string(text));
-    json_object_set_new(rep, "model", json_string(j.r.model));
-    json_object_set_new(rep, "loglikelihood", num(lp));
-    json_object_set_new(rep, "tokens", json_integer(n));
-    json_object_set_new(rep, "words", json_integer(words));
-    json_object_set_new(rep, "bytes", json_integer((json_int_t)len));
-    json_object_set_new(rep, "word_perplexity", num(exp(-lp / words)));
-    json_object_set_new(rep, "byte_perplexity", num(exp(-lp / (double)len)));
-    json_object_set_new(rep, "bits_per_byte", num(-lp / (double)len / log(2)));
-    json_object_set_new(rep, "token_perplexity", num(exp(-lp / n)));
-    json_object_set_new(rep, "window", json_integer(ll.max_len));
-    json_object_set_new(rep, "stride", json_integer(stride > 0 && stride < ll.max_len ? stride : ll.max_len));
-    json_object_set_new(rep, "windows", json_integer(n_windows));
-    FILE *tf;
-    if (write_report(rep, out, &tf, "perplexity")) {
-        json_decref(rep);
-        goto done;
-    }
-    json_decref(rep);
-    fprintf(tf, "%s: %d tokens, %ld words, %zu bytes, %d windows of %d\n", text, n, words, len,
-            n_windows, ll.max_len);
-    fprintf(tf, "| metric           |        value |\n|------------------|--------------|\n");
-    fprintf(tf, "| word_perplexity  | %12.4f |\n| byte_perplexity  | %12.4f |\n", exp(-lp / words),
-            exp(-lp / (double)len));
-    fprintf(tf, "| bits_per_byte    | %12.4f |\n| token_perplexity | %12.4f |\n",
-            -lp / (double)len / log(2), exp(-lp / n));
-    rc = 0;
+    rc = perplexity_report(&j, &ll, k, text, out, buf, len, n, n_windows, stride);
     goto done;
 fail:
     fprintf(stderr, "egmla perplexity: %s\n", e.msg);

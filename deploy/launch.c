@@ -576,6 +576,45 @@ static int parse_command_line(const egm_cmd *cmd, int argc, char **argv, int *ca
     return 0;
 }
 
+/* The directory for the hostfile and rankfile: --workdir (made if need
+ * be), else a new one in $TMPDIR; dir holds PATH_MAX. -1 after saying why. */
+static int make_workdir(const char *name, const char *workdir, char *dir) {
+    if (workdir) {
+        snprintf(dir, PATH_MAX, "%s", workdir);
+        if (mkdir(dir, 0700) && errno != EEXIST) {
+            fprintf(stderr, "%s: --workdir %s: %s\n", name, dir, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, PATH_MAX, "%s/egmla-launch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        fprintf(stderr, "%s: cannot create %s: %s\n", name, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* --dry-run: the two files as comments, then the mpirun line to paste;
+ * -1 if out of memory (nothing printed). */
+static int print_dry_run(char **mv, const char *hf, const char *hosttext, const char *rf,
+                         const char *ranktext, int removed, int rankfile_used) {
+    char *line = egm_shell_join(mv);
+    if (!line) return -1;
+    if (removed)
+        printf("# (the files below are removed again: pass --workdir DIR to keep them "
+               "for this command)\n");
+    printf("# hostfile %s\n", hf);
+    print_commented(hosttext);
+    printf("# rankfile %s%s\n", rf, rankfile_used ? "" : " (not used: bind: none)");
+    print_commented(ranktext);
+    printf("%s\n", line);
+    free(line);
+    fflush(stdout);
+    return 0;
+}
+
 int egm_cmd_launch(int argc, char **argv) {
     static const char *NAME = "egmla launch";
     int dry = 0;
@@ -614,23 +653,10 @@ int egm_cmd_launch(int argc, char **argv) {
         egm_topology_free(&t);
         return EXIT_RUN;
     }
-    /* The directory for the two files. */
     char dir[PATH_MAX], hf[PATH_MAX + 16], rf[PATH_MAX + 16];
-    if (workdir) {
-        snprintf(dir, sizeof dir, "%s", workdir);
-        if (mkdir(dir, 0700) && errno != EEXIST) {
-            fprintf(stderr, "%s: --workdir %s: %s\n", NAME, dir, strerror(errno));
-            egm_topology_free(&t);
-            return EXIT_RUN;
-        }
-    } else {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(dir, sizeof dir, "%s/egmla-launch-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(dir)) {
-            fprintf(stderr, "%s: cannot create %s: %s\n", NAME, dir, strerror(errno));
-            egm_topology_free(&t);
-            return EXIT_RUN;
-        }
+    if (make_workdir(NAME, workdir, dir)) {
+        egm_topology_free(&t);
+        return EXIT_RUN;
     }
     snprintf(hf, sizeof hf, "%s/hostfile", dir);
     snprintf(rf, sizeof rf, "%s/rankfile", dir);
@@ -654,20 +680,9 @@ int egm_cmd_launch(int argc, char **argv) {
         goto done;
     }
     if (dry) {
-        char *line = egm_shell_join(mv);
-        if (!line) { fprintf(stderr, "%s: out of memory\n", NAME); goto done; }
-        if (!workdir)
-            printf("# (the files below are removed again: pass --workdir DIR to keep them "
-                   "for this command)\n");
-        printf("# hostfile %s\n", hf);
-        print_commented(hosttext);
-        printf("# rankfile %s%s\n", rf,
-               t.bind == EGM_BIND_CORE ? "" : " (not used: bind: none)");
-        print_commented(ranktext);
-        printf("%s\n", line);
-        free(line);
-        fflush(stdout);
-        rc = 0;
+        if (!print_dry_run(mv, hf, hosttext, rf, ranktext, !workdir, t.bind == EGM_BIND_CORE))
+            rc = 0;
+        else fprintf(stderr, "%s: out of memory\n", NAME);
         goto done;
     }
     rc = run_child(mv, NAME);

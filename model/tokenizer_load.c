@@ -804,48 +804,11 @@ static const gguf_pre *gguf_pretok(egm_tokenizer *t, const egm_gguf *g, egm_err 
     return pt;
 }
 
-static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
-    char *model = NULL;
-    const egm_gguf_kv *tokens, *types, *merges = NULL;
-    if (egm_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, e)) return -1;
-    /* "llama" is SentencePiece-style: scores, no merges (tokenizer_spm.c) */
-    int gpt2 = !strcmp(model, "gpt2"), spm = !strcmp(model, "llama");
-    if (!gpt2 && !spm)
-        egm_fail(e, "%s: key \"tokenizer.ggml.model\": expected \"gpt2\" (byte-level BPE) or "
-                 "\"llama\" (SentencePiece), found \"%s\"", t->origin, model);
-    free(model);
-    if (!gpt2 && !spm) return -1;
-    static const gguf_pre SPM_DEFAULTS = {"", {NULL}, 0, 1};
-    const gguf_pre *pt = spm ? &SPM_DEFAULTS : gguf_pretok(t, g, e);
-    if (!pt) return -1;
-    if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
-        egm_gguf_get_arr(g, "tokenizer.ggml.token_type", 0, -1, &types, e) ||
-        (gpt2 && egm_gguf_get_arr(g, "tokenizer.ggml.merges", 1, EGM_GGUF_STRING, &merges, e)))
-        return -1;
-    if (tokens->n == 0 || tokens->n >= MAX_ID)
-        return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
-                        "%llu", t->origin, MAX_ID - 1, (unsigned long long)tokens->n);
-    if (types && types->n != tokens->n)
-        return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": expected %llu entries (one "
-                        "per token), found %llu", t->origin, (unsigned long long)tokens->n,
-                        (unsigned long long)types->n);
+/* Every token of tokenizer.ggml.tokens, by id, with its bytes; control,
+ * user-defined and unknown ones also become added tokens. */
+static int gguf_vocab(egm_tokenizer *t, const egm_gguf_kv *tokens, const egm_gguf_kv *types,
+                      egm_err *e) {
     int V = (int)tokens->n;
-    long long bos, eos;
-    int add_bos, add_eos;
-    /* llama.cpp's defaults: 11 for byte-level vocabularies, 1 and 2 for SPM */
-    long long dbos = spm ? 1 : 11, deos = spm ? 2 : 11;
-    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, V > dbos ? dbos : -1, -1, V - 1,
-                         &bos, e) ||
-        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, V > deos ? deos : -1, -1, V - 1,
-                         &eos, e) ||
-        egm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 0, pt->add_bos, &add_bos, e) ||
-        egm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0, 0, &add_eos, e))
-        return -1;
-    if ((add_bos && bos < 0) || (add_eos && eos < 0))
-        return egm_fail(e, "%s: key \"tokenizer.ggml.add_%s_token\" is true but there is no "
-                        "tokenizer.ggml.%s_token_id", t->origin, add_bos && bos < 0 ? "bos" : "eos",
-                        add_bos && bos < 0 ? "bos" : "eos");
-
     t->n_ids = V;
     t->tok = calloc((size_t)V, sizeof *t->tok);
     t->bytes = calloc((size_t)V, sizeof *t->bytes);
@@ -889,6 +852,52 @@ static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
             t->special[id] = (u8)d->special;
         }
     }
+    return 0;
+}
+
+static int gguf_build(egm_tokenizer *t, const egm_gguf *g, egm_err *e) {
+    char *model = NULL;
+    const egm_gguf_kv *tokens, *types, *merges = NULL;
+    if (egm_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, e)) return -1;
+    /* "llama" is SentencePiece-style: scores, no merges (tokenizer_spm.c) */
+    int gpt2 = !strcmp(model, "gpt2"), spm = !strcmp(model, "llama");
+    if (!gpt2 && !spm)
+        egm_fail(e, "%s: key \"tokenizer.ggml.model\": expected \"gpt2\" (byte-level BPE) or "
+                 "\"llama\" (SentencePiece), found \"%s\"", t->origin, model);
+    free(model);
+    if (!gpt2 && !spm) return -1;
+    static const gguf_pre SPM_DEFAULTS = {"", {NULL}, 0, 1};
+    const gguf_pre *pt = spm ? &SPM_DEFAULTS : gguf_pretok(t, g, e);
+    if (!pt) return -1;
+    if (egm_gguf_get_arr(g, "tokenizer.ggml.tokens", 1, EGM_GGUF_STRING, &tokens, e) ||
+        egm_gguf_get_arr(g, "tokenizer.ggml.token_type", 0, -1, &types, e) ||
+        (gpt2 && egm_gguf_get_arr(g, "tokenizer.ggml.merges", 1, EGM_GGUF_STRING, &merges, e)))
+        return -1;
+    if (tokens->n == 0 || tokens->n >= MAX_ID)
+        return egm_fail(e, "%s: key \"tokenizer.ggml.tokens\": expected 1 to %d tokens, found "
+                        "%llu", t->origin, MAX_ID - 1, (unsigned long long)tokens->n);
+    if (types && types->n != tokens->n)
+        return egm_fail(e, "%s: key \"tokenizer.ggml.token_type\": expected %llu entries (one "
+                        "per token), found %llu", t->origin, (unsigned long long)tokens->n,
+                        (unsigned long long)types->n);
+    int V = (int)tokens->n;
+    long long bos, eos;
+    int add_bos, add_eos;
+    /* llama.cpp's defaults: 11 for byte-level vocabularies, 1 and 2 for SPM */
+    long long dbos = spm ? 1 : 11, deos = spm ? 2 : 11;
+    if (egm_gguf_get_int(g, "tokenizer.ggml.bos_token_id", 0, V > dbos ? dbos : -1, -1, V - 1,
+                         &bos, e) ||
+        egm_gguf_get_int(g, "tokenizer.ggml.eos_token_id", 0, V > deos ? deos : -1, -1, V - 1,
+                         &eos, e) ||
+        egm_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", 0, pt->add_bos, &add_bos, e) ||
+        egm_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", 0, 0, &add_eos, e))
+        return -1;
+    if ((add_bos && bos < 0) || (add_eos && eos < 0))
+        return egm_fail(e, "%s: key \"tokenizer.ggml.add_%s_token\" is true but there is no "
+                        "tokenizer.ggml.%s_token_id", t->origin, add_bos && bos < 0 ? "bos" : "eos",
+                        add_bos && bos < 0 ? "bos" : "eos");
+
+    if (gguf_vocab(t, tokens, types, e)) return -1;
     t->unk_id = -1;
     t->ignore_merges = pt->ignore_merges;
     if (spm ? egm_spm_setup(t, g, types, e) : (map_bytes(t), gguf_merges(t, merges, e)))
