@@ -38,13 +38,28 @@ typedef struct {
     int n_slots;
 } egm_pipe_caps;
 
+/* One stage's cumulative time since it started: busy computing (stage
+ * forward and head) out of elapsed; clock_s is the stage's own clock. */
+typedef struct {
+    int layer_lo, layer_hi;
+    double busy_s, elapsed_s, clock_s;
+} egm_stage_busy;
+
 typedef struct egm_pipe egm_pipe;
 struct egm_pipe {
     egm_pipe_caps caps;
+    int n_stages;
     int (*submit)(egm_pipe *p, const egm_submit *s, egm_err *e);
     /* Results of the oldest submitted micro-batch; valid until next call. */
     int (*collect)(egm_pipe *p, egm_result *r, egm_err *e);
     void (*close)(egm_pipe *p);
+    /* Asks every stage for its busy time, behind the micro-batches
+     * submitted so far (it never delays them). */
+    int (*busy_ask)(egm_pipe *p, egm_err *e);
+    /* The answers to the oldest ask into out[n_stages]: 1 when all are
+     * there, 0 not yet (wait=0 never blocks), -1 fatal. wait=1 only with
+     * nothing in flight. */
+    int (*busy_poll)(egm_pipe *p, int wait, egm_stage_busy *out, egm_err *e);
 };
 
 /* In-process pipeline: one stage holding every layer. */

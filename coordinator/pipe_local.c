@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "coordinator/pipe.h"
 
 #define MAX_INFLIGHT 64
@@ -24,6 +25,7 @@ typedef struct {
     egm_buf x;
     result_buf q[MAX_INFLIGHT];
     int q_head, q_len;
+    double t_open, busy;       /* for busy_poll: clock at open, seconds in forward + head */
 } local_pipe;
 
 static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
@@ -38,6 +40,7 @@ static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
     if (s->b.n == 0) return 0;
     int D = lp->stage.c->hidden_size, V = lp->stage.c->vocab_size;
     float *x = egm_buf_need(&lp->x, (long)s->b.n * D);
+    double t0 = egm_now();
     egm_stage_forward(&lp->stage, &s->b, x);
     if (rb->cap < s->b.n) {
         free(rb->outs);
@@ -46,6 +49,7 @@ static int local_submit(egm_pipe *p, const egm_submit *s, egm_err *e) {
         if (!rb->outs) return egm_fail(e, "out of memory");
     }
     rb->n = egm_head_run(&lp->head, &lp->stage, &s->b, s->want, x, rb->outs);
+    lp->busy += egm_now() - t0;
     if (s->keep_logits && rb->n) {
         long need = (long)rb->n * V;
         if (rb->logits_cap < need) {
@@ -69,6 +73,22 @@ static int local_collect(egm_pipe *p, egm_result *r, egm_err *e) {
     r->n_outs = rb->n;
     r->logits = rb->logits;
     return 0;
+}
+
+/* The one stage computes inside submit: its counters are always current. */
+static int local_busy_ask(egm_pipe *p, egm_err *e) {
+    (void)p;
+    (void)e;
+    return 0;
+}
+
+static int local_busy_poll(egm_pipe *p, int wait, egm_stage_busy *out, egm_err *e) {
+    local_pipe *lp = (local_pipe *)p;
+    (void)wait;
+    (void)e;
+    double t = egm_now();
+    *out = (egm_stage_busy){lp->stage.m->lo, lp->stage.m->hi, lp->busy, t - lp->t_open, t};
+    return 1;
 }
 
 static void local_close(egm_pipe *p) {
@@ -99,6 +119,10 @@ int egm_pipe_local_open(const egm_model *m, const egm_pipe_opts *o,
     lp->base.submit = local_submit;
     lp->base.collect = local_collect;
     lp->base.close = local_close;
+    lp->base.n_stages = 1;
+    lp->base.busy_ask = local_busy_ask;
+    lp->base.busy_poll = local_busy_poll;
+    lp->t_open = egm_now();
     *out = &lp->base;
     return 0;
 }

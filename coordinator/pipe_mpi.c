@@ -32,6 +32,7 @@ typedef struct {
     size_t logits_cap;
     double timeout;
     char (*hosts)[256];
+    egm_stage_stats *marks;                 /* [world - 1], for busy_poll */
     int faulted;
 } mpi_pipe;
 
@@ -302,12 +303,18 @@ static void mpi_close(egm_pipe *p) {
     free(mp->outs);
     free(mp->logits);
     free(mp->hosts);
+    free(mp->marks);
     free(mp);
 }
 
+static int mpi_busy_ask(egm_pipe *p, egm_err *e);
+static int mpi_busy_poll(egm_pipe *p, int wait, egm_stage_busy *out, egm_err *e);
+
 int egm_pipe_mpi_open(const egm_pipe_mpi_opts *o, egm_pipe **out, egm_err *e) {
     mpi_pipe *mp = calloc(1, sizeof *mp);
-    if (!mp || !(mp->hosts = calloc((size_t)o->world, sizeof *mp->hosts))) {
+    if (!mp || !(mp->hosts = calloc((size_t)o->world, sizeof *mp->hosts)) ||
+        !(mp->marks = calloc((size_t)o->world, sizeof *mp->marks))) {
+        if (mp) free(mp->hosts);
         free(mp);
         return egm_fail(e, "out of memory");
     }
@@ -323,6 +330,9 @@ int egm_pipe_mpi_open(const egm_pipe_mpi_opts *o, egm_pipe **out, egm_err *e) {
     mp->base.submit = mpi_submit;
     mp->base.collect = mpi_collect;
     mp->base.close = mpi_close;
+    mp->base.n_stages = o->world - 1;
+    mp->base.busy_ask = mpi_busy_ask;
+    mp->base.busy_poll = mpi_busy_poll;
     *out = &mp->base;
     return 0;
 }
@@ -341,6 +351,45 @@ int egm_pipe_mpi_mark(egm_pipe *p, egm_err *e) {
     return 0;
 }
 
+/* Receives rank r's answer to the oldest unread mark (probed as st) into o. */
+static int recv_stats(mpi_pipe *mp, int r, MPI_Status *st, int is_stats, egm_stage_stats *o,
+                      egm_err *e) {
+    size_t len;
+    if (egm_mpi_recv_probed(st, &mp->in, &len, e)) {
+        egm_wrap(e, "receiving from rank %d (%.60s)", st->MPI_SOURCE, mp->hosts[st->MPI_SOURCE]);
+        return rank_fault(mp, e);
+    }
+    Egmla__Envelope *m = egmla__envelope__unpack(NULL, len, mp->in.p);
+    if (!m)
+        return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)",
+                        st->MPI_SOURCE, len);
+    int rc = 0;
+    if (!is_stats || m->msg_case != EGMLA__ENVELOPE__MSG_STATS) {
+        rc = bad_message(m, st->MPI_SOURCE, e);
+    } else if (m->stats->request != mp->n_marks_read) {
+        rc = egm_fail(e, "rank %d answered statistics request %llu, expected %llu", r,
+                      (unsigned long long)m->stats->request, mp->n_marks_read);
+    } else {
+        const Egmla__Stats *s = m->stats;
+        memset(o, 0, sizeof *o);
+        o->rank = s->rank;
+        o->layer_lo = s->layer_lo;
+        o->layer_hi = s->layer_hi;
+        snprintf(o->host, sizeof o->host, "%s", s->host);
+        o->clock_s = s->clock_s;
+        o->busy_s = s->busy_s;
+        o->wait_s = s->wait_s;
+        o->bubble_s = s->bubble_s;
+        o->bytes_in = s->bytes_in;
+        o->bytes_out = s->bytes_out;
+        o->header_bytes_out = s->header_bytes_out;
+        o->rows = s->rows;
+        o->batches = s->batches;
+    }
+    egmla__envelope__free_unpacked(m, NULL);
+    return rc ? -1 : 0;
+}
+
 int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e) {
     mpi_pipe *mp = (mpi_pipe *)p;
     if (mp->n_marks_read == mp->n_marks) return egm_fail(e, "no statistics were requested");
@@ -350,7 +399,6 @@ int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e) {
     for (int r = 1; r < mp->world; r++) {
         int src[2] = {r, MPI_ANY_SOURCE}, tag[2] = {EGM_TAG_STATS, EGM_TAG_CTRL};
         MPI_Status st;
-        size_t len;
         int which = egm_mpi_wait_for(2, src, tag, mp->timeout, &st, e);
         if (which < 0) {
             if (which == EGM_MPI_TIMEOUT)
@@ -360,43 +408,55 @@ int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e) {
                 egm_wrap(e, "waiting for statistics from rank %d", r);
             return rank_fault(mp, e);
         }
-        if (egm_mpi_recv_probed(&st, &mp->in, &len, e)) {
-            egm_wrap(e, "receiving from rank %d (%.60s)", st.MPI_SOURCE, mp->hosts[st.MPI_SOURCE]);
-            return rank_fault(mp, e);
-        }
-        Egmla__Envelope *m = egmla__envelope__unpack(NULL, len, mp->in.p);
-        if (!m)
-            return egm_fail(e, "rank %d sent a message that does not decode (%zu bytes)",
-                            st.MPI_SOURCE, len);
-        int rc = 0;
-        if (which == 1 || m->msg_case != EGMLA__ENVELOPE__MSG_STATS) {
-            rc = bad_message(m, st.MPI_SOURCE, e);
-        } else if (m->stats->request != mp->n_marks_read) {
-            rc = egm_fail(e, "rank %d answered statistics request %llu, expected %llu", r,
-                          (unsigned long long)m->stats->request, mp->n_marks_read);
-        } else {
-            const Egmla__Stats *s = m->stats;
-            egm_stage_stats *o = &out[r - 1];
-            memset(o, 0, sizeof *o);
-            o->rank = s->rank;
-            o->layer_lo = s->layer_lo;
-            o->layer_hi = s->layer_hi;
-            snprintf(o->host, sizeof o->host, "%s", s->host);
-            o->clock_s = s->clock_s;
-            o->busy_s = s->busy_s;
-            o->wait_s = s->wait_s;
-            o->bubble_s = s->bubble_s;
-            o->bytes_in = s->bytes_in;
-            o->bytes_out = s->bytes_out;
-            o->header_bytes_out = s->header_bytes_out;
-            o->rows = s->rows;
-            o->batches = s->batches;
-        }
-        egmla__envelope__free_unpacked(m, NULL);
-        if (rc) return -1;
+        if (recv_stats(mp, r, &st, which == 0, &out[r - 1], e)) return -1;
     }
     mp->n_marks_read++;
     return 0;
+}
+
+int egm_pipe_mpi_poll_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    if (mp->n_marks_read == mp->n_marks) return 0;
+    /* answers to one mark come on the stats tag, in order per rank: the
+     * first pending from each rank answers the oldest mark */
+    MPI_Status st;
+    for (int r = 1; r < mp->world; r++) {
+        int flag = 0, rc = MPI_Iprobe(r, EGM_TAG_STATS, MPI_COMM_WORLD, &flag, &st);
+        if (rc != MPI_SUCCESS) {
+            egm_mpi_fail(e, rc, "probe");
+            egm_wrap(e, "waiting for statistics from rank %d (%.60s)", r, mp->hosts[r]);
+            return rank_fault(mp, e);
+        }
+        if (!flag) return 0;
+    }
+    for (int r = 1; r < mp->world; r++) {
+        int rc = MPI_Probe(r, EGM_TAG_STATS, MPI_COMM_WORLD, &st);
+        if (rc != MPI_SUCCESS) {
+            egm_mpi_fail(e, rc, "probe");
+            return rank_fault(mp, e);
+        }
+        if (recv_stats(mp, r, &st, 1, &out[r - 1], e)) return -1;
+    }
+    mp->n_marks_read++;
+    return 1;
+}
+
+/* egm_pipe's busy hooks: marks, read without blocking while serving. */
+static int mpi_busy_ask(egm_pipe *p, egm_err *e) { return egm_pipe_mpi_mark(p, e); }
+
+static int mpi_busy_poll(egm_pipe *p, int wait, egm_stage_busy *out, egm_err *e) {
+    mpi_pipe *mp = (mpi_pipe *)p;
+    int rc = wait ? egm_pipe_mpi_read_mark(p, mp->marks, e) ? -1 : 1
+                  : egm_pipe_mpi_poll_mark(p, mp->marks, e);
+    if (rc != 1) return rc;
+    for (int i = 0; i < mp->world - 1; i++) {
+        const egm_stage_stats *s = &mp->marks[i];
+        /* a worker's loop is always busy, waiting or idle: their sum is its
+         * elapsed time since it started */
+        out[i] = (egm_stage_busy){s->layer_lo, s->layer_hi, s->busy_s,
+                                  s->busy_s + s->wait_s + s->bubble_s, s->clock_s};
+    }
+    return 1;
 }
 
 int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e) {

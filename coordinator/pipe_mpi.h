@@ -54,6 +54,12 @@ int egm_pipe_mpi_mark(egm_pipe *p, egm_err *e);
  * order. Only once every submitted micro-batch has been collected. */
 int egm_pipe_mpi_read_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e);
 
+/* Without blocking, as read_mark: 1 with out filled once every stage has
+ * answered the oldest mark not read yet, 0 while some answer is still on
+ * its way (or no mark is unread), -1 on a fault. Micro-batches may be in
+ * flight (a serving pipeline is never empty). */
+int egm_pipe_mpi_poll_mark(egm_pipe *p, egm_stage_stats *out, egm_err *e);
+
 /* Ends the run: Shutdown travels down the pipeline, every worker reports
  * its Stats, printed one line per stage on stderr. */
 int egm_pipe_mpi_shutdown(egm_pipe *p, egm_err *e);

@@ -68,6 +68,10 @@ typedef struct {
     int looked_json;
     int n_junk;
     char *junk[JUNK_MAX];
+    /* serving: the stages' busy time, asked for about once a second */
+    egm_stage_busy *stage_busy; /* [pipe->n_stages] */
+    double t_ask;
+    int asked;                  /* an ask not answered yet */
 } sched_t;
 
 static void seq_clear(seq_t *q) {
@@ -615,6 +619,32 @@ static void feed_load(sched_t *s, egm_sched_load *l) {
     s->o->feed->load(s->o->feed, l);
 }
 
+/* Serving only: asks the stages for their busy time, right behind a
+ * submitted micro-batch, at most about once a second and one ask at a time,
+ * so batch jobs and bench never see it. */
+static int stage_ask(sched_t *s, egm_err *e) {
+    if (!s->stage_busy || s->asked) return 0;
+    double t = egm_now();
+    if (t - s->t_ask < 1.0) return 0;
+    if (s->pipe->busy_ask(s->pipe, e)) return -1;
+    s->asked = 1;
+    s->t_ask = t;
+    return 0;
+}
+
+/* Picks up the answers to the outstanding ask into l once every stage has
+ * given one; wait=1 (nothing in flight) blocks until then. */
+static int stage_poll(sched_t *s, int wait, egm_sched_load *l, egm_err *e) {
+    if (!s->asked) return 0;
+    int rc = s->pipe->busy_poll(s->pipe, wait, s->stage_busy, e);
+    if (rc <= 0) return rc;
+    s->asked = 0;
+    int n = s->pipe->n_stages < EGM_LOAD_STAGES ? s->pipe->n_stages : EGM_LOAD_STAGES;
+    memcpy(l->stages, s->stage_busy, sizeof *l->stages * (size_t)n);
+    l->n_stages = n;
+    return 0;
+}
+
 int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
                   const egm_tokenizer *tok, egm_pipe *pipe, egm_jsonl *in,
                   egm_out *out, egm_sched_stats *st, egm_err *e) {
@@ -644,6 +674,12 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         goto done;
     }
     s.t_start = s.t_sync = s.t_progress = egm_now();
+    s.t_ask = s.t_start - 2;
+    if (o->feed && pipe->busy_ask && pipe->busy_poll && pipe->n_stages > 0 &&
+        !(s.stage_busy = calloc((size_t)pipe->n_stages, sizeof *s.stage_busy))) {
+        egm_fail(e, "out of memory");
+        goto done;
+    }
     if (o->feed && o->feed->start(o->feed, c, tok, &pipe->caps, e)) goto done;
     int f_head = 0, f_len = 0;
     egm_sched_load load = {.kv_blocks_total = pipe->caps.kv_blocks, .slots = S};
@@ -664,9 +700,11 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
             s.n_admits = s.n_releases = 0;
             inflight[g] = 1;
             fifo[(f_head + f_len++) % M] = g;
+            if (stage_ask(&s, e)) goto done;
         }
         if (f_len == 0 && o->feed && !s.have_next && !s.input_done) {
             /* idle: say so, then sleep until a request comes */
+            if (stage_poll(&s, 1, &load, e)) goto done;
             feed_load(&s, &load);
             if (read_ahead(&s, 1, e)) goto done;
             continue;
@@ -687,6 +725,7 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         inflight[g] = 0;
         load.busy_s += egm_now() - t_col;
         if (process(&s, &r, e)) goto done;
+        if (stage_poll(&s, 0, &load, e)) goto done;
         if (o->feed) feed_load(&s, &load);
         /* checked after every micro-batch (milliseconds apart), whether
          * or not a request finished in it */
@@ -698,6 +737,8 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
         }
         progress(&s, 0);
     }
+    /* every stage's last answer read: none is left behind at shutdown */
+    if (stage_poll(&s, 1, &load, e)) goto done;
     if (out && egm_out_commit(out, e)) goto done;
     rc = 0;
 done:
@@ -726,5 +767,6 @@ done:
     free(fifo);
     for (int i = 0; i < s.n_junk; i++) free(s.junk[i]);
     egm_idset_free(s.ids);
+    free(s.stage_busy);
     return rc;
 }

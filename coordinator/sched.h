@@ -54,6 +54,8 @@ typedef int (*egm_score_from_fn)(void *ctx, const char *id_json);
  * reads them, results the lines generate writes, so a served request goes
  * through the very same parsing, scheduling and sampling as a batch one.
  * The scheduler calls these from its own thread only. */
+#define EGM_LOAD_STAGES 64
+
 typedef struct {
     int running;              /* sequences in flight */
     int waiting;              /* a request read and waiting for room (0/1) */
@@ -62,6 +64,10 @@ typedef struct {
     long submits;             /* micro-batches submitted so far */
     double busy_s;            /* seconds in the pipe's submit and collect (computing,
                                  or waiting for the stages to) */
+    /* Each stage's own counters, asked for about once a second while
+     * serving (n_stages 0 until the first answer; at most EGM_LOAD_STAGES) */
+    int n_stages;
+    egm_stage_busy stages[EGM_LOAD_STAGES];
 } egm_sched_load;
 
 typedef struct egm_sched_feed egm_sched_feed;

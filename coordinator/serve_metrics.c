@@ -54,11 +54,25 @@ char *srv_metrics_text(srv *s) {
     counter(b, "egmla_pipeline_busy_seconds_total",
             "Seconds the coordinator spent in the pipeline: computing (one process) or waiting "
             "for the stages' results (mpirun).", s->load.busy_s);
-    fprintf(b, "# HELP egmla_stage_busy_fraction The pipeline's busy seconds over the server's "
-            "uptime, seen from the coordinator (not yet per stage).\n"
-            "# TYPE egmla_stage_busy_fraction gauge\n"
-            "egmla_stage_busy_fraction{stage=\"pipeline\"} %.6f\n",
-        up > 0 ? s->load.busy_s / up : 0);
+    fprintf(b, "# HELP egmla_stage_busy_fraction Busy seconds over elapsed seconds, "
+            "cumulative: stage=\"N\" each stage's own (stage forward and head, since it "
+            "started; refreshed about once a second), stage=\"pipeline\" the coordinator's "
+            "time in the pipeline over the server's uptime.\n"
+            "# TYPE egmla_stage_busy_fraction gauge\n");
+    for (int i = 0; i < s->load.n_stages; i++) {
+        const egm_stage_busy *g = &s->load.stages[i];
+        double f = g->elapsed_s > 0 ? g->busy_s / g->elapsed_s : 0;
+        fprintf(b, "egmla_stage_busy_fraction{stage=\"%d\",layers=\"%d-%d\"} %.6f\n", i,
+                g->layer_lo, g->layer_hi - 1, f < 0 ? 0 : f > 1 ? 1 : f);
+    }
+    fprintf(b, "egmla_stage_busy_fraction{stage=\"pipeline\"} %.6f\n",
+            up > 0 ? s->load.busy_s / up : 0);
+    fprintf(b, "# HELP egmla_stage_busy_seconds_total Each stage's own busy seconds (stage "
+            "forward and head) since it started.\n# TYPE egmla_stage_busy_seconds_total counter\n");
+    for (int i = 0; i < s->load.n_stages; i++)
+        fprintf(b, "egmla_stage_busy_seconds_total{stage=\"%d\",layers=\"%d-%d\"} %.9g\n", i,
+                s->load.stages[i].layer_lo, s->load.stages[i].layer_hi - 1,
+                s->load.stages[i].busy_s);
     counter(b, "egmla_micro_batches_total", "Micro-batches submitted to the pipeline.",
             (double)s->load.submits);
     pthread_mutex_unlock(&s->mu);

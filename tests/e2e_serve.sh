@@ -11,7 +11,9 @@
 #     SERVE_PY=/path/to/python uses one that has it; without PyPI those
 #     checks are skipped and say so);
 #   - 200 requests over 16 connections, every answer checked against
-#     generate; the same (fewer) under mpirun -np 3;
+#     generate; the same (fewer) under mpirun -np 3; after each load run
+#     /metrics has one busy fraction per stage (1, then 2) in [0, 1], their
+#     layer ranges covering the model, and every stage busy > 0;
 #   - a full queue: 503 with Retry-After; --api-key; SIGTERM drains the
 #     request in flight and exits 0; under mpirun a killed stage ends the
 #     server non-zero with one message naming the rank.
@@ -49,6 +51,7 @@ ok()  { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fails=$((fails+1)); }
 M=models/egmla-tiny
 ENGINE=(--model "$M" --chat-template chatml)
+LAYERS=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["num_hidden_layers"])' "$M/config.json")
 MPIRUN=(mpirun --allow-run-as-root --oversubscribe -np 3)
 
 # start_server LOG CMD...: runs CMD in the background (SPID), reads its
@@ -76,6 +79,7 @@ if start_server "$tmp/a.log" "$BIN" serve --port 0 --max-body 65536 "${ENGINE[@]
   URL=http://127.0.0.1:$PORT
   "$PY" tests/serve_check.py api "$URL" "$BIN" "$M" --chat-template chatml || fails=$((fails+1))
   "$PY" tests/serve_check.py load "$URL" "$BIN" "$M" 200 16 --chat-template chatml || fails=$((fails+1))
+  "$PY" tests/serve_check.py stages "$URL" "$BIN" "$M" 1 "$LAYERS" || fails=$((fails+1))
   kill -TERM "$SPID"; wait "$SPID"; rc=$?; SPID=""
   [ $rc -eq 0 ] && ok "SIGTERM on an idle server: exit 0" || { bad "SIGTERM: exit $rc"; tail -5 "$tmp/a.log"; }
 fi
@@ -125,6 +129,7 @@ if command -v mpirun >/dev/null; then
   if start_server "$tmp/c.log" "${MPIRUN[@]}" "$BIN" serve --port 0 --wire-dtype fp32 "${ENGINE[@]}"; then
     URL=http://127.0.0.1:$PORT
     "$PY" tests/serve_check.py load "$URL" "$BIN" "$M" 48 8 --chat-template chatml || fails=$((fails+1))
+    "$PY" tests/serve_check.py stages "$URL" "$BIN" "$M" 2 "$LAYERS" || fails=$((fails+1))
     victim="" ranks=$(pgrep -P "$SPID")
     for p in $ranks; do
       tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p

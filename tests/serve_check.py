@@ -189,6 +189,38 @@ def load(srv, binary, model, extra, n, conns):
           "load: afterwards no sequence runs and no KV block is held")
 
 
+def stage_busy(srv, stages, n_layers):
+    """After a load run: one busy fraction per stage, in [0, 1], the stages'
+    layer ranges covering the model, and every stage's busy seconds > 0 (the
+    scheduler reads the stages' answers when it goes idle: a bounded number
+    of reads)."""
+    def per_stage(m, name):
+        return {k: v for k, v in m.items()
+                if k.startswith(name + "{") and 'stage="pipeline"' not in k}
+    for _ in range(5000):
+        m = srv.metrics()
+        busy = per_stage(m, "egmla_stage_busy_seconds_total")
+        if len(busy) == stages and all(v > 0 for v in busy.values()):
+            break
+    frac = per_stage(m, "egmla_stage_busy_fraction")
+    # stage i's layers start where stage i-1's end; the last ends at the top
+    got = sorted(k[k.index("{") + 1:-1] for k in frac)
+    ranges = [dict(kv.split("=") for kv in g.split(",")) for g in got]
+    nxt, good = 0, len(ranges) == stages
+    for i, r in enumerate(ranges if good else []):
+        lo, hi = (int(x) for x in r["layers"].strip('"').split("-"))
+        good = good and r["stage"] == '"%d"' % i and lo == nxt and hi >= lo
+        nxt = hi + 1
+    check(good and nxt == n_layers, "stage busy: one fraction line per stage (%d), their layer "
+          "ranges covering the %d layers in order (got %s)" % (stages, n_layers, got))
+    check(all(0 <= v <= 1 for v in frac.values()),
+          "stage busy: every fraction in [0, 1] (%s)" % sorted(frac.values()))
+    check(len(busy) == stages and all(v > 0 for v in busy.values()),
+          "stage busy: every stage's busy seconds > 0 after the load (%s)" % busy)
+    check('egmla_stage_busy_fraction{stage="pipeline"}' in m,
+          "stage busy: the pipeline's fraction is still reported")
+
+
 def basics(srv, binary, model, extra):
     st, body, _ = srv.call("GET", "/health")
     check(st == 200 and body["status"] == "ok", "GET /health answers ok")
@@ -372,6 +404,8 @@ def main():
     if mode == "load":
         n, conns = int(sys.argv[5]), int(sys.argv[6])
         load(srv, binary, model, sys.argv[7:], n, conns)
+    elif mode == "stages":
+        stage_busy(srv, int(sys.argv[5]), int(sys.argv[6]))
     else:
         extra = sys.argv[5:]
         name = basics(srv, binary, model, extra)
