@@ -1,23 +1,24 @@
-"""Train the tiny twins (MHA, MLA, EG-MLA) on the KJV Bible; write engine checkpoints.
+"""Train the tiny twins (MHA, MLA, MLA-small, EG-MLA) on the KJV Bible.
 
-    OMP_WAIT_POLICY=passive nice -n 19 /usr/bin/python3 reference/train.py --all
-    ... reference/train.py --arch egmla --out models/egmla-tiny --steps 94 --seed 1
+    make twins              # venv + all four twins + second seeds + report
+    build/venv-train/bin/python reference/train.py --all [--extra-seeds 2]
+    build/venv-train/bin/python reference/train.py --twin egmla --out DIR --seed 1
 
 The twins differ only in attention (docs/TRAINING.md has the configs). The
-module below mirrors MODEL.md (the model contract) tensor for tensor: its
-state dict, with the tied lm_head dropped, *is* the checkpoint (it matches
-reference/egmla_ref.py to 1e-6 on all three architectures). Each output directory gets
-config.json, model.safetensors, tokenizer.json and train_log.json (the exact
-step count, seed, losses and timing, so a --minutes run can be repeated with
---steps). --all also writes models/TRAINING_RESULTS.json.
+module below mirrors docs/MODEL.md tensor for tensor: its state dict, with
+the tied lm_head dropped, *is* the checkpoint (it matches
+reference/egmla_ref.py to 1e-6 on every architecture). Each output directory
+gets config.json, model.safetensors, tokenizer.json and train_log.json (seed,
+steps, losses, the validation curve, timing). --all also writes
+models/TRAINING_RESULTS.json.
 
-Reproducible: one thread, seeded init, seeded batch order, deterministic
-algorithms. Without --steps, --minutes M times 3 steps of each twin and turns
-M into a step count (the smallest over the twins, so all see the same
-tokens); those steps are thrown away and the model re-initialised, so the
-result depends only on (arch, steps, seed, lr, batch), all recorded.
-Matmuls run in bf16 under autocast (oneDNN, ~3x fp32 here); weights, norms,
-softmax and loss stay fp32; validation and the checkpoint are fp32.
+Reproducible: a fixed thread count (--threads, recorded), seeded init, seeded
+batch order, deterministic algorithms, fp32 throughout (bf16 autocast
+measured 10x *slower* than fp32 on a CPU without AVX512-BF16). Every
+--save-every steps the whole training state (weights, optimiser, batch RNG,
+losses, curve) goes to build/train/<twin>-seed<S>.pt; a killed run started
+again with the same arguments resumes there and ends bit-identical to an
+uninterrupted run (the arguments and thread count must match; checked).
 """
 import argparse
 import json
@@ -26,10 +27,14 @@ import os
 import sys
 import time
 
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing as mp
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import data  # noqa: E402
@@ -46,15 +51,21 @@ COMMON = dict(vocab_size=4096, hidden_size=256, intermediate_size=688,
               tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
 MLA = dict(q_lora_rank=None, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
            rope_interleave=True)
+# The four twins. MLA-small has EG-MLA's latent (d_c 32): the same cache bytes
+# per token, so it is the paper's equal-cache comparison.
 CONFIGS = {
-    "llama": dict(model_type="llama", **COMMON, num_key_value_heads=4, head_dim=64,
-                  rope_interleave=False),
-    "deepseek_v2": dict(model_type="deepseek_v2", **COMMON, **MLA, kv_lora_rank=128),
+    "mha": dict(model_type="llama", **COMMON, num_key_value_heads=4, head_dim=64,
+                rope_interleave=False),
+    "mla": dict(model_type="deepseek_v2", **COMMON, **MLA, kv_lora_rank=128),
+    "mla-small": dict(model_type="deepseek_v2", **COMMON, **MLA, kv_lora_rank=32),
     "egmla": dict(model_type="egmla", **COMMON, **MLA, kv_lora_rank=32,
                   eg_latent_dim=128, eg_embed_dim=64, eg_norm="layernorm", eg_norm_eps=1e-5),
 }
-OUTDIR = {"llama": "models/llama-tiny", "deepseek_v2": "models/mla-tiny",
-          "egmla": "models/egmla-tiny"}
+OUTDIR = {"mha": "models/llama-tiny", "mla": "models/mla-tiny",
+          "mla-small": "models/mla-small-tiny", "egmla": "models/egmla-tiny"}
+ORDER = ["egmla", "mla-small", "mla", "mha"]     # --all trains in this order
+SMALL_CACHE = ["egmla", "mla-small"]             # --extra-seeds retrains these
+TOKENS = 4_000_000                               # default budget per twin
 
 
 def kv_per_token(cfg):
@@ -75,7 +86,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        x = x.float()                            # norms in fp32 even under autocast
+        x = x.float()
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
@@ -313,49 +324,87 @@ def lr_at(step, steps, peak, warmup):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))   # cosine to 10 %
 
 
-def make_model(arch, seed):
+def make_model(twin, seed):
     torch.manual_seed(seed)
-    return CausalLM(dict(CONFIGS[arch]))
+    return CausalLM(dict(CONFIGS[twin]))
 
 
-def train_one(arch, steps, seed, train_ids, lr, batch=BATCH, log=print):
-    model = make_model(arch, seed)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": other, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95), eps=1e-8)
-    g = torch.Generator().manual_seed(seed + 1)    # batch order
-    warmup = max(1, steps // 10)
-    losses, times, t0 = [], [], time.time()
-    for step in range(steps):
-        starts = torch.randint(0, len(train_ids) - CTX - 1, (batch,), generator=g)
-        x = torch.stack([train_ids[s:s + CTX] for s in starts])
-        y = torch.stack([train_ids[s + 1:s + CTX + 1] for s in starts])
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup)
-        # bf16 matmuls (oneDNN, ~3x fp32 on this CPU), fp32 weights, norms,
-        # softmax and loss; evaluation and the checkpoint are fp32.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(round(loss.item(), 4))
-        times.append(time.time() - t0 - sum(times))
-        if step % 10 == 0 or step == steps - 1:
-            log(f"{arch} step {step + 1}/{steps} loss {loss.item():.4f} "
-                f"({time.time() - t0:.0f} s)")
-    return model, losses, times
+@torch.no_grad()
+def quick_val(model, val_ids, val_bytes):
+    """Validation nats/byte over non-overlapping 256-token windows: the curve's
+    cheap point (about 4x cheaper than evaluate(); slightly higher, as the
+    first tokens of each window have little context)."""
+    model.eval()
+    n = (len(val_ids) - 1) // CTX
+    x = val_ids[:n * CTX].view(n, CTX)
+    y = val_ids[1:n * CTX + 1].view(n, CTX)
+    nll = 0.0
+    for i in range(0, n, 16):
+        lg = model(x[i:i + 16])
+        nll += F.cross_entropy(lg.flatten(0, 1), y[i:i + 16].flatten(), reduction="sum").item()
+    model.train()
+    covered = val_bytes * (n * CTX) / (len(val_ids) - 1)   # bytes of the scored tokens, prorated
+    return nll / covered
 
 
-def measure_steps(arch, minutes, seed, train_ids, lr, batch):
-    """Time 2 steps (after 1 warm-up) and turn minutes into a step count."""
-    _, _, times = train_one(arch, 3, seed, train_ids, lr, batch, log=lambda s: None)
-    per_step = sum(times[1:]) / 2
-    return max(1, int(minutes * 60 / per_step)), round(per_step, 2)
+class Trainer:
+    """One twin's run: model, optimiser, batch RNG and logs, all in one state
+    that save()/load() round-trip exactly."""
+
+    def __init__(self, twin, steps, seed, lr, batch, threads):
+        self.key = dict(twin=twin, steps=steps, seed=seed, lr=lr, batch=batch, threads=threads)
+        self.model = make_model(twin, seed)
+        p = self.model.named_parameters
+        self.opt = torch.optim.AdamW([{"params": [t for n, t in p() if t.dim() >= 2], "weight_decay": 0.1},
+                                      {"params": [t for n, t in p() if t.dim() < 2], "weight_decay": 0.0}],
+                                     lr=lr, betas=(0.9, 0.95), eps=1e-8)
+        self.gen = torch.Generator().manual_seed(seed + 1)    # batch order
+        self.step, self.losses, self.curve, self.seconds = 0, [], [], 0.0
+
+    def save(self, path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        torch.save({"key": self.key, "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                    "gen": self.gen.get_state(), "step": self.step, "losses": self.losses,
+                    "curve": self.curve, "seconds": self.seconds}, path + ".tmp")
+        os.replace(path + ".tmp", path)                      # never a half-written state
+
+    def load(self, path):
+        st = torch.load(path)
+        if st["key"] != self.key:
+            sys.exit(f"train.py: {path} is a run with {st['key']}, not {self.key}; "
+                     f"delete it or pass the same arguments")
+        self.model.load_state_dict(st["model"])
+        self.opt.load_state_dict(st["opt"])
+        self.gen.set_state(st["gen"])
+        self.step, self.losses, self.curve = st["step"], st["losses"], st["curve"]
+        self.seconds = st["seconds"]
+
+    def train(self, train_ids, val_ids, val_bytes, eval_every, save_every, state, log):
+        steps, lr, batch = self.key["steps"], self.key["lr"], self.key["batch"]
+        warmup = max(1, steps // 10)
+        while self.step < steps:
+            t0 = time.time()
+            starts = torch.randint(0, len(train_ids) - CTX - 1, (batch,), generator=self.gen)
+            x = torch.stack([train_ids[s:s + CTX] for s in starts])
+            y = torch.stack([train_ids[s + 1:s + CTX + 1] for s in starts])
+            for group in self.opt.param_groups:
+                group["lr"] = lr_at(self.step, steps, lr, warmup)
+            loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.step += 1
+            self.losses.append(round(loss.item(), 4))
+            self.seconds += time.time() - t0
+            if self.step % eval_every == 0 or self.step == steps:
+                vb = quick_val(self.model, val_ids, val_bytes)
+                self.curve.append([self.step * batch * CTX, round(vb / math.log(2), 4)])
+                log(f"{self.key['twin']} s{self.key['seed']} step {self.step}/{steps} "
+                    f"loss {loss.item():.4f} val {self.curve[-1][1]:.4f} bits/byte "
+                    f"({self.seconds:.0f} s, {self.step * batch * CTX / self.seconds:.0f} tok/s)")
+            if state and (self.step % save_every == 0 or self.step == steps):
+                self.save(state)
 
 
 def save_checkpoint(model, out, tok_path):
@@ -379,106 +428,131 @@ def save_checkpoint(model, out, tok_path):
     return dtype
 
 
-def run(arch, out, steps, seed, lr, batch, tok, tok_path, train_ids, val_ids, val_bytes,
-        per_step):
-    torch.set_num_threads(1)
+def run(twin, out, args, tok, tok_path, train_ids, val_ids, val_bytes):
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
-    model, losses, times = train_one(arch, steps, seed, train_ids, lr, batch,
-                                    log=lambda s: print(s, flush=True))
+    tr = Trainer(twin, args.steps, args.seed, args.lr, args.batch, args.threads)
+    state = os.path.join(ROOT, "build", "train", f"{twin}-seed{args.seed}.pt")
+    if os.path.exists(state) and not args.fresh:
+        tr.load(state)
+        print(f"{twin} s{args.seed}: resuming at step {tr.step} from {state}", flush=True)
+    tr.train(train_ids, val_ids, val_bytes, args.eval_every, args.save_every, state,
+             log=lambda s: print(s, flush=True))
+    model = tr.model
     vl, vb, vn = evaluate(model, val_ids, val_bytes)
     dtype = save_checkpoint(model, out, tok_path)
     nparams = sum(p.numel() for p in model.parameters())
     prompt = tok.encode("And God said").ids
     samples = {"prompt": "And God said",
-               "greedy": sample(model, tok, [0] + prompt, 100, 0.0, seed),
-               "t0.8": sample(model, tok, [0] + prompt, 100, 0.8, seed)}
-    res = {"arch": arch, "out": out, "seed": seed, "steps": steps, "lr": lr,
-           "batch_tokens": batch * CTX, "ctx": CTX, "tokens_seen": steps * batch * CTX,
-           "train_seconds": round(sum(times), 1), "seconds_per_step_measured": per_step,
+               "greedy": sample(model, tok, [0] + prompt, 100, 0.0, args.seed),
+               "t0.8": sample(model, tok, [0] + prompt, 100, 0.8, args.seed)}
+    ntok = args.steps * args.batch * CTX
+    res = {"twin": twin, "model_type": model.cfg["model_type"], "out": os.path.relpath(out, ROOT),
+           "seed": args.seed, "steps": args.steps, "lr": args.lr, "threads": args.threads,
+           "batch_tokens": args.batch * CTX, "ctx": CTX, "tokens_seen": ntok,
+           "epochs": round(ntok / len(train_ids), 2),
+           "train_seconds": round(tr.seconds, 1), "tokens_per_second": round(ntok / tr.seconds),
+           "torch": torch.__version__,
            "params": nparams, "kv_elements_per_token": kv_per_token(model.cfg),
            "kv_elements_per_token_per_layer": kv_per_token(model.cfg) // model.cfg["num_hidden_layers"],
            "dtype": dtype,
            "checkpoint_bytes": os.path.getsize(os.path.join(out, "model.safetensors")),
-           "final_train_loss": losses[-1],
+           "final_train_loss": tr.losses[-1],
            "val_tokens": vn, "val_bytes": val_bytes,
            "val_loss_per_token": round(vl, 4), "val_ppl_per_token": round(math.exp(vl), 3),
            "val_loss_per_byte": round(vb, 4), "val_ppl_per_byte": round(math.exp(vb), 4),
            "val_bits_per_byte": round(vb / math.log(2), 4),
+           "val_curve": tr.curve,
            "samples": samples,
-           "command": f"reference/train.py --arch {arch} --out {out} --steps {steps} "
-                      f"--seed {seed} --lr {lr} --batch {batch}",
-           "train_losses": losses}
+           "command": f"reference/train.py --twin {twin} --out {os.path.relpath(out, ROOT)} "
+                      f"--steps {args.steps} --seed {args.seed} --lr {args.lr} "
+                      f"--batch {args.batch} --threads {args.threads}",
+           "train_losses": tr.losses}
     with open(os.path.join(out, "train_log.json"), "w") as f:
         json.dump(res, f, indent=2)
         f.write("\n")
-    print(f"{arch}: val {vl:.4f} nats/token (ppl {math.exp(vl):.2f}), "
+    print(f"{twin} s{args.seed}: val {vl:.4f} nats/token (ppl {math.exp(vl):.2f}), "
           f"{vb / math.log(2):.4f} bits/byte; {nparams} params; saved {out} ({dtype})", flush=True)
     return res
 
 
+def run_job(twin, out, seed, args, tok_path, train_ids, val_ids, val_bytes):
+    """One run in a worker process of --all (the tokenizer comes back from its file)."""
+    a = argparse.Namespace(**vars(args))
+    a.seed = seed
+    tok = Tokenizer.from_file(tok_path)
+    return run(twin, out, a, tok, tok_path, train_ids, val_ids, val_bytes)
+
+
 def main():
     ap = argparse.ArgumentParser(description="train the tiny twins (see docs/TRAINING.md)")
-    ap.add_argument("--arch", choices=sorted(CONFIGS))
-    ap.add_argument("--all", action="store_true", help="all three twins into models/")
-    ap.add_argument("--out", help="output directory (default models/<arch>-tiny)")
-    ap.add_argument("--steps", type=int, help="exact number of steps (reproducible)")
-    ap.add_argument("--minutes", type=float, default=10.0,
-                    help="without --steps: time budget per twin, measured")
+    ap.add_argument("--twin", choices=sorted(CONFIGS))
+    ap.add_argument("--all", action="store_true", help="all four twins into models/")
+    ap.add_argument("--extra-seeds", default="",
+                    help="with --all: comma-separated seeds to train MLA-small and EG-MLA again "
+                         "(into build/twins/seed<S>/), for the spread")
+    ap.add_argument("--out", help="output directory (with --twin)")
+    ap.add_argument("--tokens", type=int, default=TOKENS, help="training tokens per twin")
+    ap.add_argument("--steps", type=int, help="exact steps (overrides --tokens)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch", type=int, default=BATCH, help=f"sequences of {CTX} tokens per step")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (results depend on it)")
+    ap.add_argument("--jobs", type=int, default=2, help="with --all: runs at once")
+    ap.add_argument("--eval-every", type=int, default=61, help="steps between validation points")
+    ap.add_argument("--save-every", type=int, default=50, help="steps between state saves")
+    ap.add_argument("--fresh", action="store_true", help="ignore a saved state, start over")
     args = ap.parse_args()
-    if args.all == bool(args.arch):
-        ap.error("give exactly one of --arch or --all")
+    if args.all == bool(args.twin):
+        ap.error("give exactly one of --twin or --all")
+    if args.twin and not args.out:
+        ap.error("--twin needs --out")
+    if args.steps is None:
+        args.steps = -(-args.tokens // (args.batch * CTX))
 
     t0 = time.time()
     train_docs, val_docs = data.split()
     tok = train_tokenizer.train_tokenizer(train_docs)
-    tok_path = os.path.join(ROOT, "models", "tokenizer.tmp.json")
-    os.makedirs(os.path.dirname(tok_path), exist_ok=True)
+    os.makedirs(os.path.join(ROOT, "build"), exist_ok=True)
+    tok_path = os.path.join(ROOT, "build", "tokenizer.tmp.json")
     tok.save(tok_path)
     train_ids, val_ids = encode_docs(tok, train_docs), encode_docs(tok, val_docs)
     val_bytes = sum(len(d.encode()) for d in val_docs)
-    print(f"train {len(train_ids)} tokens, val {len(val_ids)} tokens / {val_bytes} bytes",
-          flush=True)
+    print(f"train {len(train_ids)} tokens, val {len(val_ids)} tokens / {val_bytes} bytes; "
+          f"{args.steps} steps of {args.batch * CTX} tokens", flush=True)
 
-    archs = ["llama", "deepseek_v2", "egmla"] if args.all else [args.arch]
-    measured = {}
-    if args.steps is None:
-        # Every twin gets the same number of steps (same tokens), so their
-        # validation losses compare: the count the slowest one fits in M minutes.
-        torch.set_num_threads(1)
-        for arch in archs:
-            measured[arch] = measure_steps(arch, args.minutes, args.seed, train_ids,
-                                           args.lr, args.batch)
-            print(f"{arch}: {measured[arch][1]:.2f} s/step -> {measured[arch][0]} steps "
-                  f"in {args.minutes} min", flush=True)
-        args.steps = min(n for n, _ in measured.values())
-        print(f"training every twin for {args.steps} steps", flush=True)
-    results = []
-    for arch in archs:
-        out = args.out if (args.out and not args.all) else os.path.join(ROOT, OUTDIR[arch])
-        results.append(run(arch, out, args.steps, args.seed, args.lr, args.batch, tok,
-                           tok_path, train_ids, val_ids, val_bytes,
-                           measured.get(arch, (None, None))[1]))
+    if not args.all:
+        run(args.twin, args.out, args, tok, tok_path, train_ids, val_ids, val_bytes)
+        return
+    todo = [(t, os.path.join(ROOT, OUTDIR[t]), args.seed) for t in ORDER]
+    for s in [int(x) for x in args.extra_seeds.split(",") if x]:
+        todo += [(t, os.path.join(ROOT, "build", "twins", f"seed{s}", os.path.basename(OUTDIR[t])), s)
+                 for t in SMALL_CACHE]
+    # --jobs runs take turns in that many processes (each with --threads):
+    # on 2 cores two 1-thread runs beat one 2-thread run, and keep their
+    # speed when other work shares the machine (no thread waits for another).
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futs = [pool.submit(run_job, t, out, s, args, tok_path, train_ids, val_ids, val_bytes)
+                for t, out, s in todo]
+        results = [f.result() for f in futs]
+    summary = {"corpus": "Debian bible-kjv-text 4.38 (KJV Bible), read with `bible`",
+               "split": "chapter k (canonical order) is validation when k % 20 == 19",
+               "tokenizer": "byte-level BPE, 4096 tokens, trained on the training split",
+               "eval": "sliding window 256, stride 128, every validation token scored "
+                       "once; per byte = total nats / UTF-8 bytes of the validation text",
+               "curve": "val_curve: [tokens seen, bits/byte over non-overlapping 256-token windows]",
+               "total_seconds": round(time.time() - t0, 1),
+               "steps": args.steps,
+               "command": f"reference/train.py --all --extra-seeds '{args.extra_seeds}' "
+                          f"--steps {args.steps} --seed {args.seed} --lr {args.lr} "
+                          f"--batch {args.batch} --threads {args.threads} --jobs {args.jobs}",
+               "runs": [{k: v for k, v in r.items() if k != "train_losses"} for r in results]}
+    path = os.path.join(ROOT, "models", "TRAINING_RESULTS.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
     os.remove(tok_path)
-    if args.all:
-        summary = {"corpus": "Debian bible-kjv-text 4.38 (KJV Bible), read with `bible`",
-                   "split": "chapter k (canonical order) is validation when k % 20 == 19",
-                   "tokenizer": "byte-level BPE, 4096 tokens, trained on the training split",
-                   "eval": "sliding window 256, stride 128, every validation token scored "
-                           "once; per byte = total nats / UTF-8 bytes of the validation text",
-                   "total_seconds": round(time.time() - t0, 1),
-                   "steps": args.steps,
-                   "command": f"reference/train.py --all --steps {args.steps} --seed {args.seed} "
-                              f"--lr {args.lr} --batch {args.batch}",
-                   "twins": {r["arch"]: {k: v for k, v in r.items() if k != "train_losses"}
-                             for r in results}}
-        path = os.path.join(ROOT, "models", "TRAINING_RESULTS.json")
-        with open(path, "w") as f:
-            json.dump(summary, f, indent=2)
-            f.write("\n")
-        print(f"wrote {path}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
