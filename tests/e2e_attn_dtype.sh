@@ -65,6 +65,15 @@ for m in "" "$FX/mla" "$FX/llama_gqa_tied"; do
   [ -z "$m" ] && cp "$T/bf16.jsonl" "$T/bf16.local"
 done
 
+# portable and AVX2 bf16 kernels sum in the same order: the same bytes
+# (a CPU with AVX512-BF16 uses vdpbf16ps instead, in its own order)
+if ! grep -q avx512_bf16 /proc/cpuinfo 2>/dev/null; then
+  EGMLA_KERNELS=portable "$BIN" score --input "$T/in.jsonl" --out "$T/bf16.portable" \
+    --attn-dtype bf16 2>>"$T/log" && cmp -s "$T/bf16.local" "$T/bf16.portable" \
+    && ok "bf16, EGMLA_KERNELS=portable: byte-identical to the run-time choice" \
+    || bad "bf16, EGMLA_KERNELS=portable differs or failed"
+fi
+
 # the option reaches MPI workers: 3 ranks = 2 stages, fp32 on the wire
 if command -v mpirun >/dev/null 2>&1; then
   export OMP_WAIT_POLICY=passive OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_ALLOW_RUN_AS_ROOT=1
