@@ -171,6 +171,7 @@ static int finish_row(bench *B, egm_bench_row *r, int mb, json_t *extra, egm_err
     json_object_update(row, extra);
     json_decref(extra);
     json_object_set_new(row, "micro_batches", json_integer(mb));
+    json_object_set_new(row, "attn_dtype", json_string(B->o->attn_dtype));
     egm_bench_print_row(B->tab, r);
     fprintf(B->tab, " %3d", mb);
     stage_use(B, row);
@@ -318,10 +319,10 @@ static int run(bench *B, egm_err *e) {
 static void print_pipeline(bench *B, const egm_workers *wk, const egm_topology *t) {
     const egm_config *c = B->c;
     const egm_bench_opts *o = B->o;
-    fprintf(B->tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; kv %s%s\n",
+    fprintf(B->tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; kv %s%s%s\n",
             o->config ? o->config : o->model, c->model_type, o->config ? "yes" : "no",
             c->num_layers, c->hidden_size, c->vocab_size, o->kv_dtype,
-            B->gate_table ? ", gate table G precomputed" : "");
+            B->gate_table ? ", gate table G precomputed" : "", o->attn_bf16 ? ", attention bf16" : "");
     fprintf(B->tab, "pipeline: %d ranks; rank 0 (%s) coordinates", B->world, wk->hosts[0]);
     for (int i = 0; i < B->S; i++)
         fprintf(B->tab, "; stage %d = rank %d (%s) layers %d-%d", i + 1, i + 1, wk->hosts[i + 1],
@@ -438,6 +439,7 @@ static int start_pipeline(bench *B, egm_workers *wk, const egm_topology *t, cons
                           .kv_budget = (size_t)o->max_b * blocks * o->block_tokens * per_tok,
                           .block_tokens = o->block_tokens, .kv_bf16 = o->bf16,
                           .n_slots = o->max_b, .gate_table = !o->no_gate_table,
+                          .attn_bf16 = o->attn_bf16,
                           .threads = o->threads, .topo_threads = 1, .wd = B->wd,
                           .hello_timeout_s = 10 * o->rank_timeout};
     if (egm_workers_start(wk, &ao, e)) return -1;

@@ -18,11 +18,12 @@
 typedef struct {
     const char *config, *model;       /* exactly one */
     const char *kv_dtype, *budget_s, *json_path;
+    const char *attn_dtype;           /* "fp32" or "bf16": in every JSON row */
     const char *wire_dtype, *topology;  /* pipeline; NULL: the topology's */
     const char *weights;              /* synthetic weights: f32, bf16, f16 or q8_0 */
     int batches[EGM_BENCH_MAX_LIST], nb, max_b;
     int contexts[EGM_BENCH_MAX_LIST], nc, max_c;
-    int steps, chunk, block_tokens, reps, bw_mib, once, no_gate_table, bf16;
+    int steps, chunk, block_tokens, reps, bw_mib, once, no_gate_table, bf16, attn_bf16;
     int threads;                      /* 0: not given (one rank: one per CPU;
                                          pipeline: 1 per stage) */
     int micro_batches;                /* pipeline decode; 0: one per stage */

@@ -85,14 +85,16 @@ static void rig_free(rig *g) {
 }
 
 static int rig_init(rig *g, const egm_model *m, int slots, int seq_tokens, int rows,
-                    int block_tokens, int kv_bf16, egm_err *e) {
+                    int block_tokens, int kv_bf16, int attn_bf16, egm_err *e) {
     const egm_config *c = &m->cfg;
     memset(g, 0, sizeof *g);
     size_t per_tok = egm_kv_bytes_per_token(c->num_layers, egm_config_kv_elems(c),
                                             c->arch == EGM_EGMLA, kv_bf16);
     size_t blocks = ((size_t)seq_tokens + block_tokens - 1) / block_tokens;
     size_t budget = (size_t)slots * blocks * block_tokens * per_tok;
-    if (egm_stage_init(&g->st, m, slots, budget, block_tokens, kv_bf16, e)) return -1;
+    if (egm_stage_init(&g->st, m, slots, budget, block_tokens, kv_bf16, e) ||
+        egm_stage_set_attn_bf16(&g->st, attn_bf16, e))
+        return -1;
     if (egm_head_init(&g->hd, slots, c->vocab_size, e)) return -1;
     g->x = malloc(sizeof(float) * (size_t)rows * c->hidden_size);
     g->slot = malloc(sizeof(int) * (size_t)rows);
@@ -245,9 +247,10 @@ static int bench_load(const egm_bench_opts *o, egm_model *m) {
 static void print_setup(FILE *tab, const egm_bench_opts *o, const egm_config *c,
                         egm_bench_roof *rf, double stored, int gate_table) {
     const char *src = o->config ? o->config : o->model;
-    fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s\n",
+    fprintf(tab, "model: %s (%s, synthetic=%s), %d layers, D %d, vocab %d; threads %d, kv %s%s%s\n",
            src, c->model_type, o->config ? "yes" : "no", c->num_layers, c->hidden_size,
-           c->vocab_size, rf->threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "");
+           c->vocab_size, rf->threads, o->kv_dtype, gate_table ? ", gate table G precomputed" : "",
+           o->attn_bf16 ? ", attention bf16" : "");
     fprintf(tab, "weights: %.0f bytes of projections as stored (%.2f bytes per weight)\n",
             stored, stored / proj_elems(c));
     fprintf(tab, "roofline: triad %.1f GB/s (read-only %.1f GB/s, 3 x %d MiB); sgemm on the model's "
@@ -365,7 +368,8 @@ static int bench_context(bench_run *u, int ctx) {
     int rows = o->chunk > o->max_b ? o->chunk : o->max_b, failed = 0;
     egm_err e;
     rig g;
-    if (rig_init(&g, u->m, o->max_b, ctx + o->steps + 1, rows, o->block_tokens, o->bf16, &e)) {
+    if (rig_init(&g, u->m, o->max_b, ctx + o->steps + 1, rows, o->block_tokens, o->bf16,
+                 o->attn_bf16, &e)) {
         fprintf(stderr, "egmla bench: %s\n", e.msg);
         rig_free(&g);
         return -1;
@@ -423,7 +427,11 @@ static int bench_one(const egm_bench_opts *o) {
     json_t *kv = egm_bench_kv(c, o, tab, &failed);
     if (o->json_path && !failed) {
         json_t *ra = json_array();
-        for (int i = 0; i < u.nres; i++) json_array_append_new(ra, egm_bench_row_json(&u.res[i], 1));
+        for (int i = 0; i < u.nres; i++) {
+            json_t *row = egm_bench_row_json(&u.res[i], 1);
+            json_object_set_new(row, "attn_dtype", json_string(o->attn_dtype));
+            json_array_append_new(ra, row);
+        }
         if (egm_bench_write_json(o, c, egm_bench_roof_json(&rf, o->max_b), ra, kv, NULL))
             failed = 1;
     } else {
@@ -471,6 +479,8 @@ static void bench_engine_opts(egm_bench_opts *o, const egm_engine_opts *eo) {
     o->threads = eo->threads;
     o->kv_dtype = eo->kv_dtype;
     o->bf16 = eo->kv_bf16;
+    o->attn_dtype = eo->attn_dtype;
+    o->attn_bf16 = eo->attn_bf16;
     o->budget_s = eo->kv_budget;
     o->budget = eo->kv_budget_bytes;
     o->block_tokens = eo->block_tokens;

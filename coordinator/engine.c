@@ -38,6 +38,7 @@ void egm_engine_defaults(egm_engine_opts *o) {
     memset(o, 0, sizeof *o);
     o->kv_budget = "1GiB";
     o->kv_dtype = "fp32";
+    o->attn_dtype = "fp32";
     o->max_batch = 64;
     o->micro_batches = 4;
     o->chunk = 512;
@@ -51,6 +52,7 @@ int egm_engine_table(const egm_opt *own, egm_engine_opts *o, egm_opt *out, int c
         {"model", EGM_OPT_STRING, &o->model, "model directory or .gguf (default: the embedded EG-MLA model)", 0, 0, "DIR"},
         {"kv-budget", EGM_OPT_STRING, &o->kv_budget, "KV cache bytes per stage (e.g. 512MiB)", 0, 0, "SIZE"},
         {"kv-dtype", EGM_OPT_STRING, &o->kv_dtype, "KV cache storage: fp32 or bf16", 0, 0, "T"},
+        {"attn-dtype", EGM_OPT_STRING, &o->attn_dtype, "attention products (EG-MLA rebuild, scores): fp32, or bf16 operands with fp32 accumulation", 0, 0, "T"},
         {"max-batch", EGM_OPT_INT, &o->max_batch, "sequences in flight at most", 1, 65536, "N"},
         {"micro-batches", EGM_OPT_INT, &o->micro_batches, "micro-batches in flight (results depend on it, not on the split; under mpirun default: at least one per stage)", 1, 1024, "N"},
         {"chunk", EGM_OPT_INT, &o->chunk, "rows per micro-batch at most (prefill chunk)", 1, 1 << 20, "N"},
@@ -70,7 +72,7 @@ int egm_engine_table(const egm_opt *own, egm_engine_opts *o, egm_opt *out, int c
 }
 
 /* index of an engine entry, in egm_engine_table's order */
-enum { E_MODEL, E_KV_BUDGET, E_KV_DTYPE, E_MAX_BATCH, E_MICRO_BATCHES };
+enum { E_MODEL, E_KV_BUDGET, E_KV_DTYPE, E_ATTN_DTYPE, E_MAX_BATCH, E_MICRO_BATCHES };
 
 int egm_engine_resolve(egm_engine_opts *o, const unsigned char *given, egm_err *e) {
     o->max_batch_set = given && given[E_MAX_BATCH];
@@ -80,6 +82,9 @@ int egm_engine_resolve(egm_engine_opts *o, const unsigned char *given, egm_err *
     if (strcmp(o->kv_dtype, "fp32") && strcmp(o->kv_dtype, "bf16"))
         return egm_fail(e, "--kv-dtype: expected fp32 or bf16, found \"%s\"", o->kv_dtype);
     o->kv_bf16 = !strcmp(o->kv_dtype, "bf16");
+    if (strcmp(o->attn_dtype, "fp32") && strcmp(o->attn_dtype, "bf16"))
+        return egm_fail(e, "--attn-dtype: expected fp32 or bf16, found \"%s\"", o->attn_dtype);
+    o->attn_bf16 = !strcmp(o->attn_dtype, "bf16");
     if (o->wire_dtype && egm_wire_dtype_parse(o->wire_dtype, &o->wd))
         return egm_fail(e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", o->wire_dtype);
     return 0;
@@ -98,5 +103,6 @@ void egm_engine_to_run(const egm_engine_opts *o, egm_run_opts *r) {
     r->block_tokens = o->block_tokens;
     r->threads = o->threads;
     r->gate_table = !o->no_gate_table;
+    r->attn_bf16 = o->attn_bf16;
     r->rank_timeout = o->rank_timeout;
 }

@@ -22,12 +22,13 @@
 #include "base/wire_dtype.h"
 #include "coordinator/job.h"
 
-#define EGM_ENGINE_N_OPTS 12   /* entries egm_engine_table adds */
+#define EGM_ENGINE_N_OPTS 13   /* entries egm_engine_table adds */
 
 typedef struct {
     /* as given; the defaults are egm_engine_defaults' */
     const char *model;        /* NULL: the command's default */
     const char *kv_budget, *kv_dtype;
+    const char *attn_dtype;   /* "fp32" or "bf16" */
     const char *wire_dtype;   /* NULL: the topology's */
     const char *topology;     /* NULL: none */
     int max_batch, micro_batches, chunk, block_tokens, threads;
@@ -36,7 +37,7 @@ typedef struct {
     /* set by egm_engine_resolve */
     int max_batch_set, micro_batches_set;
     size_t kv_budget_bytes;
-    int kv_bf16;
+    int kv_bf16, attn_bf16;
     egm_wire_dtype wd;        /* valid when wire_dtype != NULL */
 } egm_engine_opts;
 

@@ -153,7 +153,8 @@ int egm_run_local(const egm_run_opts *r) {
     if (egm_model_load(r->model, 0, -1, flags, &m, &e)) goto fail;
     if (egm_run_load_tokenizer(r->model, &tok, &e)) goto fail;
     if (egm_run_load_chat(r, &m.cfg, tok, &chat, &e)) goto fail;
-    egm_pipe_opts po = {r->max_batch, io.kv_budget, r->block_tokens, !strcmp(r->kv_dtype, "bf16")};
+    egm_pipe_opts po = {r->max_batch, io.kv_budget, r->block_tokens, !strcmp(r->kv_dtype, "bf16"),
+                        r->attn_bf16};
     if (egm_pipe_local_open(&m, &po, &pipe, &e)) goto fail;
     egm_sched_opts so;
     egm_sched_opts_from_run(r, &io, &so);

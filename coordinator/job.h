@@ -27,6 +27,7 @@ typedef struct {
     int max_batch, micro_batches, chunk, block_tokens, threads;
     int micro_batches_set;    /* given on the command line (else raised to the stage count) */
     int stats, add_bos, gate_table;
+    int attn_bf16;            /* --attn-dtype bf16 */
     double rank_timeout;      /* seconds without news before looking for a dead rank */
     egm_request defaults;     /* max_new_tokens, ignore_eos, sampling */
     int resume;               /* generate: skip ids already in --out, append */

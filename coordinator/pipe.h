@@ -68,6 +68,7 @@ typedef struct {
     size_t kv_budget;
     int block_tokens;
     int kv_bf16;
+    int attn_bf16;      /* --attn-dtype bf16 */
 } egm_pipe_opts;
 
 int egm_pipe_local_open(const egm_model *m, const egm_pipe_opts *o,

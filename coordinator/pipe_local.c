@@ -109,6 +109,7 @@ int egm_pipe_local_open(const egm_model *m, const egm_pipe_opts *o,
     if (!lp) return egm_fail(e, "out of memory");
     if (egm_stage_init(&lp->stage, m, o->n_slots, o->kv_budget, o->block_tokens,
                        o->kv_bf16, e) ||
+        egm_stage_set_attn_bf16(&lp->stage, o->attn_bf16, e) ||
         egm_head_init(&lp->head, o->n_slots, m->cfg.vocab_size, e)) {
         local_close(&lp->base);
         return -1;

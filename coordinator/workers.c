@@ -48,6 +48,7 @@ int egm_workers_start(egm_workers *w, const egm_assign_opts *o, egm_err *e) {
         a.n_slots = o->n_slots;
         a.wire_dtype = o->wd;
         a.gate_table = o->gate_table != 0;
+        a.attn_bf16 = o->attn_bf16 != 0;
         a.threads = o->threads ? o->threads : o->topo_threads ? ts->threads : 0;
         a.build = (char *)egm_build_fingerprint();
         if (o->config_json) {

@@ -2,8 +2,10 @@
 #include "attention.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "attn_bf16.h"
 #include "attn_small.h"
 #include "ops.h"
 
@@ -15,19 +17,45 @@ static void causal_softmax(float *s, int P, int last) {
 
 long egm_attn_mha_scratch(int T, int P) { return (long)T * P; }
 
-void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
-                  const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
-                  float *S) {
+long egm_attn_mha_scratch_bf16(int T, int P, int H, int Hkv, int dh) {
+    return (long)T * P + ((long)T * H * dh + (long)P * Hkv * dh + 1) / 2 + 1;
+}
+
+/* qb, kb: NULL for fp32 scores; else Q and K rounded to bf16, [T, H*dh]
+ * and [P, Hkv*dh], for the score products. */
+static void attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                     const float *kv, int ldkv, int H, int Hkv, int dh, float scale, float *S,
+                     const uint16_t *qb, const uint16_t *kb) {
     int P = pos0 + T, group = H / Hkv;
     for (int h = 0; h < H; h++) {
         int g = h / group;
         const float *K = kv + g * dh, *V = kv + (Hkv + g) * dh;
         /* S[T,P] = scale * Q_h[T,dh] K_g[P,dh]^T */
-        egm_gemm(0, 1, T, P, dh, scale, q + h * dh, ldq, K, ldkv, 0.0f, S, P);
+        if (qb)
+            egm_gemm_bf16_nt(T, P, dh, scale, qb + h * dh, H * dh, kb + g * dh, Hkv * dh, 0.0f,
+                             S, P);
+        else
+            egm_gemm(0, 1, T, P, dh, scale, q + h * dh, ldq, K, ldkv, 0.0f, S, P);
         for (int t = 0; t < T; t++) causal_softmax(S + (long)t * P, P, pos0 + t);
         /* out_h[T,dh] = S[T,P] V_g[P,dh] */
         egm_gemm(0, 0, T, dh, P, 1.0f, S, P, V, ldkv, 0.0f, out + h * dh, ldo);
     }
+}
+
+void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                  const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
+                  float *S) {
+    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, scale, S, NULL, NULL);
+}
+
+void egm_attn_mha_bf16(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                       const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
+                       float *S) {
+    int P = pos0 + T;
+    uint16_t *qb = (uint16_t *)(S + (long)T * P), *kb = qb + (long)T * H * dh;
+    egm_bf16_round_rows(qb, H * dh, q, ldq, T, H * dh);
+    egm_bf16_round_rows(kb, Hkv * dh, kv, ldkv, P, Hkv * dh);
+    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, scale, S, qb, kb);
 }
 
 void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,
@@ -44,6 +72,11 @@ void egm_latent_query(float *qlat, const float *q, int ldq, int n,
 
 long egm_attn_latent_range_scratch(int T, int H, int block, int du, int dr) {
     return (long)H * T * (block + du + dr);
+}
+
+long egm_attn_latent_range_scratch_bf16(int T, int H, int block, int du, int dr) {
+    long K = du + dr;
+    return egm_attn_latent_range_scratch(T, H, block, du, dr) + ((long)H * T * K + block * K + 1) / 2 + 1;
 }
 
 long egm_attn_latent_blocked_scratch(int T, int H, int block, int du, int dr) {
@@ -85,10 +118,30 @@ static void block_softmax(float *S, int nb, float *olat, float *m, double *l, in
     }
 }
 
-void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat,
-                             const float *q, int ldq, int T, int pos0, int j_begin, int j_end,
-                             egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
-                             float scale, int block, float *scratch) {
+/* Scores of rows [r0, R) against a block: fp32 GEMMs, or with bq (the
+ * rows' [qlat | q_pe] in bf16) the block rounded into bz and one bf16 GEMM. */
+static void block_scores(float *S, const float *qc, const uint16_t *bq, uint16_t *bz, int r0,
+                         int Rb, int nb, const float *Z, int ldz, const float *kpe, int ldk,
+                         int du, int dr, float scale) {
+    int K = du + dr;
+    if (bq) {
+        egm_bf16_round_rows(bz, K, Z, ldz, nb, du);
+        egm_bf16_round_rows(bz + du, K, kpe, ldk, nb, dr);
+        egm_gemm_bf16_nt(Rb, nb, K, scale, bq + (long)r0 * K, K, bz, K, 0.0f, S, nb);
+    } else if (kpe == Z + du && ldk == ldz) { /* [z | kpe] side by side: one GEMM */
+        egm_gemm(0, 1, Rb, nb, K, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
+    } else {
+        egm_gemm(0, 1, Rb, nb, du, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
+        egm_gemm(0, 1, Rb, nb, dr, scale, qc + (long)r0 * K + du, K, kpe, ldk, 1.0f, S, nb);
+    }
+}
+
+/* egm_latent_attend_range; bf16: scores from bf16 operands, whose copies
+ * go after the fp32 scratch. */
+static void attend_range(float *olat, float *m, double *l, const float *qlat, const float *q,
+                         int ldq, int T, int pos0, int j_begin, int j_end,
+                         egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
+                         float scale, int block, float *scratch, int bf16) {
     int P = pos0 + T, R = H * T, dq = dn + dr, K = du + dr;
     if (j_end > P) j_end = P;
     float *S = scratch, *qc = S + (long)R * block;
@@ -102,6 +155,12 @@ void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat
                sizeof(float) * dr);
     }
     for (long i = 0; i < (long)R * du; i++) olat[i] = 0.0f;
+    uint16_t *bq = NULL, *bz = NULL;
+    if (bf16) { /* the queries rounded once, the latents a block at a time */
+        bq = (uint16_t *)(scratch + egm_attn_latent_range_scratch(T, H, block, du, dr));
+        bz = bq + (long)R * K;
+        egm_bf16_round_rows(bq, K, qc, K, R, K);
+    }
     for (int j0 = j_begin; j0 < j_end; j0 += block) {
         int nb = j_end - j0 < block ? j_end - j0 : block;
         /* rows whose last position is before the block see none of it:
@@ -110,20 +169,30 @@ void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat
         const float *Z, *kpe;
         int ldz, ldk;
         rows(ctx, j0, j0 + nb, &Z, &ldz, &kpe, &ldk);
-        /* S[(t,h), nb] = scale * (qlat Z^T + q_pe kpe^T): one GEMM when the
-         * rows are [z | kpe] side by side */
-        if (kpe == Z + du && ldk == ldz) {
-            egm_gemm(0, 1, Rb, nb, K, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
-        } else {
-            egm_gemm(0, 1, Rb, nb, du, scale, qc + (long)r0 * K, K, Z, ldz, 0.0f, S, nb);
-            egm_gemm(0, 1, Rb, nb, dr, scale, qc + (long)r0 * K + du, K, kpe, ldk, 1.0f, S, nb);
-        }
+        /* S[(t,h), nb] = scale * (qlat Z^T + q_pe kpe^T) */
+        block_scores(S, qc, bq, bz, r0, Rb, nb, Z, ldz, kpe, ldk, du, dr, scale);
         block_softmax(S, nb, olat, m, l, r0, R, H, T, pos0, j0, du);
         if (Rb <= EGM_ATTN_SMALL_MAX_R) /* decode: OpenBLAS is slow at few rows */
             egm_attn_wsum(Rb, du, nb, S, nb, Z, ldz, olat + (long)r0 * du, du);
         else
             egm_gemm(0, 0, Rb, du, nb, 1.0f, S, nb, Z, ldz, 1.0f, olat + (long)r0 * du, du);
     }
+}
+
+void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat,
+                             const float *q, int ldq, int T, int pos0, int j_begin, int j_end,
+                             egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
+                             float scale, int block, float *scratch) {
+    attend_range(olat, m, l, qlat, q, ldq, T, pos0, j_begin, j_end, rows, ctx, H, dn, dr, du,
+                 scale, block, scratch, 0);
+}
+
+void egm_latent_attend_range_bf16(float *olat, float *m, double *l, const float *qlat,
+                                  const float *q, int ldq, int T, int pos0, int j_begin,
+                                  int j_end, egm_latent_rows_fn rows, void *ctx, int H, int dn,
+                                  int dr, int du, float scale, int block, float *scratch) {
+    attend_range(olat, m, l, qlat, q, ldq, T, pos0, j_begin, j_end, rows, ctx, H, dn, dr, du,
+                 scale, block, scratch, 1);
 }
 
 void egm_latent_merge(float *olat, float *m, double *l, const float *olat2, const float *m2,

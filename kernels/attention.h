@@ -16,6 +16,13 @@ void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                   const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
                   float *scratch);
 long egm_attn_mha_scratch(int T, int P);
+/* The same with the scores from Q and K rounded to bf16 (kernels/attn_bf16.h,
+ * fp32 accumulation; softmax and the sum over V fp32).
+ * scratch: egm_attn_mha_scratch_bf16(T, P, H, Hkv, dh) floats. */
+void egm_attn_mha_bf16(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                       const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
+                       float *scratch);
+long egm_attn_mha_scratch_bf16(int T, int P, int H, int Hkv, int dh);
 
 /* Absorbed latent attention (deepseek_v2 and egmla), see MODEL.md/NOTES.md,
  * in three steps so that the per-head products with kv_b_proj are one GEMM
@@ -70,6 +77,15 @@ void egm_latent_attend_range(float *olat, float *m, double *l, const float *qlat
                              egm_latent_rows_fn rows, void *ctx, int H, int dn, int dr, int du,
                              float scale, int block, float *scratch);
 long egm_attn_latent_range_scratch(int T, int H, int block, int du, int dr);
+/* The same with the score products from bf16 operands ([qlat | q_pe] and
+ * [z | kpe] rounded, fp32 accumulation: kernels/attn_bf16.h); the softmax
+ * and the weighted sum stay fp32, over the fp32 latents.
+ * scratch: egm_attn_latent_range_scratch_bf16(T, H, block, du, dr) floats. */
+void egm_latent_attend_range_bf16(float *olat, float *m, double *l, const float *qlat,
+                                  const float *q, int ldq, int T, int pos0, int j_begin,
+                                  int j_end, egm_latent_rows_fn rows, void *ctx, int H, int dn,
+                                  int dr, int du, float scale, int block, float *scratch);
+long egm_attn_latent_range_scratch_bf16(int T, int H, int block, int du, int dr);
 void egm_latent_merge(float *olat, float *m, double *l, const float *olat2, const float *m2,
                       const double *l2, int R, int du);
 void egm_latent_finish(float *olat, const double *l, int R, int du);

@@ -58,6 +58,7 @@ assert {r["phase"] for r in rows} == {"prefill", "decode"}
 for r in rows:
     where = "%s b=%d c=%d" % (r["phase"], r["batch"], r["context"])
     assert r["ranks"] == ranks, where
+    assert r["attn_dtype"] == "fp32", where
     for k in ("tokens_per_s", "ratio_to_sgemm", "ratio_to_bw"):
         assert r[k] > 0, (where, k, r[k])
     st = r["stages"]

@@ -9,7 +9,7 @@ ok()   { echo "  ok: $*"; }
 bad()  { echo "  FAIL: $*"; fails=$((fails+1)); }
 
 # option and a valid value ("-" for a flag)
-ENGINE="model:models/egmla-tiny kv-budget:64MiB kv-dtype:bf16 max-batch:8
+ENGINE="model:models/egmla-tiny kv-budget:64MiB kv-dtype:bf16 attn-dtype:bf16 max-batch:8
         micro-batches:2 chunk:64 block-tokens:8 threads:1 no-gate-table:-
         rank-timeout:5 topology:deploy/examples/local-2stage.yaml wire-dtype:fp32"
 SAMPLING="max-new-tokens temperature top-k top-p min-p repetition-penalty seed ignore-eos"
@@ -30,6 +30,11 @@ for cmd in generate score eval perplexity loglikelihood bench; do
   rc=$?; [ $rc -eq 2 ] && ok "$cmd --kv-dtype fp16 exits 2" || bad "$cmd --kv-dtype fp16 exited $rc"
   $BIN $cmd --wire-dtype fp16 >/dev/null 2>&1
   rc=$?; [ $rc -eq 2 ] && ok "$cmd --wire-dtype fp16 exits 2" || bad "$cmd --wire-dtype fp16 exited $rc"
+  err=$($BIN $cmd --attn-dtype fp16 2>&1 >/dev/null)
+  rc=$?
+  if [ $rc -eq 2 ] && grep -q -- "--attn-dtype: expected fp32 or bf16" <<<"$err"; then
+    ok "$cmd --attn-dtype fp16 exits 2, naming the option"
+  else bad "$cmd --attn-dtype fp16 exited $rc: $err"; fi
 done
 
 help=$($BIN generate --help 2>&1) listed=""

@@ -76,6 +76,7 @@ static void check_report(const char *model, int batches, int contexts, int steps
         const char *ph = json_string_value(field(r, "phase"));
         assert_non_null(ph);
         assert_int_equal(json_integer_value(field(r, "ranks")), 1);
+        assert_string_equal(json_string_value(field(r, "attn_dtype")), "fp32");
         assert_true(num(r, "tokens_per_s") > 0);
         assert_true(num(r, "ratio_to_sgemm") > 0);
         assert_true(num(r, "ratio_to_bw") > 0);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kernels/attention.h"
+#include "kernels/attn_bf16.h"
 #include "kernels/matmul.h"
 #include "base/pool.h"
 #include "kernels/ops.h"
@@ -114,12 +115,31 @@ void egm_stage_free(egm_stage *s) {
     for (int t = 0; t < EGM_STAGE_MAX_THREADS; t++) {
         egm_seg_scratch *sc = &s->scr[t];
         free(sc->seg.p), free(sc->z.p), free(sc->gate.p), free(sc->emb.p), free(sc->att.p);
-        free(sc->ids.p);
+        free(sc->ids.p), free(sc->cb.p);
     }
+    if (s->eg_up_bf16)
+        for (int l = 0; l < s->m->hi - s->m->lo; l++) free(s->eg_up_bf16[l]);
+    free(s->eg_up_bf16);
     free(s->seg_start);
     free(s->tasks), free(s->groups), free(s->part.p), free(s->ml.p);
     egm_pool_free(s->pool);
     memset(s, 0, sizeof *s);
+}
+
+int egm_stage_set_attn_bf16(egm_stage *s, int on, egm_err *e) {
+    s->attn_bf16 = on;
+    int nl = s->m->hi - s->m->lo, du = s->c->eg_latent_dim, dc = s->c->kv_lora_rank;
+    if (!on || s->c->arch != EGM_EGMLA || s->eg_up_bf16) return 0;
+    s->eg_up_bf16 = calloc((size_t)nl, sizeof *s->eg_up_bf16);
+    if (!s->eg_up_bf16) return egm_fail(e, "out of memory for bf16 copies of eg_up_proj");
+    for (int l = 0; l < nl; l++) {
+        const float *up = s->m->layers[l].eg_up;
+        if (!up) continue;
+        s->eg_up_bf16[l] = malloc(sizeof(uint16_t) * (size_t)du * dc);
+        if (!s->eg_up_bf16[l]) return egm_fail(e, "out of memory for bf16 copies of eg_up_proj");
+        egm_bf16_round_rows(s->eg_up_bf16[l], dc, up, dc, du, dc);
+    }
+    return 0;
 }
 
 int egm_stage_reserve(egm_stage *s, int slot, int n_tokens) {
@@ -252,6 +272,12 @@ static void mha_task(void *v, int i, int thread) {
     int r = s->seg_start[a->seg] + a->t0, T = a->t1 - a->t0, pos0 = j->b->pos[r], P = pos0 + T;
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
     egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
+    if (s->attn_bf16) {
+        float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch_bf16(T, P, H, Hkv, dh));
+        egm_attn_mha_bf16(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
+                          pos0, seg, E, H, Hkv, dh, j->scale, S);
+        return;
+    }
     float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
     egm_attn_mha(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T, pos0, seg,
                  E, H, Hkv, dh, j->scale, S);
@@ -296,7 +322,12 @@ static void egmla_rows(void *vctx, int j0, int j1, const float **zo, int *ldz,
     /* rows of [z | kpe], so that scores are one product per row */
     int K = du + dr;
     float *Z = egm_buf_need(&sc->z, (long)n * K);
-    if (w->eg_up)
+    const uint16_t *upb = s->attn_bf16 ? s->eg_up_bf16[x->li] : NULL;
+    if (upb) { /* --attn-dtype bf16: c and W_up rounded, fp32 accumulation */
+        uint16_t *cb = (uint16_t *)egm_buf_need(&sc->cb, ((long)n * dc + 1) / 2);
+        egm_bf16_round_rows(cb, dc, cache, E, n, dc);
+        egm_gemm_bf16_nt(n, du, dc, 1.0f, cb, dc, upb, dc, 0.0f, Z, K);
+    } else if (w->eg_up)
         egm_gemm(0, 1, n, du, dc, 1.0f, cache, E, w->eg_up, dc, 0.0f, Z, K);
     else
         for (int j = 0; j < n; j++) memcpy(Z + (long)j * K, cache + (long)j * E, sizeof(float) * du);
@@ -444,14 +475,16 @@ static void range_task(void *v, int i, int thread) {
     int r = s->seg_start[a->seg] + a->t0;
     egm_seg_scratch *sc = &s->scr[thread];
     zrows_ctx zc = {s, sc, j->w, &s->seqs[j->b->slot[r]], j->li};
-    float *S = egm_buf_need(&sc->att, egm_attn_latent_range_scratch(T, H, EGM_ZBLOCK, du, dr));
+    int bf = s->attn_bf16;
+    float *S = egm_buf_need(&sc->att, (bf ? egm_attn_latent_range_scratch_bf16
+                                          : egm_attn_latent_range_scratch)(T, H, EGM_ZBLOCK, du, dr));
     float *o, *m;
     double *l;
     task_state(j, a, &o, &m, &l);
-    egm_latent_attend_range(o, m, l, j->qlat + (long)r * H * du, j->q + (long)r * H * dq, H * dq,
-                            T, j->b->pos[r], a->j0, a->j1,
-                            c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
-                            1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
+    (bf ? egm_latent_attend_range_bf16 : egm_latent_attend_range)(
+        o, m, l, j->qlat + (long)r * H * du, j->q + (long)r * H * dq, H * dq, T, j->b->pos[r],
+        a->j0, a->j1, c->arch == EGM_EGMLA ? egmla_rows : mla_rows, &zc, H, dn, dr, du,
+        1.0f / sqrtf((float)dq), EGM_ZBLOCK, S);
 }
 
 /* A group's later ranges folded into its first, in order, then divided. */

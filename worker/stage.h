@@ -11,6 +11,7 @@
 #define EGM_STAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/buf.h"
 #include "base/pool.h"
@@ -28,6 +29,7 @@ typedef struct {
 typedef struct {
     egm_buf seg, z, gate, emb, att;
     egm_buf ids;        /* int32 token ids of an EG-MLA block of positions */
+    egm_buf cb;         /* --attn-dtype bf16: a block of c rounded to bf16 */
 } egm_seg_scratch;
 
 #define EGM_STAGE_MAX_THREADS 64
@@ -50,6 +52,8 @@ typedef struct {
     egm_buf part, ml;    /* partial states of ranges after a group's first; final m, l */
     egm_pool *pool;      /* every parallel loop; as many threads as BLAS had
                           * at init (--threads), BLAS itself single-threaded */
+    int attn_bf16;       /* --attn-dtype bf16 (egm_stage_set_attn_bf16) */
+    uint16_t **eg_up_bf16; /* [layers] EG-MLA's W_up rounded to bf16, or NULL */
 } egm_stage;
 
 /* kv_budget: bytes for this stage's cache; block_tokens: positions per
@@ -58,6 +62,13 @@ int egm_stage_init(egm_stage *s, const egm_model *m, int n_slots,
                    size_t kv_budget, int block_tokens, int kv_bf16,
                    egm_err *e);
 void egm_stage_free(egm_stage *s);
+
+/* --attn-dtype bf16 (on) or fp32: the attention's score products, and
+ * EG-MLA's rebuild up(c), from bf16 operands with fp32 accumulation
+ * (kernels/attn_bf16.h); softmax, norms and weighted sums stay fp32. On
+ * rounds each layer's W_up once. After init, before any forward; 0, or -1
+ * when out of memory. */
+int egm_stage_set_attn_bf16(egm_stage *s, int on, egm_err *e);
 
 /* Reserves cache for n_tokens positions of a sequence (all or nothing). */
 int egm_stage_reserve(egm_stage *s, int slot, int n_tokens);

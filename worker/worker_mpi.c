@@ -381,7 +381,8 @@ static int start(worker *w, const Egmla__Assign *a, egm_err *e) {
                 (a->gate_table ? EGM_LOAD_GATE_TABLE : 0);
     if (load_layers(a, flags, &w->m, fp, e)) goto reply;
     if (egm_stage_init(&w->st, &w->m, a->n_slots, (size_t)a->kv_budget, a->block_tokens,
-                       a->kv_bf16, e)) {
+                       a->kv_bf16, e) ||
+        egm_stage_set_attn_bf16(&w->st, a->attn_bf16, e)) {
         egm_wrap(e, "layers %d-%d", a->layer_lo, a->layer_hi - 1);
         goto reply;
     }
