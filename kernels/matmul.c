@@ -155,25 +155,49 @@ static void *grow(void **p, size_t *cap, size_t n) {
     return *p;
 }
 
-static void mul_dot(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
-                    int acc) {
-    int K = W->cols, kind = egm_qdot_act(W->type);
+int egm_mat_act_format(const egm_mat *W, int M) {
+    if (W->type == EGM_GGML_F32 || M > EGM_QMM_DOT_MAX) return 0;
+    int kind = egm_qdot_act(W->type);
+    return kind == EGM_ACT_F32 ? 0 : kind;
+}
+
+size_t egm_mat_act_bytes(const egm_mat *W, int M) {
+    return egm_mat_act_format(W, M) ? egm_qdot_act_bytes(W->type, W->cols) * (size_t)M : 0;
+}
+
+void egm_mat_act_prepare(const egm_mat *W, int M, const float *x, int ldx, void *qx) {
+    int K = W->cols;
     size_t stride = egm_qdot_act_bytes(W->type, K);
-    char *act = (char *)x;
-    if (kind != EGM_ACT_F32) {
-        scratch_t *sc = scratch();
-        act = grow(&sc->act, &sc->act_cap, stride * (size_t)M);
-        for (int m = 0; m < M; m++) {
-            if (kind == EGM_ACT_A8)
-                egm_quantize_row_a8(x + (long)m * ldx, (egm_block_a8 *)(act + stride * m), K);
-            else
-                egm_quantize_row_q8_K(x + (long)m * ldx, act + stride * m, K);
-        }
-    } else {
-        stride = (size_t)ldx * sizeof(float);
+    for (int m = 0; m < M; m++) {
+        void *row = (char *)qx + stride * (size_t)m;
+        if (egm_qdot_act(W->type) == EGM_ACT_A8)
+            kernel_set()->qa8(x + (long)m * ldx, row, K);
+        else
+            egm_quantize_row_q8_K(x + (long)m * ldx, row, K);
     }
+}
+
+static void mul_rows(const egm_mat *W, int M, const void *act, size_t stride, float *y, int ldy,
+                     int acc) {
     dot_job j = {W, egm_qdot_pick(kernel_set(), W->type), act, stride, M, ldy, acc, y};
     par_ranges(W->rows, threads_for(W), dot_rows, &j);
+}
+
+void egm_mat_mul_prepared(const egm_mat *W, int M, const void *qx, float *y, int ldy, int acc) {
+    if (M > 0 && W->rows > 0)
+        mul_rows(W, M, qx, egm_qdot_act_bytes(W->type, W->cols), y, ldy, acc);
+}
+
+static void mul_dot(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
+                    int acc) {
+    if (!egm_mat_act_format(W, M)) { /* F16 / BF16: fp32 x as it is */
+        mul_rows(W, M, x, (size_t)ldx * sizeof(float), y, ldy, acc);
+        return;
+    }
+    scratch_t *sc = scratch();
+    void *act = grow(&sc->act, &sc->act_cap, egm_mat_act_bytes(W, M));
+    egm_mat_act_prepare(W, M, x, ldx, act);
+    egm_mat_mul_prepared(W, M, act, y, ldy, acc);
 }
 
 /* ---- many rows: dequantised tiles into sgemm --------------------------- */

@@ -35,6 +35,20 @@ void egm_mat_row(const egm_mat *W, int r, float *dst);
 
 /* y[M, rows] (row stride ldy) = x[M, cols] (stride ldx) W^T, or += with acc. */
 void egm_mat_mul(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy, int acc);
+/* x prepared once for several products: a pipeline stage cuts one product
+ * into blocks of W's rows, and q/k/v (gate/up) share their x, so rounding x
+ * per block in each call would repeat the same work many times over (it was
+ * a fifth of a decode step). egm_mat_act_format is 0 when W takes fp32 x as
+ * it is (F32, F16, BF16, or more than EGM_QMM_DOT_MAX rows); otherwise two
+ * matrices with the same format and cols take the same prepared x.
+ * egm_mat_act_bytes is what egm_mat_act_prepare writes for M rows. The
+ * results are those of egm_mat_mul, bit for bit. */
+int egm_mat_act_format(const egm_mat *W, int M);
+size_t egm_mat_act_bytes(const egm_mat *W, int M);
+void egm_mat_act_prepare(const egm_mat *W, int M, const float *x, int ldx, void *qx);
+/* egm_mat_mul with x given as prepared for W (a format != 0). */
+void egm_mat_mul_prepared(const egm_mat *W, int M, const void *qx, float *y, int ldy, int acc);
+
 /* Contiguous forms: y = x W^T and y += x W^T. */
 void egm_matmul(float *y, const float *x, const egm_mat *W, int M);
 void egm_matmul_acc(float *y, const float *x, const egm_mat *W, int M);

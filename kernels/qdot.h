@@ -19,6 +19,8 @@ typedef struct {
     int32_t sum;
     int8_t qs[EGM_QK];
 } egm_block_a8;
+/* d and s adjacent: the x86 Q4_1 kernel loads them as one pair */
+_Static_assert(offsetof(egm_block_a8, s) == offsetof(egm_block_a8, d) + 4, "a8 d, s");
 
 /* The activation format a weight type's dot kernel takes. */
 enum { EGM_ACT_F32, EGM_ACT_A8, EGM_ACT_Q8K };
@@ -40,6 +42,8 @@ typedef struct {
     const char *name;
     egm_qdot_fn f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_K, q5_K, q6_K;
     egm_qdeq_fn deq;
+    /* egm_quantize_row_a8, the same bits */
+    void (*qa8)(const float *x, egm_block_a8 *y, int n);
 } egm_qdot_set;
 
 extern const egm_qdot_set egm_qdot_ref;

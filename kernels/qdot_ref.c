@@ -223,7 +223,7 @@ static void dot_q6_K(int n, const void *w, const void *act, size_t stride, int M
 const egm_qdot_set egm_qdot_ref = {
     "portable", dot_f16, dot_bf16, dot_q8_0, dot_q4_0, dot_q4_1, dot_q5_0, dot_q5_1,
     dot_q4_K, dot_q5_K, dot_q6_K,
-    NULL,
+    NULL, egm_quantize_row_a8,
 };
 
 egm_qdot_fn egm_qdot_pick(const egm_qdot_set *s, int type) {

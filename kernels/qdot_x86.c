@@ -46,10 +46,12 @@ REGION_END
 static const egm_qdot_set set_avx2 = {
     "avx2", dot_f16_avx2, dot_bf16_avx2, dot_q8_0_avx2, dot_q4_0_avx2,
     dot_q4_1_avx2, dot_q5_0_avx2, dot_q5_1_avx2, dot_q4_K_avx2, dot_q5_K_avx2, dot_q6_K_avx2, deq_row_avx2,
+    quant_a8_avx2,
 };
 static const egm_qdot_set set_avx512 = {
     "avx512", dot_f16_avx512, dot_bf16_avx512, dot_q8_0_avx512, dot_q4_0_avx512,
     dot_q4_1_avx512, dot_q5_0_avx512, dot_q5_1_avx512, dot_q4_K_avx512, dot_q5_K_avx512, dot_q6_K_avx512, deq_row_avx512,
+    quant_a8_avx512,
 };
 
 const egm_qdot_set *egm_qdot_avx2(void) { return &set_avx2; }

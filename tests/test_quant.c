@@ -14,6 +14,7 @@
 
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kernels/qdot.h"
 #include "kernels/quant.h"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
@@ -213,6 +214,81 @@ static void test_products(void **st) {
     assert_string_equal(egm_kernels_name(), "portable");
 }
 
+/* The x86 activation rounding gives the plain-C one's bytes, block by
+ * block: ordinary values, exact halves (round to even), an all-zero block,
+ * tiny (fp16-subnormal d) and huge values, and NaN / inf entries. */
+static void test_quantize_a8_sets(void **st) {
+    (void)st;
+    enum { NB = 12, N = NB * EGM_QK };
+    float x[N];
+    for (int i = 0; i < N; i++) x[i] = frand() * 3.0f;
+    for (int i = 0; i < EGM_QK; i++) x[EGM_QK + i] = (float)(i - 16) * 0.5f; /* amax 8: halves */
+    for (int i = 0; i < EGM_QK; i++) x[2 * EGM_QK + i] = 0.0f;
+    for (int i = 0; i < EGM_QK; i++) x[3 * EGM_QK + i] = frand() * 1e-6f;
+    for (int i = 0; i < EGM_QK; i++) x[4 * EGM_QK + i] = frand() * 3e38f;
+    x[5 * EGM_QK + 3] = NAN;
+    x[6 * EGM_QK + 7] = INFINITY;
+    x[7 * EGM_QK + 1] = -INFINITY;
+    x[8 * EGM_QK] = -2.0f; /* the negative entry holds amax */
+    egm_block_a8 want[NB], got[NB];
+    egm_quantize_row_a8(x, want, N);
+    int ran = 0;
+    for (int s = 0; s < 3; s++) {
+        if (egm_kernels_force(SETS[s])) continue;
+        egm_mat W = egm_mat_of(EGM_GGML_Q4_1, NULL, 1, N);
+        assert_int_equal(egm_mat_act_bytes(&W, 1), sizeof got);
+        memset(got, 0x55, sizeof got);
+        egm_mat_act_prepare(&W, 1, x, N, got);
+        for (int b = 0; b < NB; b++) {
+            assert_memory_equal(got[b].qs, want[b].qs, EGM_QK);
+            assert_int_equal(got[b].sum, want[b].sum);
+            assert_true(got[b].d == want[b].d || (isnan(got[b].d) && isnan(want[b].d)));
+            assert_true(got[b].s == want[b].s || (isnan(got[b].s) && isnan(want[b].s)));
+        }
+        ran++;
+    }
+    assert_true(ran >= 1);
+    egm_kernels_force("portable");
+}
+
+/* x prepared once and used for several blocks of W's rows gives
+ * egm_mat_mul's bits; the formats say which matrices may share it. */
+static void test_prepared(void **st) {
+    (void)st;
+    int types[] = {EGM_GGML_Q4_1, EGM_GGML_Q8_0, EGM_GGML_Q4_K, EGM_GGML_Q6_K};
+    for (int s = 0; s < 3; s++) {
+        if (egm_kernels_force(SETS[s])) continue;
+        for (int t = 0; t < 4; t++)
+            for (int M = 1; M <= EGM_QMM_DOT_MAX; M += 3) {
+                int K = 512, N = 40, ty = types[t];
+                void *w = rand_matrix(ty, N, K);
+                egm_mat W = egm_mat_of(ty, w, N, K);
+                float *x = malloc(sizeof(float) * M * K), *a = malloc(sizeof(float) * M * N),
+                      *b = malloc(sizeof(float) * M * N);
+                for (int i = 0; i < M * K; i++) x[i] = frand();
+                egm_mat_mul(&W, M, x, K, a, N, 0);
+                assert_true(egm_mat_act_format(&W, M) != 0);
+                void *qx = malloc(egm_mat_act_bytes(&W, M));
+                egm_mat_act_prepare(&W, M, x, K, qx);
+                for (int n0 = 0; n0 < N; n0 += 16) { /* as a stage cuts it */
+                    egm_mat blk = W;
+                    blk.rows = N - n0 < 16 ? N - n0 : 16;
+                    blk.data = (const char *)w + (size_t)n0 * W.row_bytes;
+                    egm_mat_mul_prepared(&blk, M, qx, b + n0, N, 0);
+                }
+                assert_memory_equal(a, b, sizeof(float) * M * N);
+                free(w), free(x), free(a), free(b), free(qx);
+            }
+    }
+    egm_mat q41 = egm_mat_of(EGM_GGML_Q4_1, NULL, 8, 64), q80 = egm_mat_of(EGM_GGML_Q8_0, NULL, 8, 64);
+    egm_mat q4k = egm_mat_of(EGM_GGML_Q4_K, NULL, 8, 256), f16 = egm_mat_of(EGM_GGML_F16, NULL, 8, 64);
+    assert_int_equal(egm_mat_act_format(&q41, 1), egm_mat_act_format(&q80, 1));
+    assert_int_not_equal(egm_mat_act_format(&q41, 1), egm_mat_act_format(&q4k, 1));
+    assert_int_equal(egm_mat_act_format(&f16, 1), 0);
+    assert_int_equal(egm_mat_act_format(&q41, EGM_QMM_DOT_MAX + 1), 0);
+    egm_kernels_force("portable");
+}
+
 /* F32 keeps egm_gemm's path: the same bits as egm_linear. */
 static void test_f32_is_linear(void **st) {
     (void)st;
@@ -236,6 +312,8 @@ int main(void) {
         cmocka_unit_test(test_dequant_layouts),
         cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_products),
+        cmocka_unit_test(test_quantize_a8_sets),
+        cmocka_unit_test(test_prepared),
         cmocka_unit_test(test_f32_is_linear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

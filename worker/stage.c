@@ -48,6 +48,7 @@ static void blas_restore(int nt) {
 typedef struct {
     float *y;
     const float *x;
+    const void *qx;
     const egm_mat *W;
     int M, ldx, ldy, acc;
 } lin_job;
@@ -61,14 +62,42 @@ static void lin_task(void *v, int t, int thread) {
     egm_mat blk = *j->W;
     blk.rows = N - n0 < EGM_COL_BLOCK ? N - n0 : EGM_COL_BLOCK;
     blk.data = (const char *)j->W->data + (size_t)n0 * j->W->row_bytes;
-    egm_mat_mul(&blk, j->M, j->x, j->ldx, j->y + n0, j->ldy, j->acc);
+    if (j->qx)
+        egm_mat_mul_prepared(&blk, j->M, j->qx, j->y + n0, j->ldy, j->acc);
+    else
+        egm_mat_mul(&blk, j->M, j->x, j->ldx, j->y + n0, j->ldy, j->acc);
 }
 
-/* y[M, W.rows] (row stride ldy) = x[M, W.cols] W^T (acc: +=), over the pool. */
+/* x as W's products take it, rounded once for all of W's blocks (and for
+ * the next matrices on the same x: pass the previous result as `have`; it
+ * is reused when the format matches). q NULL: W takes x as it is. */
+typedef struct {
+    const void *q;
+    int fmt, cols;
+} stage_qx;
+
+static stage_qx stage_prep(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
+                           const stage_qx *have) {
+    stage_qx r = {NULL, egm_mat_act_format(W, M), W->cols};
+    if (!r.fmt) return r;
+    if (have && have->q && have->fmt == r.fmt && have->cols == r.cols) return *have;
+    void *q = egm_buf_need(&s->qx, (long)(egm_mat_act_bytes(W, M) / sizeof(float)) + 1);
+    egm_mat_act_prepare(W, M, x, ldx, q);
+    r.q = q;
+    return r;
+}
+
+/* y[M, W.rows] (row stride ldy) = x[M, W.cols] W^T (acc: +=), over the
+ * pool; qx: x prepared for W (stage_prep). */
+static void stage_mul_qx(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
+                         stage_qx qx, float *y, int ldy, int acc) {
+    lin_job j = {y, x, qx.q, W, M, ldx, ldy, acc};
+    egm_pool_run(s->pool, (W->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
+}
+
 static void stage_mat_mul(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
                           float *y, int ldy, int acc) {
-    lin_job j = {y, x, W, M, ldx, ldy, acc};
-    egm_pool_run(s->pool, (W->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
+    stage_mul_qx(s, W, M, x, ldx, stage_prep(s, W, M, x, ldx, NULL), y, ldy, acc);
 }
 
 static void stage_linear(egm_stage *s, float *y, const float *x, const egm_mat *W, int M) {
@@ -110,7 +139,7 @@ void egm_stage_free(egm_stage *s) {
     free(s->seqs);
     egm_kv_free(&s->kv);
     egm_buf *bufs[] = {&s->xn, &s->q, &s->qa, &s->qlat, &s->olat, &s->kvrow, &s->attn, &s->ffn_g,
-                       &s->ffn_u};
+                       &s->ffn_u, &s->qx};
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]->p);
     for (int t = 0; t < EGM_STAGE_MAX_THREADS; t++) {
         egm_seg_scratch *sc = &s->scr[t];
@@ -238,9 +267,13 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
     int D = c->hidden_size;
-    stage_linear(s, q, xn, &w->wq, n);
-    stage_mat_mul(s, &w->wk, n, xn, D, kv, E, 0);
-    stage_mat_mul(s, &w->wv, n, xn, D, kv + Hkv * dh, E, 0);
+    /* q, k and v take the same xn: rounded once when their formats agree */
+    stage_qx qx = stage_prep(s, &w->wq, n, xn, D, NULL);
+    stage_mul_qx(s, &w->wq, n, xn, D, qx, q, H * dh, 0);
+    qx = stage_prep(s, &w->wk, n, xn, D, &qx);
+    stage_mul_qx(s, &w->wk, n, xn, D, qx, kv, E, 0);
+    qx = stage_prep(s, &w->wv, n, xn, D, &qx);
+    stage_mul_qx(s, &w->wv, n, xn, D, qx, kv + Hkv * dh, E, 0);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -553,8 +586,10 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        stage_linear(s, g, xn, &w->w_gate, n);
-        stage_linear(s, u, xn, &w->w_up, n);
+        stage_qx qx = stage_prep(s, &w->w_gate, n, xn, D, NULL);
+        stage_mul_qx(s, &w->w_gate, n, xn, D, qx, g, F, 0);
+        qx = stage_prep(s, &w->w_up, n, xn, D, &qx);
+        stage_mul_qx(s, &w->w_up, n, xn, D, qx, u, F, 0);
         egm_swiglu(g, u, n * F);
         stage_linear_acc(s, x, g, &w->w_down, n);
     }

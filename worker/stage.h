@@ -41,6 +41,7 @@ typedef struct {
     egm_kv_seq *seqs;    /* [n_slots] */
     int n_slots;
     egm_buf xn, q, qa, qlat, olat, kvrow, attn, ffn_g, ffn_u;
+    egm_buf qx;          /* x rounded once for the products that share it */
     egm_seg_scratch scr[EGM_STAGE_MAX_THREADS];
     int *seg_start, n_segs, cap_segs;  /* segments of the current batch */
     /* attention's tasks for the current batch: a group of a segment's rows
