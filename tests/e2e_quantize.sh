@@ -77,17 +77,21 @@ a = [json.loads(l) for l in open('$T/gen_ref.jsonl')]; b = [json.loads(l) for l 
 sys.exit(not (len(a) == 2 and [(r['tokens'], r['text']) for r in a] == [(r['tokens'], r['text']) for r in b]))"
 
 # the committed Q8_0 copy of the embedded model is what quantize writes today,
-# and runs: same greedy tokens as the checkpoint on these prompts
+# and runs: the checkpoint's greedy text scores the same under it, within
+# 0.05 per token (measured 0.015 on the trained default model). Greedy
+# tokens themselves may differ: a near-tie flips at the 7th token of "a".
 $BIN quantize --model models/egmla-tiny --out $T/et.gguf --type q8_0 2>/dev/null
 check "models/egmla-tiny/model-q8_0.gguf is reproduced byte for byte" cmp -s $T/et.gguf models/egmla-tiny/model-q8_0.gguf
 $BIN generate --model models/egmla-tiny --input $T/gen.jsonl --out $T/gen_ref.jsonl 2>/dev/null
-$BIN generate --model models/egmla-tiny/model-q8_0.gguf --input $T/gen.jsonl --out $T/gen_q8.jsonl 2>/dev/null
-check "--model models/egmla-tiny/model-q8_0.gguf generates the checkpoint's greedy tokens" \
-  python3 -c "
-import json, sys
-a = sorted((json.loads(l)['id'], json.loads(l)['tokens']) for l in open('$T/gen_ref.jsonl'))
-b = sorted((json.loads(l)['id'], json.loads(l)['tokens']) for l in open('$T/gen_q8.jsonl'))
-sys.exit(not (len(a) == 2 and a == b))"
+python3 -c "
+import json
+p = {json.loads(l)['id']: json.loads(l)['prompt'] for l in open('$T/gen.jsonl')}
+for l in open('$T/gen_ref.jsonl'):
+    o = json.loads(l)
+    print(json.dumps({'id': o['id'], 'prompt': p[o['id']] + o['text']}))" > $T/greedy_text.jsonl
+$BIN score --model models/egmla-tiny --input $T/greedy_text.jsonl --out $T/s_ref.jsonl 2>/dev/null
+$BIN score --model models/egmla-tiny/model-q8_0.gguf --input $T/greedy_text.jsonl --out $T/s_q8.jsonl 2>/dev/null
+check "models/egmla-tiny/model-q8_0.gguf scores the checkpoint's greedy text within 0.05" close $T/s_ref.jsonl $T/s_q8.jsonl 0.05
 
 # bad input: usage errors exit 2, a failed conversion 1, and no file is left
 $BIN quantize --model $FX/llama_mha --out $T/x.gguf --type q3_k 2>$T/err
