@@ -74,7 +74,7 @@ static void test_events_match_lines(void **state) {
     if (egm_model_load(model, 0, -1, EGM_LOAD_EMBED | EGM_LOAD_HEAD | EGM_LOAD_GATE_TABLE, &m, &e) ||
         egm_model_tokenizer(model, &tok, &e))
         fail_msg("%s", e.msg);
-    egm_pipe_opts po = {8, (size_t)64 << 20, 16, 0};
+    egm_pipe_opts po = {.n_slots = 8, .kv_budget = (size_t)64 << 20, .block_tokens = 16};
     if (egm_pipe_local_open(&m, &po, &pipe, &e)) fail_msg("%s", e.msg);
     const char *lines =
         "{\"id\":\"plain\",\"prompt\":\"And the king\",\"max_new_tokens\":20,\"temperature\":0}\n"
