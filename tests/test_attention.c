@@ -18,17 +18,8 @@
 #include "kernels/attn_small.h"
 #include "kernels/ops.h"
 
-static uint64_t rs = 0x9e3779b97f4a7c15ull;
-static float frand(void) {
-    rs = rs * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(rs >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
-static float *rand_vec(long n, float scale) {
-    float *v = malloc((size_t)n * sizeof *v);
-    assert_non_null(v);
-    for (long i = 0; i < n; i++) v[i] = frand() * scale;
-    return v;
-}
+#define RAND_SEED 0x9e3779b97f4a7c15ull
+#include "tests/rand_vec.h"
 
 /* The latents live in one array here; the kernel sees them a block at a
  * time, and each call overwrites the previous block's copy so a kernel

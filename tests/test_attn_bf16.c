@@ -31,17 +31,8 @@
 
 static const char *const SETS[] = {"portable", "avx2", "avx512"};
 
-static uint64_t rs = 0x2545f4914f6cdd1dull;
-static float frand(void) {
-    rs = rs * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((double)(rs >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-}
-static float *rand_vec(long n, float scale) {
-    float *v = malloc((size_t)n * sizeof *v);
-    assert_non_null(v);
-    for (long i = 0; i < n; i++) v[i] = frand() * scale;
-    return v;
-}
+#define RAND_SEED 0x2545f4914f6cdd1dull
+#include "tests/rand_vec.h"
 
 static void restore_best(void) {
     if (egm_kernels_force("avx512")) egm_kernels_force("avx2");
