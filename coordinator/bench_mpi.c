@@ -411,7 +411,6 @@ static int plan_stages(bench *B, egm_topology *t, egm_err *e) {
         egm_wrap(e, "MPI world size %d", B->world);
         return EGM_EXIT_FAIL;
     }
-    if (egm_topology_resolve(t, c->num_layers, NULL, e)) return EGM_EXIT_USAGE;
     B->wd = t->wire_dtype;
     if (o->wire_dtype) egm_wire_dtype_parse(o->wire_dtype, &B->wd); /* checked with the options */
     B->gate_table = c->arch == EGM_EGMLA && !o->no_gate_table;

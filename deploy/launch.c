@@ -438,24 +438,28 @@ static int split_command(const char *name, int argc, char **argv, int *n_opts,
     return 0;
 }
 
-/* The model the command will use: its --model, else the topology's. */
-static const char *model_of(const egm_topology *t, int argc, char **argv) {
+/* The value of option `name` (--name V or --name=V) in argv, or NULL. */
+static const char *opt_of(const char *name, int argc, char **argv) {
+    size_t n = strlen(name);
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--model") && i + 1 < argc) return argv[i + 1];
-        if (!strncmp(argv[i], "--model=", 8)) return argv[i] + 8;
+        if (!strcmp(argv[i], name) && i + 1 < argc) return argv[i + 1];
+        if (!strncmp(argv[i], name, n) && argv[i][n] == '=') return argv[i] + n + 1;
     }
-    return t->model;
+    return NULL;
 }
 
 /* Checks the layer ranges against the model now, when its config can be
- * read here, rather than after every rank has started. A model that is
- * only on the cluster's storage is left to the ranks to check. */
+ * read here (the command's --model directory, else the topology's, or the
+ * config.json of `bench --config`), rather than after every rank has
+ * started. A model that is only on the cluster's storage is left to the
+ * ranks to check. */
 static int check_against_model(egm_topology *t, int argc, char **argv, FILE *print,
                                egm_err *e) {
-    const char *m = model_of(t, argc, argv);
-    if (!m) return 0;
+    const char *m = opt_of("--model", argc, argv), *cfg = opt_of("--config", argc, argv);
+    if (!m && !cfg) m = t->model;
+    if (!m && !cfg) return 0;
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/config.json", m);
+    snprintf(path, sizeof path, cfg && !m ? "%s" : "%s/config.json", cfg && !m ? cfg : m);
     if (access(path, R_OK)) return 0;
     egm_config c;
     if (egm_config_load(path, &c, e)) return -1;

@@ -142,6 +142,19 @@ a=$(first_tokens "$tmp/one.json" 2>&1); b=$(first_tokens "$tmp/cfg32.json" 2>&1)
 [ -n "$a" ] && [ "$a" = "$b" ] && ok "same greedy first tokens as one rank (context:token $a)" \
   || bad "first tokens differ: one rank '$a', pipeline '$b'"
 
+# `auto` stages run the cost-balanced split that `launch --dry-run` prints
+# (4 layers on 3 stages: 1 | 2 | 1, not an even 2 | 1 | 1 or 1 | 1 | 2)
+printf 'nodes: [{name: l, host: localhost, slots: 4}]\nstages:\n  - {node: l, layers: auto}\n  - {node: l, layers: auto}\n  - {node: l, layers: auto}\n' >"$tmp/auto3.yaml"
+want=$("$BIN" launch "$tmp/auto3.yaml" --dry-run -- bench --config "$CFG" 2>&1 \
+  | sed -n 's/^# stage [0-9]* (.*): layers \([0-9]*-[0-9]*\).*/\1/p' | tr '\n' ' ')
+"${MPIRUN[@]}" 4 "$BIN" bench --config "$CFG" --batch 1 --context 8 --steps 1 "${FAST[@]}" \
+  --json "$tmp/auto3.json" >/dev/null 2>"$tmp/auto3.err"
+got=$("$PY" -c 'import json, sys
+print(" ".join("%d-%d" % tuple(s["layers"]) for s in json.load(open(sys.argv[1]))["pipeline"]["stages"]), end=" ")' "$tmp/auto3.json" 2>&1)
+[ -n "$want" ] && [ "$want" = "$got" ] \
+  && ok "auto stages run the split launch --dry-run prints: $got" \
+  || { bad "auto split: launch --dry-run prints '$want', bench ran '$got'"; tail -n 5 "$tmp/auto3.err"; }
+
 # --- a real model directory: the workers map its files -----------------------
 M=tests/fixtures/models/mla_qlora
 "${MPIRUN[@]}" 3 "$BIN" bench --model "$M" --batch 2,3 --context 9 --steps 2 --wire-dtype fp32 \
