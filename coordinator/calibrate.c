@@ -1,9 +1,14 @@
 /* calibrate.c - `egmla bench --calibrate`: what one layer, the head and the
  * embedding cost on this node, and the link to the next rank.
  *
- * One layer of the model (layer 0, synthetic weights from --config or the
- * files of --model) runs in a one-layer stage with the embedding and the
- * head, at the row counts a pipeline gives a stage: decode micro-batches of
+ * The first few layers of the model (synthetic weights from --config or the
+ * files of --model) run as a stage with the embedding and the head, and a
+ * layer's time is the stage's over its layer count: enough layers that
+ * their weights do not fit twice in the last-level cache, because a real
+ * stage streams each layer's weights from memory once per step, while one
+ * small layer timed again and again would run from the cache. (A layer of
+ * the paper configs, 35 MB in fp32, already exceeds this machine's 32 MiB
+ * L3: there 1, 2 and 12 layers measured the same.) The rows are those a pipeline gives a stage: decode micro-batches of
  * 1..32 rows (one per sequence) and prefill chunks of 64..--chunk rows.
  * Each figure is the median of a few repetitions (robust to a shared
  * machine's other load). Attention's share is separated by measuring again
@@ -38,7 +43,7 @@ typedef struct {
     int *slot, *pos, *tok, *next;
     unsigned char *want;
     egm_head_out *out;
-    int cap_rows, n_slots;
+    int cap_rows, n_slots, n_layers;
 } cal_rig;
 
 static void cal_free(cal_rig *g) {
@@ -52,8 +57,8 @@ static int cal_init(cal_rig *g, const egm_model *m, int slots, int rows, int pos
                     egm_err *e) {
     const egm_config *c = &m->cfg;
     memset(g, 0, sizeof *g);
-    g->m = m, g->cap_rows = rows, g->n_slots = slots;
-    size_t per_tok = egm_kv_bytes_per_token(1, egm_config_kv_elems(c), c->arch == EGM_EGMLA, 0);
+    g->m = m, g->cap_rows = rows, g->n_slots = slots, g->n_layers = m->hi - m->lo;
+    size_t per_tok = egm_kv_bytes_per_token(g->n_layers, egm_config_kv_elems(c), c->arch == EGM_EGMLA, 0);
     size_t budget = (size_t)slots * ((size_t)positions + 64) * per_tok;
     if (egm_stage_init(&g->st, m, slots, budget, 16, 0, e)) return -1;
     if (egm_head_init(&g->hd, slots, c->vocab_size, e)) return -1;
@@ -160,14 +165,14 @@ static void measure_decode(cal_rig *g, egm_calib *k) {
     for (int i = 0; i < n; i++) {
         k->rows[i] = rows[i];
         k->embed_s[i] = median(et[i], REPS);
-        k->layer_s[i] = median(lt[i], REPS) - k->embed_s[i];
+        k->layer_s[i] = (median(lt[i], REPS) - k->embed_s[i]) / g->n_layers;
         k->head_s[i] = median(ht[i], REPS);
         if (rows[i] == 8) at8 = median(lt[i], REPS);
     }
     fill(g, CTX_HI);
     decode_at(g, 8, CTX_HI, &dummy);
     for (int s = 0; s < REPS; s++) hi[s] = decode_at(g, 8, CTX_HI, &dummy);
-    double d = (median(hi, REPS) - at8) / (8.0 * (CTX_HI - CTX_LO));
+    double d = (median(hi, REPS) - at8) / g->n_layers / (8.0 * (CTX_HI - CTX_LO));
     k->attend_s = d > 0 ? d : 0;
     /* the measured rows include CTX_LO positions of attention each (at most
      * half the time: the slope comes from other measurements, with their
@@ -190,11 +195,11 @@ static void measure_prefill(cal_rig *g, int chunk, egm_calib *k) {
         if (k->n_chunks && T <= k->chunks[k->n_chunks - 1]) break;
         for (int s = 0; s < 3; s++) t[s] = chunk_at(g, T, 0);
         k->chunks[k->n_chunks] = T;
-        k->prefill_s[k->n_chunks++] = median(t, 3);
+        k->prefill_s[k->n_chunks++] = median(t, 3) / g->n_layers;
     }
     int T = k->chunks[k->n_chunks - 1];
     for (int s = 0; s < 3; s++) t[s] = chunk_at(g, T, T);
-    double d = (median(t, 3) - k->prefill_s[k->n_chunks - 1]) / ((double)T * T);
+    double d = (median(t, 3) / g->n_layers - k->prefill_s[k->n_chunks - 1]) / ((double)T * T);
     k->prefill_attend_s = d > 0 ? d : 0;
     for (int i = 0; i < k->n_chunks; i++) {
         double a = k->chunks[i] * (k->chunks[i] / 2.0) * k->prefill_attend_s;
@@ -238,13 +243,31 @@ static int link_pingpong(int rank, egm_calib *k) {
     return 0;
 }
 
+/* Layers to time together: their fp32 weights at least twice the
+ * last-level cache (at least 2 layers, at most the model's). */
+static int layers_to_time(const egm_config *c) {
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0) llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (llc <= 0) llc = 32L << 20;
+    egm_step_cost cost;
+    egm_step_cost_of(c, 1, 0, 0, 0, 0, &cost);
+    double layer = cost.weight_bytes / c->num_layers;
+    int n = 2;
+    while (n < c->num_layers && n * layer < 2.0 * llc) n++;
+    return n < c->num_layers ? n : c->num_layers;
+}
+
 static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     egm_model m;
     egm_config cfg;
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
-    if (o->config ? egm_config_load(o->config, &cfg, e) ||
-                        egm_model_random(&cfg, o->seed, 0, 1, flags, &m, e)
-                  : egm_model_load(o->model, 0, 1, flags, &m, e))
+    if (o->config ? egm_config_load(o->config, &cfg, e)
+                  : egm_model_load(o->model, 0, 1, 0, &m, e)) /* its config */
+        return -1;
+    if (!o->config) cfg = m.cfg, egm_model_free(&m);
+    int n = layers_to_time(&cfg);
+    if (o->config ? egm_model_random(&cfg, o->seed, 0, n, flags, &m, e)
+                  : egm_model_load(o->model, 0, n, flags, &m, e))
         return -1;
     const egm_config *c = &m.cfg;
     int threads = o->threads ? o->threads : 1;
