@@ -276,6 +276,8 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     snprintf(k->model_type, sizeof k->model_type, "%s", c->model_type);
     k->num_layers = c->num_layers, k->hidden_size = c->hidden_size;
     k->vocab_size = c->vocab_size, k->threads = threads;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    k->cores = cores > 0 ? (int)cores : 0;
     egm_mpi_hostname(k->host, sizeof k->host);
     int chunk = o->chunk, rows = chunk > 32 ? chunk : 32;
     cal_rig g;

@@ -62,8 +62,9 @@ static json_t *plan_json(const plan_opts *po, const egm_plan_in *in, const egm_p
     for (int j = 0; j < p->n_stages; j++) {
         const egm_plan_stage *s = &p->st[j];
         json_array_append_new(st, json_pack(
-            "{s:[i,i], s:i, s:f, s:f, s:f, s:f, s:f, s:I, s:s}", "layers", s->layer_lo,
-            s->layer_hi - 1, "threads", s->threads, "micro_batch_s", s->mb_s, "busy", s->busy,
+            "{s:[i,i], s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:s}", "layers", s->layer_lo,
+            s->layer_hi - 1, "threads", s->threads, "micro_batch_s", s->mb_s, "core_share",
+            s->core_share, "busy", s->busy,
             "wait", s->wait, "bubble", s->bubble, "prefill_busy", s->prefill_busy,
             "kv_sequences", (json_int_t)s->kv_seqs, "calibration_host", in->k[j]->host));
     }
@@ -104,6 +105,15 @@ static void plan_print(FILE *f, const egm_plan_in *in, const egm_plan_out *p, in
                 j + 1, s->layer_lo, s->layer_hi - 1, s->threads, 1e3 * s->mb_s, 100 * s->busy,
                 100 * s->wait, 100 * s->bubble, 100 * s->prefill_busy, s->kv_seqs);
     }
+    for (int j = 0; j < p->n_stages; j++)
+        if (p->st[j].core_share > 1) {
+            fprintf(f, "cores:   stages that can work at once share their node's cores "
+                    "(its calibration's \"cores\"): stage compute x%.2f", p->st[j].core_share);
+            for (int i = j + 1; i < p->n_stages; i++)
+                if (p->st[i].core_share > 1) fprintf(f, ", stage %d x%.2f", i + 1, p->st[i].core_share);
+            fprintf(f, " (stage %d first)\n", j + 1);
+            break;
+        }
 }
 
 static int plan_main(const plan_opts *po) {

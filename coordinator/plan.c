@@ -16,11 +16,32 @@ static double scale(const egm_plan_in *in, int j) {
     return (double)in->k[j]->threads / in->t->stages[j].threads;
 }
 
+/* Stages on one node share its cores (its calibration's `cores`; 0:
+ * unknown, no sharing): when the stages there that can work at once (at
+ * most `busy` of them: micro-batches or chunks in flight) have more
+ * threads than the node has cores, each runs slower by that ratio. Rank 0
+ * mostly waits and is not counted. */
+static double share(const egm_plan_in *in, int j, int busy) {
+    const egm_topology *t = in->t;
+    int C = in->k[j]->cores, th[EGM_PLAN_MAX_STAGES], n = 0;
+    if (C < 1) return 1;
+    for (int i = 0; i < t->n_stages; i++)
+        if (t->stages[i].node == t->stages[j].node) th[n++] = t->stages[i].threads;
+    for (int a = 1; a < n; a++) /* largest first */
+        for (int b = a; b > 0 && th[b] > th[b - 1]; b--) {
+            int x = th[b]; th[b] = th[b - 1]; th[b - 1] = x;
+        }
+    double sum = 0;
+    for (int i = 0; i < n && i < busy; i++) sum += th[i];
+    return sum > C ? sum / C : 1;
+}
+
 static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx);
 
 /* Stage j's compute for a decode micro-batch of r rows at ctx positions. */
 static double decode_time(const egm_plan_in *in, int j, int r, long ctx) {
-    if (!in->stage_mb_s) return calib_decode_time(in, j, r, ctx);
+    if (!in->stage_mb_s)
+        return calib_decode_time(in, j, r, ctx) * share(in, j, in->micro_batches);
     int R = (in->batch + in->micro_batches - 1) / in->micro_batches;
     double full = calib_decode_time(in, j, R, in->context);
     return in->stage_mb_s[j] * (full > 0 ? calib_decode_time(in, j, r, ctx) / full : 1);
@@ -43,7 +64,7 @@ static double prefill_time(const egm_plan_in *in, int j, int T, long p, int last
     double t = (s->layer_hi - s->layer_lo) * egm_calib_prefill(k, T, p);
     if (j == 0) t += egm_calib_embed(k, T);
     if (j == in->t->n_stages - 1 && last) t += egm_calib_head(k, 1);
-    return t * scale(in, j);
+    return t * scale(in, j) * share(in, j, (in->context + in->chunk - 1) / in->chunk);
 }
 
 static double xfer(const egm_plan_in *in, double bytes) {
@@ -158,19 +179,41 @@ static double prefill_replay(const egm_plan_in *in, egm_plan_out *out) {
 }
 
 /* Work per round of each resource; the largest names the bound. */
+/* Stage j's compute for a micro-batch with its node to itself (measured
+ * times already include whatever sharing there was). */
+static double alone_time(const egm_plan_in *in, int j, int r, long ctx) {
+    return in->stage_mb_s ? decode_time(in, j, r, ctx) : calib_decode_time(in, j, r, ctx);
+}
+
 static void find_bound(const egm_plan_in *in, int m, egm_plan_out *out) {
-    int S = in->t->n_stages, B = in->batch, R = (B + m - 1) / m;
-    double best = -1;
+    const egm_topology *t = in->t;
+    int S = t->n_stages, B = in->batch, R = (B + m - 1) / m;
+    double best = -1, w_st[EGM_PLAN_MAX_STAGES];
     for (int j = 0; j < S; j++) {
         double w = 0;
         for (int i = 0; i < m; i++) {
             int r = i < m - 1 ? R : B - R * (m - 1);
-            if (r > 0) w += decode_time(in, j, r, in->context);
+            if (r > 0) w += alone_time(in, j, r, in->context);
         }
+        w_st[j] = w;
         if (w > best) {
             best = w, out->bound_kind = 0, out->bound_index = j;
             snprintf(out->bound, sizeof out->bound, "stage %d compute", j + 1);
         }
+    }
+    /* a node's cores: its stages' thread-seconds over its cores */
+    for (int j = 0; j < S && !in->stage_mb_s; j++) {
+        int C = in->k[j]->cores, first = 1;
+        double w = 0;
+        for (int i = 0; i < S; i++)
+            if (t->stages[i].node == t->stages[j].node) {
+                if (i < j) first = 0;
+                w += w_st[i] * t->stages[i].threads;
+            }
+        if (C < 1 || !first || (w /= C) <= best * 1.0001) continue;
+        best = w, out->bound_kind = 3, out->bound_index = j;
+        snprintf(out->bound, sizeof out->bound, "node %.40s's %d cores (shared by its stages)",
+                 t->nodes[t->stages[j].node].name, C);
     }
     for (int j = 0; j + 1 < S; j++) {
         double w = 0;
@@ -187,7 +230,7 @@ static void find_bound(const egm_plan_in *in, int m, egm_plan_out *out) {
     double cyc = in->k[0]->rank0_s + (S + 1) * in->link_latency_s +
                  xfer(in, egm_plan_header_bytes(R) + 16.0 * R);
     for (int j = 0; j < S; j++) {
-        cyc += decode_time(in, j, R, in->context);
+        cyc += alone_time(in, j, R, in->context);
         if (j + 1 < S) cyc += xfer(in, hop_bytes(in, R));
     }
     out->cycle_s = cyc;
@@ -233,6 +276,7 @@ int egm_plan_run(const egm_plan_in *in, egm_plan_out *out, egm_err *e) {
         out->st[j].layer_hi = t->stages[j].layer_hi;
         out->st[j].threads = t->stages[j].threads;
         out->st[j].mb_s = decode_time(in, j, R, in->context);
+        out->st[j].core_share = share(in, j, m);
         out->st[j].kv_seqs = kv_seqs(in, j);
     }
     double win = decode_replay(in, m, out);

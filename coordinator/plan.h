@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     int layer_lo, layer_hi, threads;
     double mb_s;                /* compute per (full) micro-batch */
+    double core_share;          /* decode compute x this: its node's cores are shared */
     double busy, wait, bubble;  /* decode: fractions of the timed window */
     long kv_seqs;               /* sequences of context + steps tokens that fit */
     double prefill_busy;        /* fraction of the time to first token */
@@ -63,7 +64,7 @@ typedef struct {
     double cycle_s;                     /* one micro-batch's round trip */
     int micro_batches_needed;           /* least m whose round is not round-trip bound */
     char bound[96];
-    int bound_kind;                     /* 0 stage, 1 link, 2 round trip */
+    int bound_kind;                     /* 0 stage, 1 link, 2 round trip, 3 a node's cores */
     int bound_index;                    /* stage or hop (0-based) */
     egm_plan_stage st[EGM_PLAN_MAX_STAGES];
 } egm_plan_out;

@@ -92,12 +92,12 @@ static json_t *int_array(const int *v, int n) {
 
 int egm_calib_save(const char *path, const egm_calib *k, egm_err *e) {
     json_t *j = json_pack(
-        "{s:i, s:{s:s, s:i, s:i, s:i}, s:i, s:s, s:{s:i, s:o, s:o, s:o, s:o, s:f}, "
+        "{s:i, s:{s:s, s:i, s:i, s:i}, s:i, s:i, s:s, s:{s:i, s:o, s:o, s:o, s:o, s:f}, "
         "s:{s:o, s:o, s:f}, s:{s:b, s:s, s:f, s:f}, s:f}",
         "egmla_calibration", 1,
         "model", "model_type", k->model_type, "num_layers", k->num_layers, "hidden_size",
         k->hidden_size, "vocab_size", k->vocab_size,
-        "threads", k->threads, "host", k->host,
+        "threads", k->threads, "cores", k->cores, "host", k->host,
         "decode", "context", k->context, "rows", int_array(k->rows, k->n_rows),
         "layer_s", num_array(k->layer_s, k->n_rows), "head_s", num_array(k->head_s, k->n_rows),
         "embed_s", num_array(k->embed_s, k->n_rows), "attend_s", k->attend_s,
@@ -187,7 +187,8 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     if (json_unpack_ex((json_t *)m, &je, 0, "{s:s, s:i, s:i, s:i}", "model_type", &mt,
                        "num_layers", &k->num_layers, "hidden_size", &k->hidden_size,
                        "vocab_size", &k->vocab_size) ||
-        json_unpack_ex(j, &je, 0, "{s:i, s?:s}", "threads", &k->threads, "host", &host) ||
+        json_unpack_ex(j, &je, 0, "{s:i, s?:i, s?:s}", "threads", &k->threads, "cores",
+                       &k->cores, "host", &host) ||
         json_unpack_ex((json_t *)d, &je, 0, "{s:i}", "context", &k->context) ||
         json_unpack_ex((json_t *)l, &je, 0, "{s:b, s?:s}", "measured", &measured,
                        "transport", &tr)) {
@@ -198,8 +199,8 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     snprintf(k->host, sizeof k->host, "%s", host);
     snprintf(k->transport, sizeof k->transport, "%s", tr);
     k->link_measured = measured;
-    if (k->threads < 1 || k->context < 0) {
-        egm_fail(e, "%s: threads must be >= 1 and decode.context >= 0", path);
+    if (k->threads < 1 || k->context < 0 || k->cores < 0) {
+        egm_fail(e, "%s: threads must be >= 1, cores and decode.context >= 0", path);
         goto out;
     }
     static const char *const dk[] = {"layer_s", "head_s", "embed_s"}, *const pk[] = {"layer_s"};

@@ -23,6 +23,7 @@ typedef struct {
     char model_type[32];
     int num_layers, hidden_size, vocab_size;
     int threads;
+    int cores;                           /* the node's online CPUs (0: unknown) */
     char host[128];
     int n_rows;
     int rows[EGM_CALIB_MAX_ROWS];        /* increasing */

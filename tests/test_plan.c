@@ -179,12 +179,41 @@ static void test_kv_per_stage(void **state) {
 }
 
 /* Interpolation, and the JSON file round trip with its messages. */
+/* Both stages on one node of 1 core: with 2 micro-batches both work at
+ * once and each runs at half speed (3 ms -> 6 ms), the node's core is the
+ * bound; with 1 micro-batch they take turns and nothing is shared; with 2
+ * cores there is a core each. */
+static void test_shared_cores(void **state) {
+    (void)state;
+    rig *g = rig_new(8, 2);
+    egm_err e = {{0}};
+    g->k.cores = 1;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].core_share, 2);
+    NEAR(g->out.st[0].mb_s, 6e-3);
+    NEAR(g->out.st[1].mb_s, 6e-3);
+    NEAR(g->out.round_s, 12e-3);
+    assert_int_equal(g->out.bound_kind, 3);
+    assert_non_null(strstr(g->out.bound, "1 cores"));
+    g->in.micro_batches = 1;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].core_share, 1);
+    NEAR(g->out.st[1].mb_s, 3e-3);
+    g->k.cores = 2, g->in.micro_batches = 2;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].mb_s, 3e-3);
+    NEAR(g->out.round_s, 6e-3);
+    assert_int_equal(g->out.bound_kind, 0);
+    rig_free(g);
+}
+
 static void test_calib_file(void **state) {
     (void)state;
     egm_calib k, r;
     flat(&k);
     k.layer_s[1] = 64e-3; /* 1 ms at 1 row, 64 ms at 64 rows: linear between */
     k.attend_s = 1e-6;
+    k.cores = 3;
     NEAR(egm_calib_layer(&k, 32, 0), 32e-3);
     NEAR(egm_calib_layer(&k, 32, 100), 32e-3 + 32 * 100 * 1e-6);
     NEAR(egm_calib_layer(&k, 128, 0), 128e-3);
@@ -197,6 +226,7 @@ static void test_calib_file(void **state) {
     assert_int_equal(egm_calib_load(path, &r, &e), 0);
     NEAR(r.layer_s[1], 64e-3);
     NEAR(r.head_s[0], 2e-3);
+    assert_int_equal(r.cores, 3);
     assert_int_equal(r.n_chunks, 2);
     FILE *f = fopen(path, "w");
     fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
@@ -228,6 +258,7 @@ int main(void) {
         cmocka_unit_test(test_full_pipeline),   cmocka_unit_test(test_stage_times_given),   cmocka_unit_test(test_round_trip_bound),
         cmocka_unit_test(test_link_bound),      cmocka_unit_test(test_prefill_chunks),
         cmocka_unit_test(test_kv_per_stage),    cmocka_unit_test(test_calib_file),
+        cmocka_unit_test(test_shared_cores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
