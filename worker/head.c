@@ -86,6 +86,44 @@ static void top_logprobs(const float *x, int V, int k, egm_head_out *o) {
     }
 }
 
+/* One wanted row's output: argmax, then the target's log-prob (score) or a
+ * sampled token with its log-prob (generate). */
+typedef struct {
+    egm_head *h;
+    const egm_mbatch *b;
+    const int *rows;     /* [k]: the batch row of output k */
+    const float *logits; /* [k][V] */
+    float *scratch;      /* [thread][2V] */
+    egm_head_out *out;
+} head_job;
+
+static void head_row(void *ctx, int k, int thread) {
+    head_job *j = ctx;
+    int V = j->h->V, r = j->rows[k];
+    egm_head_seq *q = &j->h->seqs[j->b->slot[r]];
+    const float *lg = j->logits + (long)k * V;
+    egm_head_out *o = &j->out[k];
+    memset(o, 0, sizeof *o);
+    o->slot = j->b->slot[r];
+    o->pos = j->b->pos[r];
+    int am = egm_argmax(lg, V);
+    if (q->mode == EGM_MODE_SCORE) {
+        o->has_target = j->b->pos[r] + 1 < q->n_total;
+        if (o->has_target) {
+            o->token = q->hist[j->b->pos[r] + 1];
+            o->logprob = egm_logprob(lg, V, o->token);
+            o->greedy = am == o->token;
+        }
+    } else {
+        float *tmp = j->scratch + (long)thread * 2 * V;
+        memcpy(tmp, lg, sizeof(float) * V);
+        o->token = egm_sample(tmp, V, &q->sp, q->hist, q->n_hist, &q->rng, (int *)(tmp + V));
+        o->logprob = egm_logprob(lg, V, o->token);
+        o->greedy = am == o->token;
+        if (q->top_n > 0) top_logprobs(lg, V, q->top_n, o);
+    }
+}
+
 int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
                  const unsigned char *want, const float *x, egm_head_out *out) {
     int n_want = 0, V = h->V;
@@ -95,35 +133,27 @@ int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
     float *logits = egm_buf_need(&h->logits, (long)(n_want ? n_want : 1) * V);
     if (n_want) egm_stage_logits(s, x, rows, n_want, logits);
 
-    /* Generation history grows by every row that passes, wanted or not. */
-    int k = 0;
-    for (int r = 0; r < b->n; r++) {
+    /* Generation history grows by every row that passes, wanted or not.
+     * The scheduler gives a generating sequence one wanted row per batch
+     * (its last), so pushing every row first and then sampling gives each
+     * row its history up to itself; then the rows are independent (each
+     * sequence has its own generator) and split over the stage's threads
+     * with the same results. Two wanted rows of one generating sequence
+     * run serially, each seeing only the tokens before it. */
+    int twice = 0;
+    for (int k = 1; k < n_want && !twice; k++)
+        for (int i = 0; i < k && !twice; i++)
+            twice = b->slot[rows[i]] == b->slot[rows[k]] &&
+                    h->seqs[b->slot[rows[k]]].mode == EGM_MODE_GENERATE;
+    egm_pool *pool = twice ? NULL : s->pool;
+    head_job j = {h, b, rows, logits, egm_buf_need(&h->scratch, (long)egm_pool_size(pool) * 2 * V),
+                  out};
+    for (int r = 0, k = 0; r < b->n; r++) {
         egm_head_seq *q = &h->seqs[b->slot[r]];
         if (q->mode == EGM_MODE_GENERATE) hist_push(q, b->token[r]);
-        if (!want[r]) continue;
-        const float *lg = logits + (long)k * V;
-        egm_head_out *o = &out[k++];
-        memset(o, 0, sizeof *o);
-        o->slot = b->slot[r];
-        o->pos = b->pos[r];
-        int am = egm_argmax(lg, V);
-        if (q->mode == EGM_MODE_SCORE) {
-            o->has_target = b->pos[r] + 1 < q->n_total;
-            if (o->has_target) {
-                o->token = q->hist[b->pos[r] + 1];
-                o->logprob = egm_logprob(lg, V, o->token);
-                o->greedy = am == o->token;
-            }
-        } else {
-            float *tmp = egm_buf_need(&h->scratch, (long)V * 2);
-            memcpy(tmp, lg, sizeof(float) * V);
-            o->token = egm_sample(tmp, V, &q->sp, q->hist, q->n_hist, &q->rng,
-                                  (int *)(tmp + V));
-            o->logprob = egm_logprob(lg, V, o->token);
-            o->greedy = am == o->token;
-            if (q->top_n > 0) top_logprobs(lg, V, q->top_n, o);
-        }
+        if (twice && want[r]) head_row(&j, k++, 0);
     }
+    if (!twice) egm_pool_run(pool, n_want, head_row, &j);
     return n_want;
 }
 
