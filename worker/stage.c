@@ -95,6 +95,48 @@ static void stage_mul_qx(egm_stage *s, const egm_mat *W, int M, const float *x, 
     egm_pool_run(s->pool, (W->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK, lin_task, &j);
 }
 
+/* Several products of the same x (q, k, v; gate, up) as one parallel loop
+ * over all their blocks: one fork-join instead of k, and the blocks of a
+ * narrow matrix (k and v of a GQA model: 1-2 blocks) no longer leave a
+ * thread idle. Each block computes what it computed alone. Falls back to
+ * one loop per matrix when they take x in different formats (the
+ * prepared x has one buffer). */
+#define STAGE_MANY 3
+typedef struct {
+    lin_job j[STAGE_MANY];
+    int first[STAGE_MANY + 1]; /* block index where matrix i starts */
+    int k;
+} many_job;
+
+static void many_task(void *v, int t, int thread) {
+    const many_job *m = v;
+    int i = 0;
+    while (t >= m->first[i + 1]) i++;
+    lin_task((void *)&m->j[i], t - m->first[i], thread);
+}
+
+static void stage_mul_many(egm_stage *s, int k, const egm_mat *const *W, float *const *y,
+                           const int *ldy, int M, const float *x, int ldx) {
+    int same = 1;
+    for (int i = 1; i < k; i++)
+        same &= egm_mat_act_format(W[i], M) == egm_mat_act_format(W[0], M) &&
+                W[i]->cols == W[0]->cols;
+    stage_qx qx = stage_prep(s, W[0], M, x, ldx, NULL);
+    if (!same) {
+        for (int i = 0; i < k; i++) {
+            if (i) qx = stage_prep(s, W[i], M, x, ldx, &qx);
+            stage_mul_qx(s, W[i], M, x, ldx, qx, y[i], ldy[i], 0);
+        }
+        return;
+    }
+    many_job m = {.k = k};
+    for (int i = 0; i < k; i++) {
+        m.j[i] = (lin_job){y[i], x, qx.q, W[i], M, ldx, ldy[i], 0};
+        m.first[i + 1] = m.first[i] + (W[i]->rows + EGM_COL_BLOCK - 1) / EGM_COL_BLOCK;
+    }
+    egm_pool_run(s->pool, m.first[k], many_task, &m);
+}
+
 static void stage_mat_mul(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
                           float *y, int ldy, int acc) {
     stage_mul_qx(s, W, M, x, ldx, stage_prep(s, W, M, x, ldx, NULL), y, ldy, acc);
@@ -267,13 +309,11 @@ static void attention_llama(egm_stage *s, const egm_layer *w, int li,
     float *q = egm_buf_need(&s->q, (long)n * H * dh);
     float *kv = egm_buf_need(&s->kvrow, (long)n * E);
     int D = c->hidden_size;
-    /* q, k and v take the same xn: rounded once when their formats agree */
-    stage_qx qx = stage_prep(s, &w->wq, n, xn, D, NULL);
-    stage_mul_qx(s, &w->wq, n, xn, D, qx, q, H * dh, 0);
-    qx = stage_prep(s, &w->wk, n, xn, D, &qx);
-    stage_mul_qx(s, &w->wk, n, xn, D, qx, kv, E, 0);
-    qx = stage_prep(s, &w->wv, n, xn, D, &qx);
-    stage_mul_qx(s, &w->wv, n, xn, D, qx, kv + Hkv * dh, E, 0);
+    /* q, k and v take the same xn: rounded once, one parallel loop */
+    const egm_mat *W[3] = {&w->wq, &w->wk, &w->wv};
+    float *y[3] = {q, kv, kv + Hkv * dh};
+    int ldy[3] = {H * dh, E, E};
+    stage_mul_many(s, 3, W, y, ldy, n, xn, D);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dh, dh, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -413,18 +453,19 @@ static void attention_latent(egm_stage *s, const egm_layer *w, int li,
     int eg = c->arch == EGM_EGMLA;
 
     float *q = egm_buf_need(&s->q, (long)n * H * dq);
-    if (w->q_proj.data) {
-        stage_linear(s, q, xn, &w->q_proj, n);
-    } else {
-        int rq = c->q_lora_rank;
-        float *qa = egm_buf_need(&s->qa, (long)n * rq);
-        stage_linear(s, qa, xn, &w->q_a, n);
+    float *kv = egm_buf_need(&s->kvrow, (long)n * E);
+    /* q (or its low-rank q_a) and kv_a take the same xn: one parallel loop */
+    int rq = c->q_lora_rank;
+    float *qa = w->q_proj.data ? NULL : egm_buf_need(&s->qa, (long)n * rq);
+    const egm_mat *W[2] = {w->q_proj.data ? &w->q_proj : &w->q_a, &w->kv_a};
+    float *y[2] = {qa ? qa : q, kv};
+    int ldy[2] = {W[0]->rows, E};
+    stage_mul_many(s, 2, W, y, ldy, n, xn, c->hidden_size);
+    if (qa) {
         for (int r = 0; r < n; r++)
             egm_rmsnorm(qa + (long)r * rq, qa + (long)r * rq, w->q_a_norm, rq, EGM_LATENT_NORM_EPS);
         stage_linear(s, q, qa, &w->q_b, n);
     }
-    float *kv = egm_buf_need(&s->kvrow, (long)n * E);
-    stage_linear(s, kv, xn, &w->kv_a, n);
     for (int r = 0; r < n; r++) {
         for (int h = 0; h < H; h++)
             egm_rope(q + ((long)r * H + h) * dq + dn, dr, b->pos[r], c->rope_theta, c->rope_interleave);
@@ -586,10 +627,10 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
-        stage_qx qx = stage_prep(s, &w->w_gate, n, xn, D, NULL);
-        stage_mul_qx(s, &w->w_gate, n, xn, D, qx, g, F, 0);
-        qx = stage_prep(s, &w->w_up, n, xn, D, &qx);
-        stage_mul_qx(s, &w->w_up, n, xn, D, qx, u, F, 0);
+        const egm_mat *W[2] = {&w->w_gate, &w->w_up};
+        float *y[2] = {g, u};
+        int ldy[2] = {F, F};
+        stage_mul_many(s, 2, W, y, ldy, n, xn, D);
         egm_swiglu(g, u, n * F);
         stage_linear_acc(s, x, g, &w->w_down, n);
     }
