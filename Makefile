@@ -61,6 +61,14 @@ $(BUILD)/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DEGM_VERSION='"$(VERSION)"' -DEGM_GITREV='"$(GITREV)"' -MMD -MP -c $< -o $@
 
+# `egmla --version` names the commit: main.o is rebuilt when HEAD moves
+# (the stamp is rewritten only when the commit differs)
+.PHONY: FORCE
+$(BUILD)/gitrev: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(GITREV)' | cmp -s - $@ || echo '$(GITREV)' > $@
+$(BUILD)/coordinator/main.o: $(BUILD)/gitrev
+
 $(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c
 	$(CC) $(filter-out -Werror,$(CFLAGS)) -c $< -o $@
 
