@@ -54,13 +54,15 @@ static void cal_free(cal_rig *g) {
 }
 
 static int cal_init(cal_rig *g, const egm_model *m, int slots, int rows, int positions,
-                    egm_err *e) {
+                    int attn_bf16, egm_err *e) {
     const egm_config *c = &m->cfg;
     memset(g, 0, sizeof *g);
     g->m = m, g->cap_rows = rows, g->n_slots = slots, g->n_layers = m->hi - m->lo;
     size_t per_tok = egm_kv_bytes_per_token(g->n_layers, egm_config_kv_elems(c), c->arch == EGM_EGMLA, 0);
     size_t budget = (size_t)slots * ((size_t)positions + 64) * per_tok;
-    if (egm_stage_init(&g->st, m, slots, budget, 16, 0, e)) return -1;
+    if (egm_stage_init(&g->st, m, slots, budget, 16, 0, e) ||
+        egm_stage_set_attn_bf16(&g->st, attn_bf16, e))
+        return -1;
     if (egm_head_init(&g->hd, slots, c->vocab_size, e)) return -1;
     g->x = malloc(sizeof(float) * (size_t)rows * c->hidden_size);
     g->slot = malloc(sizeof(int) * (size_t)rows);
@@ -275,13 +277,13 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     memset(k, 0, sizeof *k);
     snprintf(k->model_type, sizeof k->model_type, "%s", c->model_type);
     k->num_layers = c->num_layers, k->hidden_size = c->hidden_size;
-    k->vocab_size = c->vocab_size, k->threads = threads;
+    k->vocab_size = c->vocab_size, k->threads = threads, k->attn_bf16 = o->attn_bf16;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     k->cores = cores > 0 ? (int)cores : 0;
     egm_mpi_hostname(k->host, sizeof k->host);
     int chunk = o->chunk, rows = chunk > 32 ? chunk : 32;
     cal_rig g;
-    int rc = cal_init(&g, &m, 32, rows, CTX_HI + 2 * chunk + 16, e);
+    int rc = cal_init(&g, &m, 32, rows, CTX_HI + 2 * chunk + 16, o->attn_bf16, e);
     if (!rc) {
         measure_decode(&g, k);
         measure_prefill(&g, chunk, k);

@@ -92,12 +92,13 @@ static json_t *int_array(const int *v, int n) {
 
 int egm_calib_save(const char *path, const egm_calib *k, egm_err *e) {
     json_t *j = json_pack(
-        "{s:i, s:{s:s, s:i, s:i, s:i}, s:i, s:i, s:s, s:{s:i, s:o, s:o, s:o, s:o, s:f}, "
+        "{s:i, s:{s:s, s:i, s:i, s:i}, s:i, s:i, s:s, s:s, s:{s:i, s:o, s:o, s:o, s:o, s:f}, "
         "s:{s:o, s:o, s:f}, s:{s:b, s:s, s:f, s:f}, s:f}",
         "egmla_calibration", 1,
         "model", "model_type", k->model_type, "num_layers", k->num_layers, "hidden_size",
         k->hidden_size, "vocab_size", k->vocab_size,
-        "threads", k->threads, "cores", k->cores, "host", k->host,
+        "threads", k->threads, "cores", k->cores, "host", k->host, "attn_dtype",
+        k->attn_bf16 ? "bf16" : "fp32",
         "decode", "context", k->context, "rows", int_array(k->rows, k->n_rows),
         "layer_s", num_array(k->layer_s, k->n_rows), "head_s", num_array(k->head_s, k->n_rows),
         "embed_s", num_array(k->embed_s, k->n_rows), "attend_s", k->attend_s,
@@ -174,7 +175,7 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
         return je.line > 0 ? egm_fail(e, "%s line %d: %s", path, je.line, je.text)
                            : egm_fail(e, "%s: %s", path, je.text);
     const json_t *m, *d, *p, *l;
-    const char *mt = NULL, *host = "?", *tr = "?";
+    const char *mt = NULL, *host = "?", *tr = "?", *ad = "fp32";
     int rc = -1, measured = 0;
     if (json_integer_value(json_object_get(j, "egmla_calibration")) != 1) {
         egm_fail(e, "%s: not an egmla calibration (expected \"egmla_calibration\": 1; write "
@@ -187,8 +188,8 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     if (json_unpack_ex((json_t *)m, &je, 0, "{s:s, s:i, s:i, s:i}", "model_type", &mt,
                        "num_layers", &k->num_layers, "hidden_size", &k->hidden_size,
                        "vocab_size", &k->vocab_size) ||
-        json_unpack_ex(j, &je, 0, "{s:i, s?:i, s?:s}", "threads", &k->threads, "cores",
-                       &k->cores, "host", &host) ||
+        json_unpack_ex(j, &je, 0, "{s:i, s?:i, s?:s, s?:s}", "threads", &k->threads, "cores",
+                       &k->cores, "host", &host, "attn_dtype", &ad) ||
         json_unpack_ex((json_t *)d, &je, 0, "{s:i}", "context", &k->context) ||
         json_unpack_ex((json_t *)l, &je, 0, "{s:b, s?:s}", "measured", &measured,
                        "transport", &tr)) {
@@ -197,6 +198,7 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     }
     snprintf(k->model_type, sizeof k->model_type, "%s", mt);
     snprintf(k->host, sizeof k->host, "%s", host);
+    k->attn_bf16 = !strcmp(ad, "bf16");
     snprintf(k->transport, sizeof k->transport, "%s", tr);
     k->link_measured = measured;
     if (k->threads < 1 || k->context < 0 || k->cores < 0) {

@@ -24,6 +24,7 @@ typedef struct {
     int num_layers, hidden_size, vocab_size;
     int threads;
     int cores;                           /* the node's online CPUs (0: unknown) */
+    int attn_bf16;                       /* measured with --attn-dtype bf16 */
     char host[128];
     int n_rows;
     int rows[EGM_CALIB_MAX_ROWS];        /* increasing */

@@ -213,7 +213,7 @@ static void test_calib_file(void **state) {
     flat(&k);
     k.layer_s[1] = 64e-3; /* 1 ms at 1 row, 64 ms at 64 rows: linear between */
     k.attend_s = 1e-6;
-    k.cores = 3;
+    k.cores = 3, k.attn_bf16 = 1;
     NEAR(egm_calib_layer(&k, 32, 0), 32e-3);
     NEAR(egm_calib_layer(&k, 32, 100), 32e-3 + 32 * 100 * 1e-6);
     NEAR(egm_calib_layer(&k, 128, 0), 128e-3);
@@ -227,6 +227,7 @@ static void test_calib_file(void **state) {
     NEAR(r.layer_s[1], 64e-3);
     NEAR(r.head_s[0], 2e-3);
     assert_int_equal(r.cores, 3);
+    assert_int_equal(r.attn_bf16, 1);
     assert_int_equal(r.n_chunks, 2);
     FILE *f = fopen(path, "w");
     fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
