@@ -137,6 +137,51 @@ static void stage_mul_many(egm_stage *s, int k, const egm_mat *const *W, float *
     egm_pool_run(s->pool, m.first[k], many_task, &m);
 }
 
+/* Row-wise work (RMSNorm, SwiGLU) over the pool in chunks of rows: every
+ * row computes what it computed alone, so the bits do not change. Few
+ * rows stay on the calling thread (a fork-join costs more than they do). */
+#define ROW_CHUNK_ELEMS 4096
+typedef struct {
+    float *out, *g;
+    const float *x, *w, *u;
+    int n, D, rows_per_task;
+    float eps;
+} rows_job;
+
+static void norm_task(void *v, int t, int thread) {
+    (void)thread;
+    const rows_job *j = v;
+    for (int r = t * j->rows_per_task; r < j->n && r < (t + 1) * j->rows_per_task; r++)
+        egm_rmsnorm(j->out + (long)r * j->D, j->x + (long)r * j->D, j->w, j->D, j->eps);
+}
+
+static void swiglu_task(void *v, int t, int thread) {
+    (void)thread;
+    const rows_job *j = v;
+    long r0 = (long)t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->n) r1 = j->n;
+    egm_swiglu(j->g + r0 * j->D, j->u + r0 * j->D, (int)((r1 - r0) * j->D));
+}
+
+static void stage_rows(egm_stage *s, egm_pool_fn fn, rows_job *j) {
+    j->rows_per_task = (ROW_CHUNK_ELEMS + j->D - 1) / j->D;
+    int tasks = (j->n + j->rows_per_task - 1) / j->rows_per_task;
+    egm_pool_run(tasks > 1 ? s->pool : NULL, tasks, fn, j);
+}
+
+/* out[r] = RMSNorm(x[r]) * w for n rows of D */
+static void stage_rmsnorm(egm_stage *s, float *out, const float *x, const float *w, int n, int D,
+                          float eps) {
+    rows_job j = {.out = out, .x = x, .w = w, .n = n, .D = D, .eps = eps};
+    stage_rows(s, norm_task, &j);
+}
+
+/* g[r] = silu(g[r]) * u[r] for n rows of F */
+static void stage_swiglu(egm_stage *s, float *g, const float *u, int n, int F) {
+    rows_job j = {.g = g, .u = u, .n = n, .D = F};
+    stage_rows(s, swiglu_task, &j);
+}
+
 static void stage_mat_mul(egm_stage *s, const egm_mat *W, int M, const float *x, int ldx,
                           float *y, int ldy, int acc) {
     stage_mul_qx(s, W, M, x, ldx, stage_prep(s, W, M, x, ldx, NULL), y, ldy, acc);
@@ -613,8 +658,7 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
     float *att = egm_buf_need(&s->attn, (long)n * attn_w);
     for (int l = m->lo; l < m->hi; l++) {
         const egm_layer *w = &m->layers[l - m->lo];
-        for (int r = 0; r < n; r++)
-            egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->attn_norm, D, c->rms_norm_eps);
+        stage_rmsnorm(s, xn, x, w->attn_norm, n, D, c->rms_norm_eps);
         if (c->arch == EGM_LLAMA) {
             attention_llama(s, w, l - m->lo, b, xn, att);
             stage_linear_acc(s, x, att, &w->wo, n);
@@ -623,15 +667,14 @@ void egm_stage_forward(egm_stage *s, const egm_mbatch *b, float *x) {
             stage_linear_acc(s, x, att, &w->o_proj, n);
         }
         /* SwiGLU FFN, F wide */
-        for (int r = 0; r < n; r++)
-            egm_rmsnorm(xn + (long)r * D, x + (long)r * D, w->ffn_norm, D, c->rms_norm_eps);
+        stage_rmsnorm(s, xn, x, w->ffn_norm, n, D, c->rms_norm_eps);
         float *g = egm_buf_need(&s->ffn_g, (long)n * F);
         float *u = egm_buf_need(&s->ffn_u, (long)n * F);
         const egm_mat *W[2] = {&w->w_gate, &w->w_up};
         float *y[2] = {g, u};
         int ldy[2] = {F, F};
         stage_mul_many(s, 2, W, y, ldy, n, xn, D);
-        egm_swiglu(g, u, n * F);
+        stage_swiglu(s, g, u, n, F);
         stage_linear_acc(s, x, g, &w->w_down, n);
     }
     blas_restore(blas);
