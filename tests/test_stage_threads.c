@@ -4,7 +4,8 @@
  * same bits with 1, 2 and 3 threads; and a long prompt fed in one chunk
  * agrees with the same prompt fed in small chunks (the causal triangle of
  * the split attention is exact). Random weights of the fixtures' shapes,
- * MHA, MLA and EG-MLA. */
+ * MHA, MLA and EG-MLA. The head, whose rows also split over the pool,
+ * samples the same tokens with the same log-probs on 1 and 2 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "model/weights.h"
+#include "worker/head.h"
 #include "worker/stage.h"
 
 #define NA 300  /* long prompt: > 256 positions, > 32 rows */
@@ -91,6 +93,68 @@ static void check(const char *name) {
     egm_model_free(&m);
 }
 
+/* HEADS sequences generate HSTEPS tokens each with seeded sampling (top-k,
+ * repetition penalty, 3 alternatives): every output of every step. */
+#define HEADS 6
+#define HSTEPS 8
+static void run_head(const egm_model *m, int threads, egm_head_out *all) {
+    int D = m->cfg.hidden_size;
+    openblas_set_num_threads(threads);
+    egm_stage st;
+    egm_head hd;
+    egm_err e;
+    if (egm_stage_init(&st, m, HEADS, 16 << 20, 16, 0, &e) ||
+        egm_head_init(&hd, HEADS, m->cfg.vocab_size, &e))
+        fail_msg("%s", e.msg);
+    openblas_set_num_threads(1);
+    assert_int_equal(egm_pool_size(st.pool), threads);
+    egm_sampling sp;
+    egm_sampling_default(&sp);
+    sp.temperature = 0.9f, sp.top_k = 20, sp.repetition_penalty = 1.3f;
+    int slot[HEADS], pos[HEADS], tok[HEADS];
+    unsigned char want[HEADS];
+    for (int i = 0; i < HEADS; i++) {
+        sp.seed = 100 + i;
+        assert_int_equal(egm_stage_reserve(&st, i, HSTEPS + 1), 0);
+        egm_head_open(&hd, i, EGM_MODE_GENERATE, &sp, NULL, 0);
+        egm_head_set_top(&hd, i, 3);
+        slot[i] = i, tok[i] = 3 + i, want[i] = 1;
+    }
+    float *x = calloc((size_t)HEADS * D, sizeof(float));
+    for (int s = 0; s < HSTEPS; s++) {
+        for (int i = 0; i < HEADS; i++) pos[i] = s;
+        egm_mbatch b = {HEADS, slot, pos, tok};
+        egm_stage_forward(&st, &b, x);
+        egm_head_out *o = all + s * HEADS;
+        assert_int_equal(egm_head_run(&hd, &st, &b, want, x, o), HEADS);
+        for (int i = 0; i < HEADS; i++) tok[o[i].slot] = o[i].token;
+    }
+    free(x);
+    egm_head_free(&hd);
+    egm_stage_free(&st);
+}
+
+static void test_head(void **state) {
+    (void)state;
+    egm_model m;
+    load("egmla_ln", &m);
+    egm_head_out a[HSTEPS * HEADS], b[HSTEPS * HEADS];
+    memset(a, 0, sizeof a), memset(b, 0, sizeof b);
+    run_head(&m, 1, a);
+    run_head(&m, 2, b);
+    int distinct = 0;
+    for (int k = 0; k < HSTEPS * HEADS; k++) {
+        assert_int_equal(a[k].token, b[k].token);
+        assert_memory_equal(&a[k].logprob, &b[k].logprob, sizeof(float));
+        assert_int_equal(a[k].n_top, 3);
+        assert_memory_equal(a[k].top_id, b[k].top_id, sizeof a[k].top_id);
+        assert_memory_equal(a[k].top_lp, b[k].top_lp, sizeof a[k].top_lp);
+        distinct += k >= HEADS && a[k].token != a[k - HEADS].token;
+    }
+    assert_true(distinct > 0); /* the sequences really sample */
+    egm_model_free(&m);
+}
+
 static void test_egmla(void **st) { (void)st; check("egmla_ln"); }
 static void test_mla(void **st) { (void)st; check("mla"); }
 static void test_mha(void **st) { (void)st; check("llama_gqa_tied"); }
@@ -100,6 +164,7 @@ int main(void) {
         cmocka_unit_test(test_egmla),
         cmocka_unit_test(test_mla),
         cmocka_unit_test(test_mha),
+        cmocka_unit_test(test_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
