@@ -190,7 +190,7 @@ static int prefill(bench *B, int ctx, const int *prompt, egm_err *e) {
     long positions = 0;
     /* the previous context's sequences go, slot 0 starts this one */
     egm_admit a0 = {.slot = 0, .mode = EGM_MODE_GENERATE, .sp = B->greedy,
-                    .n_reserve = ctx + o->steps + 1};
+                    .n_reserve = ctx + o->steps + 1, .top_logprobs = -1};
     for (int i = 0; i < n_rel; i++) B->rel[i] = i;
     if (egm_pipe_mpi_mark(B->pipe, e)) return -1;
     double t0 = egm_now();
@@ -249,7 +249,7 @@ static int decode(bench *B, int ctx, int b, int first, egm_err *e) {
     for (int s = 1; s < b; s++)
         B->admits[n_ad++] = (egm_admit){.slot = s, .mode = EGM_MODE_GENERATE, .sp = B->greedy,
                                         .n_reserve = ctx + steps + 1, .fork_slot = 0,
-                                        .fork_n = ctx};
+                                        .fork_n = ctx, .top_logprobs = -1};
     for (int s = 0; s < b; s++) B->next[s] = first;
     int *round = calloc((size_t)m, sizeof *round);
     if (!round) return egm_fail(e, "out of memory");

@@ -78,6 +78,7 @@ static int cal_init(cal_rig *g, const egm_model *m, int slots, int rows, int pos
     sp.temperature = 0;
     for (int i = 0; i < slots; i++) {
         egm_head_open(&g->hd, i, EGM_MODE_GENERATE, &sp, NULL, 0);
+        egm_head_set_top(&g->hd, i, -1); /* no log-probs, as `generate` by default */
         if (egm_stage_reserve(&g->st, i, positions))
             return egm_fail(e, "KV pool refused slot %d (internal error)", i);
     }

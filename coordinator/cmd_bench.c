@@ -107,7 +107,11 @@ static int rig_init(rig *g, const egm_model *m, int slots, int seq_tokens, int r
     egm_sampling sp;
     egm_sampling_default(&sp);
     sp.temperature = 0; /* greedy */
-    for (int i = 0; i < slots; i++) egm_head_open(&g->hd, i, EGM_MODE_GENERATE, &sp, NULL, 0);
+    /* greedy tokens without log-probs, as `generate` runs by default */
+    for (int i = 0; i < slots; i++) {
+        egm_head_open(&g->hd, i, EGM_MODE_GENERATE, &sp, NULL, 0);
+        egm_head_set_top(&g->hd, i, -1);
+    }
     return 0;
 }
 

@@ -432,7 +432,8 @@ static void admit(sched_t *s, int g, int from, int fork_n) {
     a->n_tokens = q->n_prompt;
     a->fork_slot = fork_n > 0 ? from : 0;
     a->fork_n = fork_n > 0 ? fork_n : 0;
-    a->top_logprobs = s->o->mode == EGM_MODE_GENERATE && q->req.logprobs > 0 ? q->req.logprobs : 0;
+    /* -1: the request wants no log-probs, so the head skips them */
+    a->top_logprobs = s->o->mode != EGM_MODE_GENERATE ? 0 : q->req.logprobs;
     if (fork_n > 0) {
         q->n_fed = fork_n;
         s->st->shared_tokens += fork_n;

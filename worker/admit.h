@@ -22,7 +22,8 @@ typedef struct {
                                the sequence's rows start at fork_n */
     const int *tokens;      /* score: the whole sequence (last stage's targets) */
     int n_tokens;
-    int top_logprobs;       /* generate: alternatives per token (egm_head_set_top) */
+    int top_logprobs;       /* generate: alternatives per token, -1: no log-prob
+                             * (egm_head_set_top) */
 } egm_admit;
 
 /* Frees the released slots, then admits: reserves KV, copies a shared

@@ -53,7 +53,7 @@ int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
 void egm_head_close(egm_head *h, int slot) { h->seqs[slot].n_hist = 0; }
 
 void egm_head_set_top(egm_head *h, int slot, int n) {
-    h->seqs[slot].top_n = n < 0 ? 0 : n > EGM_HEAD_MAX_TOP ? EGM_HEAD_MAX_TOP : n;
+    h->seqs[slot].top_n = n < 0 ? -1 : n > EGM_HEAD_MAX_TOP ? EGM_HEAD_MAX_TOP : n;
 }
 
 /* The k most likely entries of x (NaNs never), log-probs as egm_logprob
@@ -106,20 +106,21 @@ static void head_row(void *ctx, int k, int thread) {
     memset(o, 0, sizeof *o);
     o->slot = j->b->slot[r];
     o->pos = j->b->pos[r];
-    int am = egm_argmax(lg, V);
     if (q->mode == EGM_MODE_SCORE) {
         o->has_target = j->b->pos[r] + 1 < q->n_total;
         if (o->has_target) {
             o->token = q->hist[j->b->pos[r] + 1];
             o->logprob = egm_logprob(lg, V, o->token);
-            o->greedy = am == o->token;
+            o->greedy = egm_argmax(lg, V) == o->token;
         }
     } else {
         float *tmp = j->scratch + (long)thread * 2 * V;
         memcpy(tmp, lg, sizeof(float) * V);
         o->token = egm_sample(tmp, V, &q->sp, q->hist, q->n_hist, &q->rng, (int *)(tmp + V));
-        o->logprob = egm_logprob(lg, V, o->token);
-        o->greedy = am == o->token;
+        if (q->top_n >= 0) { /* -1: nobody asked for log-probs (two passes over V) */
+            o->logprob = egm_logprob(lg, V, o->token);
+            o->greedy = egm_argmax(lg, V) == o->token;
+        }
         if (q->top_n > 0) top_logprobs(lg, V, q->top_n, o);
     }
 }

@@ -21,7 +21,8 @@ typedef struct {
     int *hist;          /* generate: every token seen so far; score: all tokens */
     int n_hist, cap;
     int n_total;        /* score: number of tokens */
-    int top_n;          /* generate: alternatives reported per token (0: none) */
+    int top_n;          /* generate: alternatives reported per token (0: none;
+                         * -1: not even the token's own log-prob) */
 } egm_head_seq;
 
 /* One result per wanted row. */
@@ -54,7 +55,8 @@ int egm_head_open(egm_head *h, int slot, int mode, const egm_sampling *sp,
                   const int *tokens, int n_tokens);
 void egm_head_close(egm_head *h, int slot);
 /* After egm_head_open: report n (0..EGM_HEAD_MAX_TOP) alternatives with
- * each token generated in slot (clamped). */
+ * each token generated in slot (clamped); n < 0: no log-prob at all (the
+ * outputs' logprob and greedy stay 0), as when a request asks for none. */
 void egm_head_set_top(egm_head *h, int slot, int n);
 
 /* Runs the final norm + lm_head on the wanted rows of x, then samples or
