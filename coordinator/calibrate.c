@@ -27,6 +27,7 @@
 #include "coordinator/roofline.h"
 #include "coordinator/workers.h"
 #include "deploy/calib.h"
+#include "model/source.h"
 #include "worker/head.h"
 #include "worker/stage.h"
 #include "worker/worker_mpi.h"
@@ -264,10 +265,8 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     egm_model m;
     egm_config cfg;
     int flags = EGM_LOAD_EMBED | EGM_LOAD_HEAD | (o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE);
-    if (o->config ? egm_config_load(o->config, &cfg, e)
-                  : egm_model_load(o->model, 0, 1, 0, &m, e)) /* its config */
+    if (o->config ? egm_config_load(o->config, &cfg, e) : egm_model_config(o->model, &cfg, e))
         return -1;
-    if (!o->config) cfg = m.cfg, egm_model_free(&m);
     int n = layers_to_time(&cfg);
     if (o->config ? egm_model_random(&cfg, o->seed, 0, n, flags, &m, e)
                   : egm_model_load(o->model, 0, n, flags, &m, e))
