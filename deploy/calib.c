@@ -199,6 +199,10 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
     snprintf(k->model_type, sizeof k->model_type, "%s", mt);
     snprintf(k->host, sizeof k->host, "%s", host);
     k->attn_bf16 = !strcmp(ad, "bf16");
+    if (!k->attn_bf16 && strcmp(ad, "fp32")) {
+        egm_fail(e, "%s: attn_dtype: expected \"fp32\" or \"bf16\", found \"%.32s\"", path, ad);
+        goto out;
+    }
     snprintf(k->transport, sizeof k->transport, "%s", tr);
     k->link_measured = measured;
     if (k->threads < 1 || k->context < 0 || k->cores < 0) {

@@ -241,6 +241,17 @@ static void test_calib_file(void **state) {
     assert_non_null(strstr(e.msg, path));
     assert_non_null(strstr(e.msg, "decode.layer_s[1]: expected a finite number >= 0"));
     f = fopen(path, "w");
+    fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
+          " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1, \"attn_dtype\": \"bf17\","
+          " \"decode\": {\"context\": 1, \"rows\": [1], \"layer_s\": [1], \"head_s\": [1],"
+          " \"embed_s\": [0], \"attend_s\": 0}, \"prefill\": {\"chunks\": [1], \"layer_s\": [1],"
+          " \"attend_s\": 0}, \"link\": {\"measured\": false, \"latency_s\": 0,"
+          " \"bytes_per_s\": 1}, \"rank0_s\": 0}", f);
+    fclose(f);
+    assert_int_equal(egm_calib_load(path, &r, &e), -1);
+    assert_non_null(strstr(e.msg, path));
+    assert_non_null(strstr(e.msg, "attn_dtype: expected \"fp32\" or \"bf16\", found \"bf17\""));
+    f = fopen(path, "w");
     fputs("{\"a\": 1}", f);
     fclose(f);
     assert_int_equal(egm_calib_load(path, &r, &e), -1);
