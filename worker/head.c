@@ -142,10 +142,13 @@ int egm_head_run(egm_head *h, egm_stage *s, const egm_mbatch *b,
      * with the same results. Two wanted rows of one generating sequence
      * run serially, each seeing only the tokens before it. */
     int twice = 0;
-    for (int k = 1; k < n_want && !twice; k++)
-        for (int i = 0; i < k && !twice; i++)
-            twice = b->slot[rows[i]] == b->slot[rows[k]] &&
-                    h->seqs[b->slot[rows[k]]].mode == EGM_MODE_GENERATE;
+    unsigned run = ++h->runs;
+    for (int k = 0; k < n_want; k++) {
+        egm_head_seq *q = &h->seqs[b->slot[rows[k]]];
+        if (q->mode != EGM_MODE_GENERATE) continue;
+        twice |= q->mark == run;
+        q->mark = run;
+    }
     egm_pool *pool = twice ? NULL : s->pool;
     head_job j = {h, b, rows, logits, egm_buf_need(&h->scratch, (long)egm_pool_size(pool) * 2 * V),
                   out};

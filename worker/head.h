@@ -23,6 +23,7 @@ typedef struct {
     int n_total;        /* score: number of tokens */
     int top_n;          /* generate: alternatives reported per token (0: none;
                          * -1: not even the token's own log-prob) */
+    unsigned mark;      /* the egm_head_run that last gave it a wanted row */
 } egm_head_seq;
 
 /* One result per wanted row. */
@@ -45,6 +46,7 @@ typedef struct {
 typedef struct {
     egm_head_seq *seqs;
     int n_slots, V;
+    unsigned runs;      /* egm_head_run calls so far (egm_head_seq.mark) */
     egm_buf logits, scratch, rows;
 } egm_head;
 
