@@ -178,13 +178,13 @@ static double prefill_replay(const egm_plan_in *in, egm_plan_out *out) {
     return done;
 }
 
-/* Work per round of each resource; the largest names the bound. */
 /* Stage j's compute for a micro-batch with its node to itself (measured
  * times already include whatever sharing there was). */
 static double alone_time(const egm_plan_in *in, int j, int r, long ctx) {
     return in->stage_mb_s ? decode_time(in, j, r, ctx) : calib_decode_time(in, j, r, ctx);
 }
 
+/* Work per round of each resource; the largest names the bound. */
 static void find_bound(const egm_plan_in *in, int m, egm_plan_out *out) {
     const egm_topology *t = in->t;
     int S = t->n_stages, B = in->batch, R = (B + m - 1) / m;

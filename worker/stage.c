@@ -148,19 +148,25 @@ typedef struct {
     float eps;
 } rows_job;
 
+/* Task t's rows [*r0, return value) */
+static int task_rows(const rows_job *j, int t, int *r0) {
+    *r0 = t * j->rows_per_task;
+    return *r0 + j->rows_per_task < j->n ? *r0 + j->rows_per_task : j->n;
+}
+
 static void norm_task(void *v, int t, int thread) {
     (void)thread;
     const rows_job *j = v;
-    for (int r = t * j->rows_per_task; r < j->n && r < (t + 1) * j->rows_per_task; r++)
+    int r0, r1 = task_rows(j, t, &r0);
+    for (int r = r0; r < r1; r++)
         egm_rmsnorm(j->out + (long)r * j->D, j->x + (long)r * j->D, j->w, j->D, j->eps);
 }
 
 static void swiglu_task(void *v, int t, int thread) {
     (void)thread;
     const rows_job *j = v;
-    long r0 = (long)t * j->rows_per_task, r1 = r0 + j->rows_per_task;
-    if (r1 > j->n) r1 = j->n;
-    egm_swiglu(j->g + r0 * j->D, j->u + r0 * j->D, (int)((r1 - r0) * j->D));
+    int r0, r1 = task_rows(j, t, &r0);
+    egm_swiglu(j->g + (long)r0 * j->D, j->u + (long)r0 * j->D, (r1 - r0) * j->D);
 }
 
 static void stage_rows(egm_stage *s, egm_pool_fn fn, rows_job *j) {
