@@ -27,6 +27,8 @@ typedef struct {
     int threads;                      /* 0: not given (one rank: one per CPU;
                                          pipeline: 1 per stage) */
     int micro_batches;                /* pipeline decode; 0: one per stage */
+    int colo_copies;                  /* --calibrate: most copies timed alongside
+                                         (-1: the node's cores + 1; 0: none) */
     size_t budget;                    /* --kv-budget, for the capacity report */
     uint64_t seed;
     double rank_timeout;

@@ -16,9 +16,11 @@
  * prefill a chunk at position 0 and at position `chunk`. */
 #include <cblas.h>
 #include <mpi.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "coordinator/bench_report.h"
@@ -247,6 +249,129 @@ static int link_pingpong(int rank, egm_calib *k) {
     return 0;
 }
 
+/* ---- co-location ------------------------------------------------------
+ * Stages on one node slow each other even when each has a core: they share
+ * the memory bandwidth and the last-level cache (and beyond the node's
+ * cores, the cores). So the same layers run in n processes at once, n = 2
+ * .. cores + 2, each with weights of its own (another seed, or other layers
+ * of the file: never pages another copy also reads), and the slowdown is
+ * each one's median time over the time alone, measured in turn. The copies
+ * are forked before anything is loaded and never touch MPI. */
+
+#define COLO_REPS 7
+static const int colo_rows[] = {1, 8, 32};
+#define N_COLO_ROWS ((int)(sizeof colo_rows / sizeof *colo_rows))
+
+/* The median of COLO_REPS decode steps of r rows through the layers. */
+static double colo_time(cal_rig *g, int r) {
+    double t[COLO_REPS];
+    for (int i = 0; i < r; i++) g->slot[i] = i, g->pos[i] = CTX_LO, g->tok[i] = i * 31 + 1;
+    egm_mbatch b = {r, g->slot, g->pos, g->tok};
+    for (int s = 0; s < COLO_REPS; s++) {
+        double t0 = egm_now();
+        egm_stage_forward(&g->st, &b, g->x);
+        t[s] = egm_now() - t0;
+    }
+    return median(t, COLO_REPS);
+}
+
+/* Copy `idx`'s rig: n layers of its own, filled to CTX_LO positions. */
+static int colo_rig(const egm_bench_opts *o, const egm_config *c, int n, int idx, egm_model *m,
+                    cal_rig *g, egm_err *e) {
+    int lo = o->config ? 0 : idx * n % (c->num_layers - n + 1);
+    int flags = o->no_gate_table ? 0 : EGM_LOAD_GATE_TABLE; /* no embedding: x is zeros */
+    if (o->config ? egm_model_random(c, o->seed + 1000003ULL * (unsigned)idx, 0, n, flags, m, e)
+                  : egm_model_load(o->model, lo, lo + n, flags, m, e))
+        return -1;
+    if (cal_init(g, m, 32, 32, CTX_LO + 64, o->attn_bf16, e)) return -1;
+    memset(g->x, 0, sizeof(float) * 32 * (size_t)c->hidden_size);
+    fill(g, CTX_LO);
+    return 0;
+}
+
+/* A copy: says it is ready (1) or failed (-1), then times the row counts
+ * it is sent until its command pipe closes. */
+static void colo_copy(const egm_bench_opts *o, const egm_config *c, int n, int idx, int cmd,
+                      int res) {
+    egm_model m;
+    cal_rig g;
+    egm_err e;
+    memset(&m, 0, sizeof m);
+    double ok = colo_rig(o, c, n, idx, &m, &g, &e) ? -1 : 1;
+    int r;
+    if (write(res, &ok, sizeof ok) == sizeof ok && ok > 0)
+        while (read(cmd, &r, sizeof r) == sizeof r) {
+            double t = colo_time(&g, r);
+            if (write(res, &t, sizeof t) != sizeof t) break;
+        }
+    _exit(0);
+}
+
+typedef struct {
+    pid_t pid[EGM_CALIB_MAX_COPIES];
+    int cmd[EGM_CALIB_MAX_COPIES], res[EGM_CALIB_MAX_COPIES];
+    int n;  /* copies started */
+} colo_copies;
+
+/* Forks up to `want` copies (fewer if fork fails: then fewer are measured). */
+static void colo_start(colo_copies *cc, int want, const egm_bench_opts *o, const egm_config *c,
+                       int n) {
+    cc->n = 0;
+    fflush(NULL);
+    while (cc->n < want && cc->n < EGM_CALIB_MAX_COPIES) {
+        int a[2], b[2];
+        if (pipe(a)) break;
+        if (pipe(b)) { close(a[0]), close(a[1]); break; }
+        pid_t pid = fork();
+        if (pid == 0) {
+            for (int i = 0; i < cc->n; i++) close(cc->cmd[i]), close(cc->res[i]);
+            close(a[1]), close(b[0]);
+            colo_copy(o, c, n, cc->n + 1, a[0], b[1]);
+        }
+        close(a[0]), close(b[1]);
+        if (pid < 0) { close(a[1]), close(b[0]); break; }
+        cc->pid[cc->n] = pid, cc->cmd[cc->n] = a[1], cc->res[cc->n] = b[0];
+        cc->n++;
+    }
+}
+
+static void colo_stop(colo_copies *cc) {
+    for (int i = 0; i < cc->n; i++) {
+        close(cc->cmd[i]), close(cc->res[i]);
+        waitpid(cc->pid[i], NULL, 0);
+    }
+    cc->n = 0;
+}
+
+/* The slowdowns with 2 .. cc->n + 1 copies at once (this process one of
+ * them); copies that failed to load end the series there. */
+static void measure_colocated(cal_rig *g, colo_copies *cc, egm_calib *k) {
+    double alone[N_COLO_ROWS], ok;
+    int ready = 0;
+    while (ready < cc->n && read(cc->res[ready], &ok, sizeof ok) == sizeof ok && ok > 0) ready++;
+    k->n_colo_rows = 0;
+    for (int i = 0; i < N_COLO_ROWS && colo_rows[i] <= g->cap_rows; i++) {
+        k->colo_rows[k->n_colo_rows++] = colo_rows[i];
+        colo_time(g, colo_rows[i]); /* warm-up */
+        alone[i] = colo_time(g, colo_rows[i]);
+    }
+    for (int n = 1; n <= ready; n++) {
+        for (int i = 0; i < k->n_colo_rows; i++) {
+            int r = k->colo_rows[i], bad = 0;
+            double sum = 0, t;
+            for (int c = 0; c < n; c++) bad |= write(cc->cmd[c], &r, sizeof r) != sizeof r;
+            sum += colo_time(g, r);
+            for (int c = 0; c < n; c++) {
+                if (read(cc->res[c], &t, sizeof t) != sizeof t) bad = 1;
+                sum += t;
+            }
+            if (bad) return; /* a copy died: keep the counts measured so far */
+            k->colo[n - 1][i] = sum / (n + 1) / alone[i];
+        }
+        k->n_colo_copies = n;
+    }
+}
+
 /* Layers to time together: their fp32 weights at least twice the
  * last-level cache (at least 2 layers, at most the model's). */
 static int layers_to_time(const egm_config *c) {
@@ -268,9 +393,15 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     if (o->config ? egm_config_load(o->config, &cfg, e) : egm_model_config(o->model, &cfg, e))
         return -1;
     int n = layers_to_time(&cfg);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    colo_copies cc;
+    colo_start(&cc, o->colo_copies >= 0 ? o->colo_copies : (int)(cores > 0 ? cores : 1) + 1, o,
+               &cfg, n);
     if (o->config ? egm_model_random(&cfg, o->seed, 0, n, flags, &m, e)
-                  : egm_model_load(o->model, 0, n, flags, &m, e))
+                  : egm_model_load(o->model, 0, n, flags, &m, e)) {
+        colo_stop(&cc);
         return -1;
+    }
     const egm_config *c = &m.cfg;
     int threads = o->threads ? o->threads : 1;
     openblas_set_num_threads(threads);
@@ -278,7 +409,6 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     snprintf(k->model_type, sizeof k->model_type, "%s", c->model_type);
     k->num_layers = c->num_layers, k->hidden_size = c->hidden_size;
     k->vocab_size = c->vocab_size, k->threads = threads, k->attn_bf16 = o->attn_bf16;
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
     k->cores = cores > 0 ? (int)cores : 0;
     egm_mpi_hostname(k->host, sizeof k->host);
     int chunk = o->chunk, rows = chunk > 32 ? chunk : 32;
@@ -287,9 +417,11 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     if (!rc) {
         measure_decode(&g, k);
         measure_prefill(&g, chunk, k);
+        measure_colocated(&g, &cc, k);
         egm_calib_link_default(k);
         k->rank0_s = 50e-6;
     }
+    colo_stop(&cc);
     cal_free(&g);
     egm_model_free(&m);
     return rc;
@@ -344,6 +476,12 @@ int egm_calibrate_main(const egm_bench_opts *o) {
     if (k->link_measured)
         fprintf(stderr, "  link rank 0 -> 1: latency %.1f us, %.2f GB/s\n",
                 1e6 * k->link_latency_s, k->link_bytes_per_s / 1e9);
+    for (int n = 0; n < k->n_colo_copies; n++) {
+        fprintf(stderr, "  %d copies at once: a layer x", n + 2);
+        for (int i = 0; i < k->n_colo_rows; i++)
+            fprintf(stderr, "%s%.2f (%d rows)", i ? ", x" : "", k->colo[n][i], k->colo_rows[i]);
+        fputc('\n', stderr);
+    }
     if (egm_calib_save(o->json_path ? o->json_path : "-", k, &e)) {
         fprintf(stderr, "egmla bench --calibrate: %s\n", e.msg);
         rc = EGM_EXIT_FAIL;

@@ -497,12 +497,15 @@ static void bench_engine_opts(egm_bench_opts *o, const egm_engine_opts *eo) {
 }
 
 int egm_cmd_bench(int argc, char **argv) {
-    egm_bench_opts o = {.steps = 16, .reps = 5, .bw_mib = 256, .seed = 1}; /* + the engine's */
+    egm_bench_opts o = {.steps = 16, .reps = 5, .bw_mib = 256, .seed = 1, .colo_copies = -1};
     const char *batch_s = "1,8,32", *ctx_s = "128,2048";
     int calibrate = 0;
     egm_opt opts[] = {
         {"calibrate", EGM_OPT_FLAG, &calibrate, "measure this node's layer, head, embedding and "
          "link costs for egmla plan (JSON to --json, default stdout)", 0, 0, NULL},
+        {"colocate", EGM_OPT_INT, &o.colo_copies, "with --calibrate: time the layers again with up "
+         "to N more copies running at once (stages sharing the node; default: its cores + 1, 0: "
+         "skip)", 0, EGM_CALIB_MAX_COPIES, "N"},
         {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
         {"context", EGM_OPT_STRING, &ctx_s, "cached tokens per sequence before decoding", 0, 0, "LIST"},

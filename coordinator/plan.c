@@ -16,15 +16,17 @@ static double scale(const egm_plan_in *in, int j) {
     return (double)in->k[j]->threads / in->t->stages[j].threads;
 }
 
-/* Stages on one node share its cores (its calibration's `cores`; 0:
- * unknown, no sharing): when the stages there that can work at once (at
- * most `busy` of them: micro-batches or chunks in flight) have more
- * threads than the node has cores, each runs slower by that ratio. Rank 0
- * mostly waits and is not counted. */
-static double share(const egm_plan_in *in, int j, int busy) {
+/* Stages on one node slow each other when they work at once (at most
+ * `busy` of them: micro-batches or chunks in flight). With the node's
+ * co-location measured at these threads, stage j's compute at r rows is
+ * stretched by the measured slowdown of that many copies (memory, caches
+ * and cores); otherwise only cores are shared (its calibration's `cores`;
+ * 0: unknown, no sharing): when the stages' threads exceed the cores,
+ * each runs slower by that ratio. Rank 0 mostly waits and is not counted. */
+static double share(const egm_plan_in *in, int j, int busy, int r) {
     const egm_topology *t = in->t;
-    int C = in->k[j]->cores, th[EGM_PLAN_MAX_STAGES], n = 0;
-    if (C < 1) return 1;
+    const egm_calib *k = in->k[j];
+    int C = k->cores, th[EGM_PLAN_MAX_STAGES], n = 0, same = 1;
     for (int i = 0; i < t->n_stages; i++)
         if (t->stages[i].node == t->stages[j].node) th[n++] = t->stages[i].threads;
     for (int a = 1; a < n; a++) /* largest first */
@@ -32,8 +34,11 @@ static double share(const egm_plan_in *in, int j, int busy) {
             int x = th[b]; th[b] = th[b - 1]; th[b - 1] = x;
         }
     double sum = 0;
-    for (int i = 0; i < n && i < busy; i++) sum += th[i];
-    return sum > C ? sum / C : 1;
+    int at_once = n < busy ? n : busy;
+    for (int i = 0; i < at_once; i++) sum += th[i], same &= th[i] == k->threads;
+    double colo = same ? egm_calib_colocated(k, at_once, r) : 0;
+    if (colo > 0) return colo > 1 ? colo : 1;
+    return C >= 1 && sum > C ? sum / C : 1;
 }
 
 static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx);
@@ -41,7 +46,7 @@ static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx);
 /* Stage j's compute for a decode micro-batch of r rows at ctx positions. */
 static double decode_time(const egm_plan_in *in, int j, int r, long ctx) {
     if (!in->stage_mb_s)
-        return calib_decode_time(in, j, r, ctx) * share(in, j, in->micro_batches);
+        return calib_decode_time(in, j, r, ctx) * share(in, j, in->micro_batches, r);
     int R = (in->batch + in->micro_batches - 1) / in->micro_batches;
     double full = calib_decode_time(in, j, R, in->context);
     return in->stage_mb_s[j] * (full > 0 ? calib_decode_time(in, j, r, ctx) / full : 1);
@@ -64,7 +69,7 @@ static double prefill_time(const egm_plan_in *in, int j, int T, long p, int last
     double t = (s->layer_hi - s->layer_lo) * egm_calib_prefill(k, T, p);
     if (j == 0) t += egm_calib_embed(k, T);
     if (j == in->t->n_stages - 1 && last) t += egm_calib_head(k, 1);
-    return t * scale(in, j) * share(in, j, (in->context + in->chunk - 1) / in->chunk);
+    return t * scale(in, j) * share(in, j, (in->context + in->chunk - 1) / in->chunk, T);
 }
 
 static double xfer(const egm_plan_in *in, double bytes) {
@@ -276,7 +281,7 @@ int egm_plan_run(const egm_plan_in *in, egm_plan_out *out, egm_err *e) {
         out->st[j].layer_hi = t->stages[j].layer_hi;
         out->st[j].threads = t->stages[j].threads;
         out->st[j].mb_s = decode_time(in, j, R, in->context);
-        out->st[j].core_share = share(in, j, m);
+        out->st[j].core_share = share(in, j, m, R);
         out->st[j].kv_seqs = kv_seqs(in, j);
     }
     double win = decode_replay(in, m, out);

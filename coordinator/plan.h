@@ -15,7 +15,9 @@
  *   at rank 0.
  *
  * A stage's time is its calibration's at the calibration's threads, scaled
- * by calib threads / stage threads (linear: optimistic for more threads).
+ * by calib threads / stage threads (linear: optimistic for more threads),
+ * and stretched while stages of one node work at once (the calibration's
+ * measured co-location, or else the ratio of their threads to its cores).
  * The bound is the resource whose work per round is largest: a stage's
  * compute, a link's transfers, or one micro-batch's whole round trip (then
  * more micro-batches would help, if there are sequences to fill them). */

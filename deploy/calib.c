@@ -40,6 +40,16 @@ double egm_calib_prefill(const egm_calib *k, int T, long p) {
     return (base > 0 ? base : 0) + (double)T * ((double)p + T / 2.0) * k->prefill_attend_s;
 }
 
+double egm_calib_colocated(const egm_calib *k, int copies, int rows) {
+    if (copies < 2 || copies - 2 >= k->n_colo_copies || k->n_colo_rows < 1) return 0;
+    const double *y = k->colo[copies - 2];
+    const int *x = k->colo_rows, n = k->n_colo_rows;
+    if (rows <= x[0]) return y[0];
+    for (int i = 1; i < n; i++)
+        if (rows <= x[i]) return y[i - 1] + (y[i] - y[i - 1]) * (rows - x[i - 1]) / (x[i] - x[i - 1]);
+    return y[n - 1];
+}
+
 void egm_calib_link_default(egm_calib *k) {
     k->link_measured = 0;
     snprintf(k->transport, sizeof k->transport, "shm");
@@ -108,6 +118,16 @@ int egm_calib_save(const char *path, const egm_calib *k, egm_err *e) {
         "latency_s", k->link_latency_s, "bytes_per_s", k->link_bytes_per_s,
         "rank0_s", k->rank0_s);
     if (!j) return egm_fail(e, "%s: out of memory", path);
+    if (k->n_colo_copies > 0) {
+        json_t *copies = json_array(), *sl = json_array();
+        for (int n = 0; n < k->n_colo_copies; n++) {
+            json_array_append_new(copies, json_integer(n + 2));
+            json_array_append_new(sl, num_array(k->colo[n], k->n_colo_rows));
+        }
+        json_object_set_new(j, "colocated",
+                            json_pack("{s:o, s:o, s:o}", "rows", int_array(k->colo_rows, k->n_colo_rows),
+                                      "copies", copies, "slowdown", sl));
+    }
     int rc = strcmp(path, "-") ? json_dump_file(j, path, JSON_INDENT(2))
                                : json_dumpf(j, stdout, JSON_INDENT(2));
     if (!strcmp(path, "-")) putchar('\n');
@@ -158,6 +178,46 @@ static int get_series(const json_t *o, const char *xkey, int *xs, const char *co
                                 ykeys[s], i);
         }
     }
+    return 0;
+}
+
+/* The optional "colocated" object: rows (increasing), copies 2, 3, ...
+ * and one slowdown per (copies, rows). */
+static int get_colo(const json_t *j, const char *path, egm_calib *k, egm_err *e) {
+    const json_t *o = json_object_get(j, "colocated");
+    if (!o) return 0;
+    const json_t *rows = json_object_get(o, "rows"), *copies = json_object_get(o, "copies"),
+                 *sl = json_object_get(o, "slowdown");
+    size_t nr = json_array_size(rows), nc = json_array_size(copies);
+    if (!json_is_object(o) || nr < 1 || nr > EGM_CALIB_COLO_ROWS || nc < 1 ||
+        nc > EGM_CALIB_MAX_COPIES || json_array_size(sl) != nc)
+        return egm_fail(e, "%s: colocated: expected {\"rows\": [1 to %d row counts], "
+                        "\"copies\": [2, 3, ... up to %d], \"slowdown\": [one array per copies]}",
+                        path, EGM_CALIB_COLO_ROWS, EGM_CALIB_MAX_COPIES + 1);
+    for (size_t i = 0; i < nr; i++) {
+        json_int_t r = json_integer_value(json_array_get(rows, i));
+        if (!json_is_integer(json_array_get(rows, i)) || r < 1 || r > 1 << 20 ||
+            (i && r <= k->colo_rows[i - 1]))
+            return egm_fail(e, "%s: colocated.rows[%zu]: expected increasing integers >= 1", path, i);
+        k->colo_rows[i] = (int)r;
+    }
+    for (size_t n = 0; n < nc; n++) {
+        const json_t *c = json_array_get(copies, n), *y = json_array_get(sl, n);
+        if (!json_is_integer(c) || json_integer_value(c) != (json_int_t)n + 2)
+            return egm_fail(e, "%s: colocated.copies[%zu]: expected %zu (copies count up from 2)",
+                            path, n, n + 2);
+        if (json_array_size(y) != nr)
+            return egm_fail(e, "%s: colocated.slowdown[%zu]: expected %zu numbers (one per row count)",
+                            path, n, nr);
+        for (size_t i = 0; i < nr; i++) {
+            double v = json_is_number(json_array_get(y, i)) ? json_number_value(json_array_get(y, i)) : -1;
+            if (!(v > 0) || isinf(v))
+                return egm_fail(e, "%s: colocated.slowdown[%zu][%zu]: expected a finite number > 0",
+                                path, n, i);
+            k->colo[n][i] = v;
+        }
+    }
+    k->n_colo_rows = (int)nr, k->n_colo_copies = (int)nc;
     return 0;
 }
 
@@ -217,7 +277,7 @@ int egm_calib_load(const char *path, egm_calib *k, egm_err *e) {
         get_num(p, "attend_s", "prefill.", 1, path, &k->prefill_attend_s, e) ||
         get_num(l, "latency_s", "link.", 1, path, &k->link_latency_s, e) ||
         get_num(l, "bytes_per_s", "link.", 0, path, &k->link_bytes_per_s, e) ||
-        get_num(j, "rank0_s", "", 1, path, &k->rank0_s, e))
+        get_num(j, "rank0_s", "", 1, path, &k->rank0_s, e) || get_colo(j, path, k, e))
         goto out;
     rc = 0;
 out:

@@ -18,6 +18,8 @@
 #include "base/err.h"
 
 #define EGM_CALIB_MAX_ROWS 16
+#define EGM_CALIB_MAX_COPIES 8
+#define EGM_CALIB_COLO_ROWS 4
 
 typedef struct {
     char model_type[32];
@@ -43,6 +45,14 @@ typedef struct {
     double link_latency_s;               /* one way, a small message */
     double link_bytes_per_s;
     double rank0_s;                      /* rank 0's work per micro-batch */
+    /* co-location: stages on one node slow each other (memory bandwidth,
+     * caches, and beyond its cores the cores). colo[n - 2][i]: a layer's
+     * time when n copies of the measurement run at once (n = 2 ..
+     * n_colo_copies + 1, each at `threads`), over its time alone, at
+     * colo_rows[i] decode rows. n_colo_copies 0: not measured. */
+    int n_colo_copies, n_colo_rows;
+    int colo_rows[EGM_CALIB_COLO_ROWS];
+    double colo[EGM_CALIB_MAX_COPIES][EGM_CALIB_COLO_ROWS];
 } egm_calib;
 
 /* Interpolated (linear in rows; beyond the ends, proportional). */
@@ -51,6 +61,10 @@ double egm_calib_head(const egm_calib *k, int rows);
 double egm_calib_embed(const egm_calib *k, int rows);
 /* One prefill chunk of T rows starting at position p, one layer. */
 double egm_calib_prefill(const egm_calib *k, int T, long p);
+/* The slowdown of a stage at `rows` rows while `copies` stages of this
+ * node work at once (interpolated in rows, flat beyond the ends); 0 when
+ * the calibration did not measure that many copies. */
+double egm_calib_colocated(const egm_calib *k, int copies, int rows);
 
 /* A synthetic calibration from the analytic cost (deploy/split.h): what
  * `plan` uses for a config when nothing was measured, and tests. */

@@ -31,6 +31,15 @@ assert all(a <= b for a, b in zip(d['decode']['layer_s'], d['decode']['layer_s']
 assert all(x > 0 for x in d['decode']['layer_s'] + d['decode']['head_s'] + d['prefill']['layer_s'])
 assert d['link']['measured'] is False and d['prefill']['chunks'][-1] == 64
 "
+check "co-location measured: 2 .. cores + 2 copies at once, a slowdown per row count" py "
+import json, os
+c = json.load(open('$T/cal.json'))['colocated']
+assert c['copies'] == list(range(2, os.cpu_count() + 3)), c
+assert c['rows'] == [1, 8, 32] and all(len(s) == 3 and min(s) > 0 for s in c['slowdown'])
+"
+$BIN bench --calibrate --colocate 0 --config $CFG --chunk 64 --json $T/cal0.json 2>/dev/null
+check "--colocate 0: no co-location measured" py "
+import json; assert 'colocated' not in json.load(open('$T/cal0.json'))"
 if command -v mpirun >/dev/null 2>&1; then
   mpirun --oversubscribe -np 2 $BIN bench --calibrate --config $CFG --chunk 64 --json $T/cal2.json 2>$T/err2
   check "under mpirun, 2 ranks: the link is measured" py "

@@ -207,6 +207,35 @@ static void test_shared_cores(void **state) {
     rig_free(g);
 }
 
+/* Measured co-location replaces the core ratio: 2 copies at once x1.5 at 1
+ * row, x2.5 at 9 rows (x2 at 5, between); 2 stages on one node with 2
+ * micro-batches of 5 rows work at once: 3 ms -> 6 ms, though the node has a
+ * core for each. One micro-batch: they take turns, x1. Three copies not
+ * measured: the ratio of threads to cores again. */
+static void test_colocated(void **state) {
+    (void)state;
+    rig *g = rig_new(10, 2);
+    egm_err e = {{0}};
+    g->k.cores = 2;
+    g->k.n_colo_copies = 1, g->k.n_colo_rows = 2;
+    g->k.colo_rows[0] = 1, g->k.colo_rows[1] = 9;
+    g->k.colo[0][0] = 1.5, g->k.colo[0][1] = 2.5;
+    NEAR(egm_calib_colocated(&g->k, 2, 5), 2.0);
+    NEAR(egm_calib_colocated(&g->k, 2, 100), 2.5);
+    NEAR(egm_calib_colocated(&g->k, 3, 5), 0);
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].core_share, 2.0);
+    NEAR(g->out.st[0].mb_s, 6e-3);
+    NEAR(g->out.round_s, 12e-3);
+    g->in.micro_batches = 1;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].core_share, 1);
+    g->in.micro_batches = 2, g->k.cores = 1, g->k.n_colo_copies = 0;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    NEAR(g->out.st[0].core_share, 2);
+    rig_free(g);
+}
+
 static void test_calib_file(void **state) {
     (void)state;
     egm_calib k, r;
@@ -214,6 +243,8 @@ static void test_calib_file(void **state) {
     k.layer_s[1] = 64e-3; /* 1 ms at 1 row, 64 ms at 64 rows: linear between */
     k.attend_s = 1e-6;
     k.cores = 3, k.attn_bf16 = 1;
+    k.n_colo_copies = 2, k.n_colo_rows = 1, k.colo_rows[0] = 8;
+    k.colo[0][0] = 1.25, k.colo[1][0] = 1.75;
     NEAR(egm_calib_layer(&k, 32, 0), 32e-3);
     NEAR(egm_calib_layer(&k, 32, 100), 32e-3 + 32 * 100 * 1e-6);
     NEAR(egm_calib_layer(&k, 128, 0), 128e-3);
@@ -229,6 +260,8 @@ static void test_calib_file(void **state) {
     assert_int_equal(r.cores, 3);
     assert_int_equal(r.attn_bf16, 1);
     assert_int_equal(r.n_chunks, 2);
+    assert_int_equal(r.n_colo_copies, 2);
+    NEAR(egm_calib_colocated(&r, 3, 8), 1.75);
     FILE *f = fopen(path, "w");
     fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
           " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1, \"decode\": {\"context\": 1,"
@@ -252,6 +285,17 @@ static void test_calib_file(void **state) {
     assert_non_null(strstr(e.msg, path));
     assert_non_null(strstr(e.msg, "attn_dtype: expected \"fp32\" or \"bf16\", found \"bf17\""));
     f = fopen(path, "w");
+    fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
+          " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1,"
+          " \"decode\": {\"context\": 1, \"rows\": [1], \"layer_s\": [1], \"head_s\": [1],"
+          " \"embed_s\": [0], \"attend_s\": 0}, \"prefill\": {\"chunks\": [1], \"layer_s\": [1],"
+          " \"attend_s\": 0}, \"link\": {\"measured\": false, \"latency_s\": 0,"
+          " \"bytes_per_s\": 1}, \"rank0_s\": 0, \"colocated\": {\"rows\": [1, 8],"
+          " \"copies\": [2, 4], \"slowdown\": [[1, 1], [2, 2]]}}", f);
+    fclose(f);
+    assert_int_equal(egm_calib_load(path, &r, &e), -1);
+    assert_non_null(strstr(e.msg, "colocated.copies[1]: expected 3"));
+    f = fopen(path, "w");
     fputs("{\"a\": 1}", f);
     fclose(f);
     assert_int_equal(egm_calib_load(path, &r, &e), -1);
@@ -270,7 +314,7 @@ int main(void) {
         cmocka_unit_test(test_full_pipeline),   cmocka_unit_test(test_stage_times_given),   cmocka_unit_test(test_round_trip_bound),
         cmocka_unit_test(test_link_bound),      cmocka_unit_test(test_prefill_chunks),
         cmocka_unit_test(test_kv_per_stage),    cmocka_unit_test(test_calib_file),
-        cmocka_unit_test(test_shared_cores),
+        cmocka_unit_test(test_shared_cores),    cmocka_unit_test(test_colocated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
