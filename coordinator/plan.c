@@ -16,8 +16,8 @@ static double scale(const egm_plan_in *in, int j) {
     return (double)in->k[j]->threads / in->t->stages[j].threads;
 }
 
-/* Stages on one node slow each other when they work at once (at most
- * `busy` of them: micro-batches or chunks in flight). With the node's
+/* Prefill: stages on one node slow each other when they work at once (at
+ * most `busy` of them: chunks in flight). With the node's
  * co-location measured at these threads, stage j's compute at r rows is
  * stretched by the measured slowdown of that many copies (memory, caches
  * and cores); otherwise only cores are shared (its calibration's `cores`;
@@ -41,12 +41,42 @@ static double share(const egm_plan_in *in, int j, int busy, int r) {
     return C >= 1 && sum > C ? sum / C : 1;
 }
 
+/* Decode: stage j's slowdown at r rows while on average x stages of its
+ * node (itself included) work, from the measured co-location (linear
+ * between copy counts, 1 for one; proportional beyond the last measured)
+ * or else from the threads over the node's cores; busy[i]: the other
+ * stages' busy fractions, the expected sharers. */
+static double node_slowdown(const egm_plan_in *in, int j, const double *busy, int r) {
+    const egm_topology *t = in->t;
+    const egm_calib *k = in->k[j];
+    double x = 1, th = t->stages[j].threads;
+    int same = t->stages[j].threads == k->threads;
+    for (int i = 0; i < t->n_stages; i++)
+        if (i != j && t->stages[i].node == t->stages[j].node) {
+            x += busy[i], th += busy[i] * t->stages[i].threads;
+            same &= t->stages[i].threads == k->threads;
+        }
+    if (x > in->micro_batches) { /* no more at once than micro-batches in flight */
+        th *= in->micro_batches / x;
+        x = in->micro_batches;
+    }
+    if (x <= 1) return 1;
+    if (same && k->n_colo_copies > 0) {
+        int lo = (int)x, top = k->n_colo_copies + 1;
+        if (lo >= top) return egm_calib_colocated(k, top, r) * x / top;
+        double a = lo == 1 ? 1 : egm_calib_colocated(k, lo, r), b = egm_calib_colocated(k, lo + 1, r);
+        double v = a + (x - lo) * (b - a);
+        return v > 1 ? v : 1;
+    }
+    return k->cores >= 1 && th > k->cores ? th / k->cores : 1;
+}
+
 static double calib_decode_time(const egm_plan_in *in, int j, int r, long ctx);
 
 /* Stage j's compute for a decode micro-batch of r rows at ctx positions. */
 static double decode_time(const egm_plan_in *in, int j, int r, long ctx) {
     if (!in->stage_mb_s)
-        return calib_decode_time(in, j, r, ctx) * share(in, j, in->micro_batches, r);
+        return calib_decode_time(in, j, r, ctx) * (in->stretch ? in->stretch[j] : 1);
     int R = (in->batch + in->micro_batches - 1) / in->micro_batches;
     double full = calib_decode_time(in, j, R, in->context);
     return in->stage_mb_s[j] * (full > 0 ? calib_decode_time(in, j, r, ctx) / full : 1);
@@ -276,12 +306,23 @@ int egm_plan_run(const egm_plan_in *in, egm_plan_out *out, egm_err *e) {
     int R = (in->batch + m - 1) / m;
     if (resolve(in, R, e)) return -1;
     out->n_stages = S, out->micro_batches = m, out->rows = R;
+    /* Stages sharing a node: each one's stretch from the others' busy
+     * fractions, which depend on the stretches; a damped fixed point. */
+    double *stretch = malloc(sizeof(double) * (size_t)S), *busy = malloc(sizeof(double) * (size_t)S);
+    if (!stretch || !busy) { free(stretch), free(busy); return egm_fail(e, "out of memory"); }
+    for (int j = 0; j < S; j++) stretch[j] = 1;
+    in_m.stretch = stretch;
+    for (int it = 0; it < 24 && !in->stage_mb_s; it++) {
+        decode_replay(in, m, out);
+        for (int j = 0; j < S; j++) busy[j] = out->st[j].busy;
+        for (int j = 0; j < S; j++) stretch[j] = (stretch[j] + node_slowdown(in, j, busy, R)) / 2;
+    }
     for (int j = 0; j < S; j++) {
         out->st[j].layer_lo = t->stages[j].layer_lo;
         out->st[j].layer_hi = t->stages[j].layer_hi;
         out->st[j].threads = t->stages[j].threads;
         out->st[j].mb_s = decode_time(in, j, R, in->context);
-        out->st[j].core_share = share(in, j, m, R);
+        out->st[j].core_share = stretch[j];
         out->st[j].kv_seqs = kv_seqs(in, j);
     }
     double win = decode_replay(in, m, out);
@@ -300,5 +341,6 @@ int egm_plan_run(const egm_plan_in *in, egm_plan_out *out, egm_err *e) {
         find_bound(in, mm, &tmp);
         if (tmp.bound_kind != 2) { out->micro_batches_needed = mm; break; }
     }
+    free(stretch), free(busy);
     return 0;
 }

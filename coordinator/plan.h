@@ -44,6 +44,8 @@ typedef struct {
      * the calibration's ratio): checks the pipeline model apart from the
      * calibration, e.g. with the stage times of an `egmla bench` run */
     const double *stage_mb_s;
+    const double *stretch;      /* set by egm_plan_run: decode compute x this,
+                                 * stages sharing a node (NULL: x1) */
 } egm_plan_in;
 
 typedef struct {

@@ -15,6 +15,7 @@
 # time over the mean stage's (auto split).
 #
 #   deploy/validate-plan.sh [--netns | --netns-only] [--quick]     (BIN, CFG, CTX, STEPS, OUT)
+#   deploy/validate-plan.sh --report   the table again from OUT's runs, with this BIN's plan
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/egmla}
@@ -23,23 +24,28 @@ CFG=${CFG:-deploy/examples/paper-egmla.json}
 CTX=${CTX:-128}
 STEPS=${STEPS:-8}
 OUT=${OUT:-$PWD/build/validate-plan}
-NETNS=0 QUICK=0 SHM=1
+NETNS=0 QUICK=0 SHM=1 REPORT=0
 for a in "$@"; do
   case "$a" in
     --netns) NETNS=1 ;;
     --netns-only) NETNS=1 SHM=0 ;;
     --quick) QUICK=1 ;;
-    *) echo "usage: $0 [--netns | --netns-only] [--quick]" >&2; exit 2 ;;
+    --report) REPORT=1 SHM=0 ;;
+    *) echo "usage: $0 [--netns | --netns-only] [--quick] | --report" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
-cp "$BIN" "$OUT/egmla" && BIN="$OUT/egmla"   # a rebuild during the run does not touch it
+[ $REPORT -eq 1 ] || { cp "$BIN" "$OUT/egmla" && BIN="$OUT/egmla"; }  # a rebuild during the run does not touch it
 export OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 MPI=(mpirun --oversubscribe --bind-to none)
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-: > "$OUT/runs.txt"
+if [ $REPORT -eq 1 ]; then
+  [ -s "$OUT/runs.txt" ] || { echo "--report: no runs in $OUT/runs.txt (run the validation first)" >&2; exit 1; }
+else
+  : > "$OUT/runs.txt"
+fi
 
 calibrate() {  # calibrate FILE: this node, and the shared-memory link
   "${MPI[@]}" -np 2 "$BIN" bench --calibrate --config "$CFG" --json "$1" 2>>"$OUT/log" >/dev/null

@@ -233,6 +233,13 @@ static void test_colocated(void **state) {
     g->in.micro_batches = 2, g->k.cores = 1, g->k.n_colo_copies = 0;
     assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
     NEAR(g->out.st[0].core_share, 2);
+    /* A 5 ms link: the stages are busy part of the time and share less; the
+     * stretch is the fixed point 1 + the other stage's busy fraction. */
+    g->in.link_latency_s = 5e-3;
+    assert_int_equal(egm_plan_run(&g->in, &g->out, &e), 0);
+    assert_true(g->out.st[0].core_share > 1.05 && g->out.st[0].core_share < 1.95);
+    assert_true(fabs(g->out.st[0].core_share - (1 + g->out.st[1].busy)) < 1e-3);
+    assert_true(fabs(g->out.st[1].core_share - (1 + g->out.st[0].busy)) < 1e-3);
     rig_free(g);
 }
 
