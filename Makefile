@@ -122,19 +122,23 @@ fuzz:
 valgrind:
 	bash tests/valgrind.sh
 # The tiny twins: train all four (reference/train.py: about 100 minutes of
-# 2 cores for 4M tokens each plus the second seeds), then evaluate, plot and
+# 2 cores for 6M tokens each; `twins-seed2` adds the second seeds of the two
+# small-cache twins, about 50 minutes more), then evaluate, plot and
 # check them against the reference (reference/twins_report.py) and refresh
 # the Q8_0 copy of the default model. torch 2 comes from PyPI into
 # build/venv-train once (~5.5 GB: PyPI's Linux wheel bundles CUDA; it runs on
 # the CPU); the corpus is Debian's bible-kjv.
 VENV_TRAIN = build/venv-train
 TRAIN_PKGS = torch==2.15.0 tokenizers==0.23.3 safetensors==0.8.0 matplotlib==3.11.2
-.PHONY: twins
+TWINS_SEEDS =
+.PHONY: twins twins-seed2
+twins-seed2: TWINS_SEEDS = --extra-seeds 2
+twins-seed2: twins
 twins: $(BIN)
 	@command -v bible >/dev/null || { echo "twins: the corpus reader is missing: apt-get install bible-kjv"; exit 1; }
 	test -x $(VENV_TRAIN)/bin/python || /usr/bin/python3 -m venv $(VENV_TRAIN)
 	$(VENV_TRAIN)/bin/python -m pip install -q $(TRAIN_PKGS)
-	$(VENV_TRAIN)/bin/python reference/train.py --all --extra-seeds 2
+	$(VENV_TRAIN)/bin/python reference/train.py --all $(TWINS_SEEDS)
 	$(VENV_TRAIN)/bin/python reference/twins_report.py --check --bin $(BIN)
 	$(BIN) quantize --model models/egmla-tiny --out models/egmla-tiny/model-q8_0.gguf --type q8_0
 .PHONY: clean-checks

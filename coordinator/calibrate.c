@@ -252,11 +252,12 @@ static int link_pingpong(int rank, egm_calib *k) {
 /* ---- co-location ------------------------------------------------------
  * Stages on one node slow each other even when each has a core: they share
  * the memory bandwidth and the last-level cache (and beyond the node's
- * cores, the cores). So the same layers run in n processes at once, n = 2
- * .. cores + 2, each with weights of its own (another seed, or other layers
- * of the file: never pages another copy also reads), and the slowdown is
- * each one's median time over the time alone, measured in turn. The copies
- * are forked before anything is loaded and never touch MPI. */
+ * cores, the cores). So the same layers run in n processes at once,
+ * n = 2 .. cores / threads + 2, each with weights of its own (another seed,
+ * or other layers of the file: never pages another copy also reads), and
+ * the slowdown is each one's median time over the time alone, measured in
+ * turn. The copies are forked before anything is loaded and never touch
+ * MPI. */
 
 #define COLO_REPS 7
 static const int colo_rows[] = {1, 8, 32};
@@ -395,8 +396,8 @@ static int measure_compute(const egm_bench_opts *o, egm_calib *k, egm_err *e) {
     int n = layers_to_time(&cfg);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     colo_copies cc;
-    colo_start(&cc, o->colo_copies >= 0 ? o->colo_copies : (int)(cores > 0 ? cores : 1) + 1, o,
-               &cfg, n);
+    int fit = (int)(cores > 0 ? cores : 1) / (o->threads ? o->threads : 1); /* copies with cores each */
+    colo_start(&cc, o->colo_copies >= 0 ? o->colo_copies : (fit > 1 ? fit : 1) + 1, o, &cfg, n);
     if (o->config ? egm_model_random(&cfg, o->seed, 0, n, flags, &m, e)
                   : egm_model_load(o->model, 0, n, flags, &m, e)) {
         colo_stop(&cc);

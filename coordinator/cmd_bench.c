@@ -504,7 +504,7 @@ int egm_cmd_bench(int argc, char **argv) {
         {"calibrate", EGM_OPT_FLAG, &calibrate, "measure this node's layer, head, embedding and "
          "link costs for egmla plan (JSON to --json, default stdout)", 0, 0, NULL},
         {"colocate", EGM_OPT_INT, &o.colo_copies, "with --calibrate: time the layers again with up "
-         "to N more copies running at once (stages sharing the node; default: its cores + 1, 0: "
+         "to N more copies running at once (stages sharing the node; default: cores / threads + 1, 0: "
          "skip)", 0, EGM_CALIB_MAX_COPIES, "N"},
         {"config", EGM_OPT_STRING, &o.config, "config.json: synthetic weights of that shape", 0, 0, "FILE"},
         {"batch", EGM_OPT_STRING, &batch_s, "decode batch sizes (sequences per step)", 0, 0, "LIST"},
