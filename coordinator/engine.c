@@ -9,6 +9,7 @@
 
 #include "base/size.h"
 #include "coordinator/pipe_mpi.h"
+#include "kernels/ops.h"
 
 /* The model used when --model is not given: $EGMLA_MODEL, else the default
  * model shipped with the binary: bin/../models/egmla-tiny in the source
@@ -62,6 +63,7 @@ int egm_engine_table(const egm_opt *own, egm_engine_opts *o, egm_opt *out, int c
         {"rank-timeout", EGM_OPT_FLOAT, &o->rank_timeout, "under MPI: seconds without a result before rank 0 looks for a dead or hung rank", 0.1, 1e6, "S"},
         {"topology", EGM_OPT_STRING, &o->topology, "cluster topology (under mpirun)", 0, 0, "TOPO.yaml"},
         {"wire-dtype", EGM_OPT_STRING, &o->wire_dtype, "activations between stages: bf16, fp32 or int8 (default: the topology's)", 0, 0, "T"},
+        {"batch-invariant", EGM_OPT_FLAG, &o->batch_invariant, "a request's tokens do not depend on what shares its batch (every row through the few-rows kernels: slower for big batches and prompts)", 0, 0, NULL},
         {NULL, 0, NULL, NULL, 0, 0, NULL}};
     int n = 0;
     while (own && own[n].name && n < cap) out[n] = own[n], n++;
@@ -87,6 +89,7 @@ int egm_engine_resolve(egm_engine_opts *o, const unsigned char *given, egm_err *
     o->attn_bf16 = !strcmp(o->attn_dtype, "bf16");
     if (o->wire_dtype && egm_wire_dtype_parse(o->wire_dtype, &o->wd))
         return egm_fail(e, "--wire-dtype: expected bf16, fp32 or int8, found \"%s\"", o->wire_dtype);
+    egm_set_batch_invariant(o->batch_invariant); /* this process's stage; workers get it in Assign */
     return 0;
 }
 
@@ -104,5 +107,6 @@ void egm_engine_to_run(const egm_engine_opts *o, egm_run_opts *r) {
     r->threads = o->threads;
     r->gate_table = !o->no_gate_table;
     r->attn_bf16 = o->attn_bf16;
+    r->batch_invariant = o->batch_invariant;
     r->rank_timeout = o->rank_timeout;
 }

@@ -22,7 +22,7 @@
 #include "base/wire_dtype.h"
 #include "coordinator/job.h"
 
-#define EGM_ENGINE_N_OPTS 13   /* entries egm_engine_table adds */
+#define EGM_ENGINE_N_OPTS 14   /* entries egm_engine_table adds */
 
 typedef struct {
     /* as given; the defaults are egm_engine_defaults' */
@@ -33,6 +33,7 @@ typedef struct {
     const char *topology;     /* NULL: none */
     int max_batch, micro_batches, chunk, block_tokens, threads;
     int no_gate_table;
+    int batch_invariant;      /* every row's bits whatever shares its batch */
     float rank_timeout;
     /* set by egm_engine_resolve */
     int max_batch_set, micro_batches_set;

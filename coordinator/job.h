@@ -28,6 +28,7 @@ typedef struct {
     int micro_batches_set;    /* given on the command line (else raised to the stage count) */
     int stats, add_bos, gate_table;
     int attn_bf16;            /* --attn-dtype bf16 */
+    int batch_invariant;      /* --batch-invariant */
     double rank_timeout;      /* seconds without news before looking for a dead rank */
     egm_request defaults;     /* max_new_tokens, ignore_eos, sampling */
     int resume;               /* generate: skip ids already in --out, append */

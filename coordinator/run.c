@@ -104,7 +104,7 @@ static int coordinate(const egm_run_opts *r, int world) {
     egm_assign_opts ao = {.model = r->model, .cfg_fp = cfg_fp, .t = &t, .kv_budget = io.kv_budget,
                           .block_tokens = r->block_tokens, .kv_bf16 = !strcmp(r->kv_dtype, "bf16"),
                           .n_slots = r->max_batch, .gate_table = r->gate_table,
-                          .attn_bf16 = r->attn_bf16,
+                          .attn_bf16 = r->attn_bf16, .batch_invariant = r->batch_invariant,
                           .threads = r->threads, .topo_threads = r->topology != NULL, .wd = wd,
                           .hello_timeout_s = 10 * rank_timeout(r)};
     if (egm_workers_start(&wk, &ao, &e)) goto fail;

@@ -49,6 +49,7 @@ int egm_workers_start(egm_workers *w, const egm_assign_opts *o, egm_err *e) {
         a.wire_dtype = o->wd;
         a.gate_table = o->gate_table != 0;
         a.attn_bf16 = o->attn_bf16 != 0;
+        a.batch_invariant = o->batch_invariant != 0;
         a.threads = o->threads ? o->threads : o->topo_threads ? ts->threads : 0;
         a.build = (char *)egm_build_fingerprint();
         if (o->config_json) {

@@ -33,6 +33,7 @@ typedef struct {
     size_t kv_budget;          /* per stage, unless its topology entry says */
     int block_tokens, kv_bf16, n_slots, gate_table;
     int attn_bf16;             /* --attn-dtype bf16 */
+    int batch_invariant;       /* --batch-invariant */
     int threads;               /* BLAS threads per stage; 0: see topo_threads */
     int topo_threads;          /* 1: the topology's threads; 0: OpenBLAS default */
     egm_wire_dtype wd;

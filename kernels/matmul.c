@@ -237,11 +237,43 @@ static void mul_tiles(const egm_mat *W, int M, const float *x, int ldx, float *y
     }
 }
 
+/* ---- batch-invariant: every row through the dot kernels ---------------- */
+
+/* The 16-bit kernels keep more sums per row for one or two rows (their
+ * speed at batch 1), so a row's bits depend on M there; the others do not.
+ * Invariant, 16-bit groups are padded with zero rows to the full 8. */
+static void mul_invariant(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy,
+                          int acc) {
+    int pad = W->type == EGM_GGML_F16 || W->type == EGM_GGML_BF16;
+    for (int i = 0; i < M; i += EGM_QMM_DOT_MAX) {
+        int m = M - i < EGM_QMM_DOT_MAX ? M - i : EGM_QMM_DOT_MAX;
+        const float *xi = x + (long)i * ldx;
+        float *yi = y + (long)i * ldy;
+        if (!pad || m == EGM_QMM_DOT_MAX) {
+            mul_dot(W, m, xi, ldx, yi, ldy, acc);
+            continue;
+        }
+        int K = W->cols, N = W->rows, G = EGM_QMM_DOT_MAX;
+        float *xp = calloc((size_t)G * K, sizeof(float)), *yp = malloc(sizeof(float) * (size_t)G * N);
+        if (!xp || !yp) abort(); /* bounded by 8 x width; OOM is fatal, as grow()'s */
+        for (int r = 0; r < m; r++) memcpy(xp + (long)r * K, xi + (long)r * ldx, sizeof(float) * K);
+        mul_dot(W, G, xp, K, yp, N, 0);
+        for (int r = 0; r < m; r++)
+            for (int n = 0; n < N; n++) {
+                float *o = yi + (long)r * ldy + n;
+                *o = acc ? *o + yp[(long)r * N + n] : yp[(long)r * N + n];
+            }
+        free(xp), free(yp);
+    }
+}
+
 void egm_mat_mul(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy, int acc) {
     if (M <= 0 || W->rows <= 0) return;
     if (W->type == EGM_GGML_F32)
         egm_gemm(0, 1, M, W->rows, W->cols, 1.0f, x, ldx, W->data, W->cols, acc ? 1.0f : 0.0f, y,
                  ldy);
+    else if (egm_batch_invariant())
+        mul_invariant(W, M, x, ldx, y, ldy, acc);
     else if (M <= EGM_QMM_DOT_MAX)
         mul_dot(W, M, x, ldx, y, ldy, acc);
     else

@@ -26,16 +26,51 @@ static void gemm_blas(int transA, int transB, int M, int N, int K, float alpha,
                       const float *A, int lda, const float *B, int ldb, float beta,
                       float *C, int ldc);
 
+static int g_invariant;
+
+void egm_set_batch_invariant(int on) { g_invariant = on != 0; }
+int egm_batch_invariant(void) { return g_invariant; }
+
+static void gemm_small(int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc) {
+    int threads = 1;
+    if ((long)M * N * K >= EGM_GEMM_THREADED_MIN && !omp_in_parallel())
+        threads = openblas_get_num_threads();
+    egm_gemm_small_nt(M, N, K, A, lda, B, ldb, beta == 1.0f, C, ldc, threads);
+}
+
+/* Batch-invariant products: x W^T in groups of at most 8 rows through
+ * gemm_small (one row included), anything else one row at a time. */
+static void gemm_invariant(int transB, int M, int N, int K, float alpha, const float *A,
+                           int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (transB && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+        for (int i = 0; i < M; i += EGM_GEMM_SMALL_MAX_M) {
+            int m = M - i < EGM_GEMM_SMALL_MAX_M ? M - i : EGM_GEMM_SMALL_MAX_M;
+            gemm_small(m, N, K, A + (long)i * lda, lda, B, ldb, beta, C + (long)i * ldc, ldc);
+        }
+        return;
+    }
+    for (int i = 0; i < M; i++)
+        gemm_blas(0, transB, 1, N, K, alpha, A + (long)i * lda, lda, B, ldb, beta,
+                  C + (long)i * ldc, ldc);
+}
+
 void egm_gemm(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc) {
+    if (g_invariant && !transA && M > 0 && N > 0 && K > 0) {
+        int nt = 1;
+        if (!omp_in_parallel() && (nt = openblas_get_num_threads()) > 1 &&
+            (long)N * K < EGM_GEMM_THREADED_MIN)
+            openblas_set_num_threads(1);
+        gemm_invariant(transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (nt > 1 && (long)N * K < EGM_GEMM_THREADED_MIN) openblas_set_num_threads(nt);
+        return;
+    }
     /* a few rows times weights: no packing (kernels/gemm_small.c) */
     if (!transA && transB && M >= 2 && M <= EGM_GEMM_SMALL_MAX_M && N > 0 && K > 0 &&
         alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
-        int threads = 1;
-        if ((long)M * N * K >= EGM_GEMM_THREADED_MIN && !omp_in_parallel())
-            threads = openblas_get_num_threads();
-        egm_gemm_small_nt(M, N, K, A, lda, B, ldb, beta == 1.0f, C, ldc, threads);
+        gemm_small(M, N, K, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     int nt = 1;

@@ -13,6 +13,17 @@
 void egm_linear(float *y, const float *x, const float *W, int M, int N, int K);
 /* y[M,N] += x[M,K] @ W[N,K]^T */
 void egm_linear_acc(float *y, const float *x, const float *W, int M, int N, int K);
+/* Batch invariance, process-wide (`--batch-invariant`; set before any
+ * product runs). Off, a product's bits depend on its row count: one row
+ * goes through sgemv, 2-8 through kernels/gemm_small.c, more through
+ * sgemm (and quantised weights through dot kernels or dequantised tiles),
+ * so a request's tokens can change with what shares its batch. On, every
+ * row is computed the same way whatever M: groups of up to 8 rows through
+ * the few-rows kernels (each output's sum in an order that does not depend
+ * on the group), other shapes row by row. Slower for many rows. */
+void egm_set_batch_invariant(int on);
+int egm_batch_invariant(void);
+
 /* General row-major C[M,N] = alpha * op(A) op(B) + beta * C with leading
  * dimensions, a thin wrapper over cblas_sgemm (sgemv when M == 1). */
 void egm_gemm(int transA, int transB, int M, int N, int K, float alpha,

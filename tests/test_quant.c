@@ -307,8 +307,74 @@ static void test_f32_is_linear(void **st) {
     }
 }
 
+/* --batch-invariant: a row's product is the same bits whatever else shares
+ * the call, for every type, every kernel set this CPU has and the F32
+ * shapes the forward uses (x W^T with and without accumulation, x W, a
+ * scaled product): each row of an M-row product against the same row alone.
+ * Off, at least one F32 row differs somewhere (sgemv, gemm_small and sgemm
+ * sum in different orders): the check below can tell. */
+static void test_batch_invariant(void **st) {
+    (void)st;
+    int K = 288, N = 37, Ms[] = {2, 5, 8, 9, 13, 20};
+    float *x = malloc(sizeof(float) * 20 * K), *y = malloc(sizeof(float) * 20 * N),
+          *one = malloc(sizeof(float) * N), *w = malloc(sizeof(float) * N * K),
+          *wt = malloc(sizeof(float) * K * N);
+    for (int i = 0; i < 20 * K; i++) x[i] = frand();
+    for (int i = 0; i < N * K; i++) w[i] = wt[i] = frand();
+    int differs_off = 0;
+    for (int inv = 1; inv >= 0; inv--) {
+        egm_set_batch_invariant(inv);
+        for (int mi = 0; mi < 6; mi++) {
+            int M = Ms[mi];
+            for (int form = 0; form < 4; form++) {
+                for (int i = 0; i < M * N; i++) y[i] = 0.5f;
+                if (form == 0) egm_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+                if (form == 1) egm_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
+                if (form == 2) egm_gemm(0, 0, M, N, K, 1.0f, x, K, wt, N, 0.0f, y, N);
+                if (form == 3) egm_gemm(0, 1, M, N, K, 0.25f, x, K, w, K, 0.0f, y, N);
+                for (int r = 0; r < M; r++) {
+                    for (int i = 0; i < N; i++) one[i] = 0.5f;
+                    const float *xr = x + (long)r * K;
+                    if (form == 0) egm_gemm(0, 1, 1, N, K, 1.0f, xr, K, w, K, 0.0f, one, N);
+                    if (form == 1) egm_gemm(0, 1, 1, N, K, 1.0f, xr, K, w, K, 1.0f, one, N);
+                    if (form == 2) egm_gemm(0, 0, 1, N, K, 1.0f, xr, K, wt, N, 0.0f, one, N);
+                    if (form == 3) egm_gemm(0, 1, 1, N, K, 0.25f, xr, K, w, K, 0.0f, one, N);
+                    int same = !memcmp(one, y + (long)r * N, sizeof(float) * N);
+                    if (inv) assert_true(same);
+                    else differs_off |= !same;
+                }
+            }
+        }
+    }
+    assert_true(differs_off);
+    egm_set_batch_invariant(1);
+    for (int s = 0; s < 3; s++) {
+        if (egm_kernels_force(SETS[s])) continue;
+        for (int t = 0; t < NTYPES; t++) {
+            int Kq = 512;
+            void *wq = rand_matrix(TYPES[t], N, Kq);
+            egm_mat W = egm_mat_of(TYPES[t], wq, N, Kq);
+            float *xq = malloc(sizeof(float) * 20 * Kq);
+            for (int i = 0; i < 20 * Kq; i++) xq[i] = frand();
+            for (int mi = 0; mi < 6; mi++) {
+                int M = Ms[mi];
+                egm_mat_mul(&W, M, xq, Kq, y, N, 0);
+                for (int r = 0; r < M; r++) {
+                    egm_mat_mul(&W, 1, xq + (long)r * Kq, Kq, one, N, 0);
+                    assert_memory_equal(one, y + (long)r * N, sizeof(float) * N);
+                }
+            }
+            free(wq), free(xq);
+        }
+    }
+    egm_set_batch_invariant(0);
+    egm_kernels_force("portable");
+    free(x), free(y), free(one), free(w), free(wt);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_batch_invariant),
         cmocka_unit_test(test_dequant_layouts),
         cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_products),

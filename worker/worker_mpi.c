@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kernels/ops.h"
 #include "model/gguf.h"
 #include "worker/admit.h"
 #include "worker/head.h"
@@ -377,6 +378,7 @@ static int start(worker *w, const Egmla__Assign *a, egm_err *e) {
         egm_fail(e, "runs build %s, rank 0 runs %s", egm_build_fingerprint(), a->build);
         goto reply;
     }
+    egm_set_batch_invariant(a->batch_invariant); /* process-wide: before any product */
     int flags = (w->first ? EGM_LOAD_EMBED : 0) | (w->last ? EGM_LOAD_HEAD : 0) |
                 (a->gate_table ? EGM_LOAD_GATE_TABLE : 0);
     if (load_layers(a, flags, &w->m, fp, e)) goto reply;
