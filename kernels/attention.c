@@ -61,8 +61,8 @@ void egm_attn_mha_bf16(float *out, int ldo, const float *q, int ldq, int T, int 
 void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,
                            int H, int dn, int dr, int dv, int du, int h) {
     const float *W_UK = kv_b + (long)h * (dn + dv) * du; /* [dn, du] */
-    egm_gemm(0, 0, n, du, dn, 1.0f, q + h * (dn + dr), ldq, W_UK, du, 0.0f,
-             qlat + (long)h * du, H * du);
+    egm_gemm_batch(0, n, du, dn, 1.0f, q + h * (dn + dr), ldq, W_UK, du, 0.0f,
+                   qlat + (long)h * du, H * du);
 }
 
 void egm_latent_query(float *qlat, const float *q, int ldq, int n,
@@ -240,8 +240,8 @@ void egm_latent_attend_blocked(float *olat, const float *qlat, const float *q, i
 void egm_latent_output_head(float *out, int ldo, const float *olat, int n, const float *kv_b,
                             int H, int dn, int dv, int du, int h) {
     const float *W_UV = kv_b + ((long)h * (dn + dv) + dn) * du; /* [dv, du] */
-    egm_gemm(0, 1, n, dv, du, 1.0f, olat + (long)h * du, H * du, W_UV, du, 0.0f, out + h * dv,
-             ldo);
+    egm_gemm_batch(1, n, dv, du, 1.0f, olat + (long)h * du, H * du, W_UV, du, 0.0f, out + h * dv,
+                   ldo);
 }
 
 void egm_latent_output(float *out, int ldo, const float *olat, int n,

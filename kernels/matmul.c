@@ -270,8 +270,8 @@ static void mul_invariant(const egm_mat *W, int M, const float *x, int ldx, floa
 void egm_mat_mul(const egm_mat *W, int M, const float *x, int ldx, float *y, int ldy, int acc) {
     if (M <= 0 || W->rows <= 0) return;
     if (W->type == EGM_GGML_F32)
-        egm_gemm(0, 1, M, W->rows, W->cols, 1.0f, x, ldx, W->data, W->cols, acc ? 1.0f : 0.0f, y,
-                 ldy);
+        egm_gemm_batch(1, M, W->rows, W->cols, 1.0f, x, ldx, W->data, W->cols, acc ? 1.0f : 0.0f,
+                       y, ldy);
     else if (egm_batch_invariant())
         mul_invariant(W, M, x, ldx, y, ldy, acc);
     else if (M <= EGM_QMM_DOT_MAX)

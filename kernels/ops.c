@@ -40,13 +40,18 @@ static void gemm_small(int M, int N, int K, const float *A, int lda, const float
 }
 
 /* Batch-invariant products: x W^T in groups of at most 8 rows through
- * gemm_small (one row included), anything else one row at a time. */
+ * gemm_small (one row included; a scale other than 1 applied to each sum
+ * after it), anything else one row at a time. */
 static void gemm_invariant(int transB, int M, int N, int K, float alpha, const float *A,
                            int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    if (transB && alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {
+    if (transB && (beta == 0.0f || (beta == 1.0f && alpha == 1.0f))) {
         for (int i = 0; i < M; i += EGM_GEMM_SMALL_MAX_M) {
             int m = M - i < EGM_GEMM_SMALL_MAX_M ? M - i : EGM_GEMM_SMALL_MAX_M;
-            gemm_small(m, N, K, A + (long)i * lda, lda, B, ldb, beta, C + (long)i * ldc, ldc);
+            float *c = C + (long)i * ldc;
+            gemm_small(m, N, K, A + (long)i * lda, lda, B, ldb, beta, c, ldc);
+            if (alpha != 1.0f)
+                for (int r = 0; r < m; r++)
+                    for (int n = 0; n < N; n++) c[(long)r * ldc + n] *= alpha;
         }
         return;
     }
@@ -55,18 +60,23 @@ static void gemm_invariant(int transB, int M, int N, int K, float alpha, const f
                   C + (long)i * ldc, ldc);
 }
 
+void egm_gemm_batch(int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc) {
+    if (!g_invariant || M <= 0 || N <= 0 || K <= 0) {
+        egm_gemm(0, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int nt = 1;
+    if (!omp_in_parallel() && (nt = openblas_get_num_threads()) > 1 &&
+        (long)N * K < EGM_GEMM_THREADED_MIN)
+        openblas_set_num_threads(1);
+    gemm_invariant(transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (nt > 1 && (long)N * K < EGM_GEMM_THREADED_MIN) openblas_set_num_threads(nt);
+}
+
 void egm_gemm(int transA, int transB, int M, int N, int K, float alpha,
               const float *A, int lda, const float *B, int ldb, float beta,
               float *C, int ldc) {
-    if (g_invariant && !transA && M > 0 && N > 0 && K > 0) {
-        int nt = 1;
-        if (!omp_in_parallel() && (nt = openblas_get_num_threads()) > 1 &&
-            (long)N * K < EGM_GEMM_THREADED_MIN)
-            openblas_set_num_threads(1);
-        gemm_invariant(transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        if (nt > 1 && (long)N * K < EGM_GEMM_THREADED_MIN) openblas_set_num_threads(nt);
-        return;
-    }
     /* a few rows times weights: no packing (kernels/gemm_small.c) */
     if (!transA && transB && M >= 2 && M <= EGM_GEMM_SMALL_MAX_M && N > 0 && K > 0 &&
         alpha == 1.0f && (beta == 0.0f || beta == 1.0f)) {

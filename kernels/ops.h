@@ -18,11 +18,19 @@ void egm_linear_acc(float *y, const float *x, const float *W, int M, int N, int 
  * goes through sgemv, 2-8 through kernels/gemm_small.c, more through
  * sgemm (and quantised weights through dot kernels or dequantised tiles),
  * so a request's tokens can change with what shares its batch. On, every
- * row is computed the same way whatever M: groups of up to 8 rows through
- * the few-rows kernels (each output's sum in an order that does not depend
- * on the group), other shapes row by row. Slower for many rows. */
+ * row of egm_gemm_batch and egm_mat_mul is computed the same way whatever
+ * M: groups of up to 8 rows through the few-rows kernels (each output's
+ * sum in an order that does not depend on the group), other shapes row by
+ * row. Slower for many rows. */
 void egm_set_batch_invariant(int on);
 int egm_batch_invariant(void);
+/* C[M,N] = alpha * A op(B) + beta * C for products whose rows come from
+ * different sequences (projections, the absorbed per-head products):
+ * egm_gemm, or batch-invariant when that is on. A product within one
+ * sequence (attention over its cache, EG-MLA's rebuild) depends only on
+ * that sequence and keeps egm_gemm. */
+void egm_gemm_batch(int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc);
 
 /* General row-major C[M,N] = alpha * op(A) op(B) + beta * C with leading
  * dimensions, a thin wrapper over cblas_sgemm (sgemv when M == 1). */

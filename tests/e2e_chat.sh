@@ -107,7 +107,7 @@ printf '%s\n' '{"id": 1, "prompt": "<|im_start|>user\nWho?<|im_end|>\n<|im_start
 cat > "$tmp/stop.jsonl" <<'J'
 {"id": "free", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0}
 {"id": "s1", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0, "stop": "the"}
-{"id": "s2", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0, "stop": ["zzz", "Israel", "g, L"]}
+{"id": "s2", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0, "stop": ["zzz", "go out", "t die"]}
 {"id": "s3", "prompt": "And the king", "max_new_tokens": 24, "temperature": 0, "stop": "no such text"}
 J
 "$BIN" generate --input "$tmp/stop.jsonl" --out "$tmp/stop.out" 2>/dev/null
@@ -118,7 +118,7 @@ t = sys.argv[1]
 o = {json.loads(l)["id"]: json.loads(l) for l in open(t + "/stop.out")}
 free = o["free"]
 assert free["finish_reason"] == "length"
-for k, stops in (("s1", ["the"]), ("s2", ["zzz", "Israel", "g, L"])):
+for k, stops in (("s1", ["the"]), ("s2", ["zzz", "go out", "t die"])):
     r = o[k]
     at = [i for i in (free["text"].find(s) for s in stops) if i >= 0]
     # the default model's greedy text must contain them (retrained model? pick new ones)

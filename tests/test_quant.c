@@ -309,7 +309,7 @@ static void test_f32_is_linear(void **st) {
 
 /* --batch-invariant: a row's product is the same bits whatever else shares
  * the call, for every type, every kernel set this CPU has and the F32
- * shapes the forward uses (x W^T with and without accumulation, x W, a
+ * shapes of egm_gemm_batch (x W^T with and without accumulation, x W, a
  * scaled product): each row of an M-row product against the same row alone.
  * Off, at least one F32 row differs somewhere (sgemv, gemm_small and sgemm
  * sum in different orders): the check below can tell. */
@@ -328,17 +328,17 @@ static void test_batch_invariant(void **st) {
             int M = Ms[mi];
             for (int form = 0; form < 4; form++) {
                 for (int i = 0; i < M * N; i++) y[i] = 0.5f;
-                if (form == 0) egm_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
-                if (form == 1) egm_gemm(0, 1, M, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
-                if (form == 2) egm_gemm(0, 0, M, N, K, 1.0f, x, K, wt, N, 0.0f, y, N);
-                if (form == 3) egm_gemm(0, 1, M, N, K, 0.25f, x, K, w, K, 0.0f, y, N);
+                if (form == 0) egm_gemm_batch(1, M, N, K, 1.0f, x, K, w, K, 0.0f, y, N);
+                if (form == 1) egm_gemm_batch(1, M, N, K, 1.0f, x, K, w, K, 1.0f, y, N);
+                if (form == 2) egm_gemm_batch(0, M, N, K, 1.0f, x, K, wt, N, 0.0f, y, N);
+                if (form == 3) egm_gemm_batch(1, M, N, K, 0.25f, x, K, w, K, 0.0f, y, N);
                 for (int r = 0; r < M; r++) {
                     for (int i = 0; i < N; i++) one[i] = 0.5f;
                     const float *xr = x + (long)r * K;
-                    if (form == 0) egm_gemm(0, 1, 1, N, K, 1.0f, xr, K, w, K, 0.0f, one, N);
-                    if (form == 1) egm_gemm(0, 1, 1, N, K, 1.0f, xr, K, w, K, 1.0f, one, N);
-                    if (form == 2) egm_gemm(0, 0, 1, N, K, 1.0f, xr, K, wt, N, 0.0f, one, N);
-                    if (form == 3) egm_gemm(0, 1, 1, N, K, 0.25f, xr, K, w, K, 0.0f, one, N);
+                    if (form == 0) egm_gemm_batch(1, 1, N, K, 1.0f, xr, K, w, K, 0.0f, one, N);
+                    if (form == 1) egm_gemm_batch(1, 1, N, K, 1.0f, xr, K, w, K, 1.0f, one, N);
+                    if (form == 2) egm_gemm_batch(0, 1, N, K, 1.0f, xr, K, wt, N, 0.0f, one, N);
+                    if (form == 3) egm_gemm_batch(1, 1, N, K, 0.25f, xr, K, w, K, 0.0f, one, N);
                     int same = !memcmp(one, y + (long)r * N, sizeof(float) * N);
                     if (inv) assert_true(same);
                     else differs_off |= !same;
