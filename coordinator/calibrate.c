@@ -255,25 +255,25 @@ static int link_pingpong(int rank, egm_calib *k) {
  * cores, the cores). So the same layers run in n processes at once,
  * n = 2 .. cores / threads + 2, each with weights of its own (another seed,
  * or other layers of the file: never pages another copy also reads), and
- * the slowdown is each one's median time over the time alone, measured in
- * turn. The copies are forked before anything is loaded and never touch
+ * the slowdown is their mean step time over the time alone, measured in
+ * turn over windows of about COLO_WINDOW_S. The copies are forked before anything is loaded and never touch
  * MPI. */
 
 #define COLO_REPS 7
+#define COLO_WINDOW_S 0.15
 static const int colo_rows[] = {1, 8, 32};
 #define N_COLO_ROWS ((int)(sizeof colo_rows / sizeof *colo_rows))
 
-/* The median of COLO_REPS decode steps of r rows through the layers. */
-static double colo_time(cal_rig *g, int r) {
-    double t[COLO_REPS];
+/* The mean time of `reps` decode steps of r rows through the layers: a
+ * window long enough (COLO_WINDOW_S alone) to span many of the
+ * scheduler's time slices when the copies outnumber the cores, where one
+ * step's time is all or nothing of a slice. */
+static double colo_time(cal_rig *g, int r, int reps) {
     for (int i = 0; i < r; i++) g->slot[i] = i, g->pos[i] = CTX_LO, g->tok[i] = i * 31 + 1;
     egm_mbatch b = {r, g->slot, g->pos, g->tok};
-    for (int s = 0; s < COLO_REPS; s++) {
-        double t0 = egm_now();
-        egm_stage_forward(&g->st, &b, g->x);
-        t[s] = egm_now() - t0;
-    }
-    return median(t, COLO_REPS);
+    double t0 = egm_now();
+    for (int s = 0; s < reps; s++) egm_stage_forward(&g->st, &b, g->x);
+    return (egm_now() - t0) / reps;
 }
 
 /* Copy `idx`'s rig: n layers of its own, filled to CTX_LO positions. */
@@ -299,10 +299,10 @@ static void colo_copy(const egm_bench_opts *o, const egm_config *c, int n, int i
     egm_err e;
     memset(&m, 0, sizeof m);
     double ok = colo_rig(o, c, n, idx, &m, &g, &e) ? -1 : 1;
-    int r;
+    int rr[2]; /* rows, reps */
     if (write(res, &ok, sizeof ok) == sizeof ok && ok > 0)
-        while (read(cmd, &r, sizeof r) == sizeof r) {
-            double t = colo_time(&g, r);
+        while (read(cmd, rr, sizeof rr) == sizeof rr) {
+            double t = colo_time(&g, rr[0], rr[1]);
             if (write(res, &t, sizeof t) != sizeof t) break;
         }
     _exit(0);
@@ -348,20 +348,22 @@ static void colo_stop(colo_copies *cc) {
  * them); copies that failed to load end the series there. */
 static void measure_colocated(cal_rig *g, colo_copies *cc, egm_calib *k) {
     double alone[N_COLO_ROWS], ok;
-    int ready = 0;
+    int ready = 0, reps[N_COLO_ROWS];
     while (ready < cc->n && read(cc->res[ready], &ok, sizeof ok) == sizeof ok && ok > 0) ready++;
     k->n_colo_rows = 0;
     for (int i = 0; i < N_COLO_ROWS && colo_rows[i] <= g->cap_rows; i++) {
         k->colo_rows[k->n_colo_rows++] = colo_rows[i];
-        colo_time(g, colo_rows[i]); /* warm-up */
-        alone[i] = colo_time(g, colo_rows[i]);
+        double one = colo_time(g, colo_rows[i], 1); /* warm-up, and the window's size */
+        reps[i] = one > 0 ? (int)(COLO_WINDOW_S / one) + 1 : COLO_REPS;
+        if (reps[i] < COLO_REPS) reps[i] = COLO_REPS;
+        alone[i] = colo_time(g, colo_rows[i], reps[i]);
     }
     for (int n = 1; n <= ready; n++) {
         for (int i = 0; i < k->n_colo_rows; i++) {
-            int r = k->colo_rows[i], bad = 0;
+            int rr[2] = {k->colo_rows[i], reps[i]}, bad = 0;
             double sum = 0, t;
-            for (int c = 0; c < n; c++) bad |= write(cc->cmd[c], &r, sizeof r) != sizeof r;
-            sum += colo_time(g, r);
+            for (int c = 0; c < n; c++) bad |= write(cc->cmd[c], rr, sizeof rr) != sizeof rr;
+            sum += colo_time(g, rr[0], rr[1]);
             for (int c = 0; c < n; c++) {
                 if (read(cc->res[c], &t, sizeof t) != sizeof t) bad = 1;
                 sum += t;

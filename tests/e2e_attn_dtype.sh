@@ -6,15 +6,17 @@
 # effect); on an MLA and a llama fixture (random weights, log-probs down
 # to -16) within 1e-2 of the log-prob scale, as e2e_mpi.sh asks of a bf16
 # wire; under mpirun the workers get it too: a 2-stage pipeline with fp32
-# on the wire gives the same bytes as one process. LP_BOUND is 10x the
+# on the wire gives the same bytes as one process. LP_BOUND was 10x the
 # largest |delta| measured on these prompts (docs/BENCHMARKS.md, "bf16
-# attention").
+# attention"); the retrained default model measures 0.061 here (sharper
+# than the first one, and the long repetitive prompt is far from the KJV
+# text it was trained on), so the bound is about 3x that.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin/egmla}
 case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
 FX=tests/fixtures/models
-LP_BOUND=0.02
+LP_BOUND=0.2
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 fails=0
