@@ -256,8 +256,8 @@ static int link_pingpong(int rank, egm_calib *k) {
  * n = 2 .. cores / threads + 2, each with weights of its own (another seed,
  * or other layers of the file: never pages another copy also reads), and
  * the slowdown is their mean step time over the time alone, measured in
- * turn over windows of about COLO_WINDOW_S. The copies are forked before anything is loaded and never touch
- * MPI. */
+ * turn over windows of about COLO_WINDOW_S. The copies are forked before
+ * anything is loaded and never touch MPI. */
 
 #define COLO_REPS 7
 #define COLO_WINDOW_S 0.15

@@ -254,16 +254,17 @@ static void mul_invariant(const egm_mat *W, int M, const float *x, int ldx, floa
             continue;
         }
         int K = W->cols, N = W->rows, G = EGM_QMM_DOT_MAX;
-        float *xp = calloc((size_t)G * K, sizeof(float)), *yp = malloc(sizeof(float) * (size_t)G * N);
-        if (!xp || !yp) abort(); /* bounded by 8 x width; OOM is fatal, as grow()'s */
+        scratch_t *sc = scratch(); /* the tile buffer: 16-bit products use no other */
+        float *xp = grow(&sc->tile, &sc->tile_cap, sizeof(float) * (size_t)G * (K + N));
+        float *yp = xp + (long)G * K;
         for (int r = 0; r < m; r++) memcpy(xp + (long)r * K, xi + (long)r * ldx, sizeof(float) * K);
+        memset(xp + (long)m * K, 0, sizeof(float) * (size_t)(G - m) * K);
         mul_dot(W, G, xp, K, yp, N, 0);
         for (int r = 0; r < m; r++)
             for (int n = 0; n < N; n++) {
                 float *o = yi + (long)r * ldy + n;
                 *o = acc ? *o + yp[(long)r * N + n] : yp[(long)r * N + n];
             }
-        free(xp), free(yp);
     }
 }
 

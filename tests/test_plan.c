@@ -243,6 +243,27 @@ static void test_colocated(void **state) {
     rig_free(g);
 }
 
+/* A calibration file of the smallest valid shape with `top` after "threads"
+ * and `tail` after "rank0_s", and these decode series: egm_calib_load
+ * refuses it with a message naming the file and saying `want`. */
+static void refused(const char *path, const char *top, const char *rows, const char *layer,
+                    const char *head, const char *embed, const char *tail, const char *want) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
+            " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1%s, \"decode\": {\"context\": 1,"
+            " \"rows\": %s, \"layer_s\": %s, \"head_s\": %s, \"embed_s\": %s, \"attend_s\": 0},"
+            " \"prefill\": {\"chunks\": [1], \"layer_s\": [1], \"attend_s\": 0}, \"link\":"
+            " {\"measured\": false, \"latency_s\": 0, \"bytes_per_s\": 1}, \"rank0_s\": 0%s}",
+            top, rows, layer, head, embed, tail);
+    fclose(f);
+    egm_calib r;
+    egm_err e = {{0}};
+    assert_int_equal(egm_calib_load(path, &r, &e), -1);
+    assert_non_null(strstr(e.msg, path));
+    assert_non_null(strstr(e.msg, want));
+}
+
 static void test_calib_file(void **state) {
     (void)state;
     egm_calib k, r;
@@ -269,40 +290,14 @@ static void test_calib_file(void **state) {
     assert_int_equal(r.n_chunks, 2);
     assert_int_equal(r.n_colo_copies, 2);
     NEAR(egm_calib_colocated(&r, 3, 8), 1.75);
+    refused(path, "", "[1, 2]", "[1, -2]", "[1, 1]", "[0, 0]", "",
+            "decode.layer_s[1]: expected a finite number >= 0");
+    refused(path, ", \"attn_dtype\": \"bf17\"", "[1]", "[1]", "[1]", "[0]", "",
+            "attn_dtype: expected \"fp32\" or \"bf16\", found \"bf17\"");
+    refused(path, "", "[1]", "[1]", "[1]", "[0]",
+            ", \"colocated\": {\"rows\": [1, 8], \"copies\": [2, 4], \"slowdown\": [[1, 1], [2, 2]]}",
+            "colocated.copies[1]: expected 3");
     FILE *f = fopen(path, "w");
-    fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
-          " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1, \"decode\": {\"context\": 1,"
-          " \"rows\": [1, 2], \"layer_s\": [1, -2], \"head_s\": [1, 1], \"embed_s\": [0, 0],"
-          " \"attend_s\": 0}, \"prefill\": {\"chunks\": [1], \"layer_s\": [1],"
-          " \"attend_s\": 0}, \"link\": {\"measured\": false, \"latency_s\": 0,"
-          " \"bytes_per_s\": 1}, \"rank0_s\": 0}", f);
-    fclose(f);
-    assert_int_equal(egm_calib_load(path, &r, &e), -1);
-    assert_non_null(strstr(e.msg, path));
-    assert_non_null(strstr(e.msg, "decode.layer_s[1]: expected a finite number >= 0"));
-    f = fopen(path, "w");
-    fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
-          " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1, \"attn_dtype\": \"bf17\","
-          " \"decode\": {\"context\": 1, \"rows\": [1], \"layer_s\": [1], \"head_s\": [1],"
-          " \"embed_s\": [0], \"attend_s\": 0}, \"prefill\": {\"chunks\": [1], \"layer_s\": [1],"
-          " \"attend_s\": 0}, \"link\": {\"measured\": false, \"latency_s\": 0,"
-          " \"bytes_per_s\": 1}, \"rank0_s\": 0}", f);
-    fclose(f);
-    assert_int_equal(egm_calib_load(path, &r, &e), -1);
-    assert_non_null(strstr(e.msg, path));
-    assert_non_null(strstr(e.msg, "attn_dtype: expected \"fp32\" or \"bf16\", found \"bf17\""));
-    f = fopen(path, "w");
-    fputs("{\"egmla_calibration\": 1, \"model\": {\"model_type\": \"llama\", \"num_layers\": 4,"
-          " \"hidden_size\": 8, \"vocab_size\": 16}, \"threads\": 1,"
-          " \"decode\": {\"context\": 1, \"rows\": [1], \"layer_s\": [1], \"head_s\": [1],"
-          " \"embed_s\": [0], \"attend_s\": 0}, \"prefill\": {\"chunks\": [1], \"layer_s\": [1],"
-          " \"attend_s\": 0}, \"link\": {\"measured\": false, \"latency_s\": 0,"
-          " \"bytes_per_s\": 1}, \"rank0_s\": 0, \"colocated\": {\"rows\": [1, 8],"
-          " \"copies\": [2, 4], \"slowdown\": [[1, 1], [2, 2]]}}", f);
-    fclose(f);
-    assert_int_equal(egm_calib_load(path, &r, &e), -1);
-    assert_non_null(strstr(e.msg, "colocated.copies[1]: expected 3"));
-    f = fopen(path, "w");
     fputs("{\"a\": 1}", f);
     fclose(f);
     assert_int_equal(egm_calib_load(path, &r, &e), -1);
