@@ -9,9 +9,17 @@
 #include "attn_small.h"
 #include "ops.h"
 
-/* Masked softmax of one score row: positions > last are excluded. */
+/* Masked softmax of one score row: positions > last are excluded. The
+ * exp is attn_small's polynomial; rows with an infinite max (degenerate)
+ * go to egm_softmax, which defines them. */
 static void causal_softmax(float *s, int P, int last) {
-    egm_softmax(s, last + 1);
+    float mx = egm_attn_max(s, last + 1, -INFINITY);
+    if (isinf(mx)) {
+        egm_softmax(s, last + 1);
+    } else {
+        float inv = (float)(1.0 / egm_attn_exp_sum(s, last + 1, mx));
+        for (int j = 0; j <= last; j++) s[j] *= inv;
+    }
     for (int j = last + 1; j < P; j++) s[j] = 0.0f;
 }
 
@@ -98,14 +106,8 @@ static void block_softmax(float *S, int nb, float *olat, float *m, double *l, in
             for (int j = 0; j < nb; j++) s[j] = 0.0f;
             continue;
         }
-        float mx = m[r];
-        for (int j = 0; j < n; j++)
-            if (s[j] > mx) mx = s[j];
-        double sum = 0.0;
-        for (int j = 0; j < n; j++) {
-            s[j] = expf(s[j] - mx);
-            sum += s[j];
-        }
+        float mx = egm_attn_max(s, n, m[r]);
+        double sum = egm_attn_exp_sum(s, n, mx);
         for (int j = n; j < nb; j++) s[j] = 0.0f;
         if (mx != m[r]) {
             float c = m[r] == -INFINITY ? 0.0f : expf(m[r] - mx);

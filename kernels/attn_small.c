@@ -6,6 +6,18 @@
  * sgemm there, so the scores stay with BLAS.) */
 #include "kernels/attn_small.h"
 
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* 2^n as a float, for -126 <= n <= 127. */
+static float u2f_pow2(int n) {
+    uint32_t u = (uint32_t)(n + 127) << 23;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* ---------------------------------------------------------------- plain C */
 
 static void wsum_c(int R, int du, int nb, const float *S, int lds, const float *Z, int ldz,
@@ -15,6 +27,47 @@ static void wsum_c(int R, int du, int nb, const float *S, int lds, const float *
             float s = S[(long)r * lds + j];
             for (int k = 0; k < du; k++) O[(long)r * ldo + k] += s * Z[(long)j * ldz + k];
         }
+}
+
+/* exp(x) for x <= 0 (softmax after its max is subtracted), Cephes's
+ * expf: x = n ln2 + r, |r| <= ln2 / 2, a degree-6 polynomial in r, times
+ * 2^n; within 2 ulp of expf. Every step is one IEEE operation (fmaf where
+ * the AVX2 version fuses), so both versions give the same bits. Below
+ * -87 (2^-125.5) it returns 0, and NaN stays NaN. */
+static float exp_c(float x) {
+    if (!(x >= -87.0f)) return x != x ? x : 0.0f;
+    float n = nearbyintf(x * 1.44269504088896341f);
+    float r = fmaf(n, -0.693359375f, x);
+    r = fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    float y = fmaf(p, r * r, r) + 1.0f;
+    return y * u2f_pow2((int)n);
+}
+
+/* The sum of exps in eight lanes (lane i: positions i mod 8, in order),
+ * added in a fixed tree: the AVX2 version's order. */
+static double lanes_sum(const double *a) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static double exp_sum_c(float *s, int n, float mx) {
+    double a[8] = {0};
+    for (int j = 0; j < n; j++) {
+        s[j] = exp_c(s[j] - mx);
+        a[j & 7] += s[j];
+    }
+    return lanes_sum(a);
+}
+
+static float max_c(const float *s, int n, float mx) {
+    for (int j = 0; j < n; j++)
+        if (s[j] > mx) mx = s[j];
+    return mx;
 }
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -76,12 +129,68 @@ AVX2 static void wsum_avx2(int R, int du, int nb, const float *S, int lds, const
             }
 }
 
+
+/* exp_c on 8 lanes, the same operations in the same order. */
+AVX2 static __m256 exp8(__m256 x) {
+    __m256 ok = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    /* 2^n from its exponent bits; lanes that are not ok get n = 0 here */
+    __m256i e = _mm256_cvtps_epi32(_mm256_and_ps(n, ok));
+    __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23));
+    y = _mm256_mul_ps(y, two_n);
+    return _mm256_or_ps(_mm256_and_ps(y, ok), _mm256_and_ps(x, nan));
+}
+
+AVX2 static double exp_sum_avx2(float *s, int n, float mx) {
+    __m256 m = _mm256_set1_ps(mx);
+    __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 y = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        _mm256_storeu_ps(s + j, y);
+        lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(y)));
+        hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1)));
+    }
+    double a[8];
+    _mm256_storeu_pd(a, lo);
+    _mm256_storeu_pd(a + 4, hi);
+    for (; j < n; j++) {
+        s[j] = exp_c(s[j] - mx);
+        a[j & 7] += s[j];
+    }
+    return lanes_sum(a);
+}
+
+AVX2 static float max_avx2(const float *s, int n, float mx) {
+    __m256 m = _mm256_set1_ps(mx);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(s + j), m); /* NaN never wins */
+    float t[8];
+    _mm256_storeu_ps(t, m);
+    for (int i = 0; i < 8; i++)
+        if (t[i] > mx) mx = t[i];
+    return max_c(s + j, n - j, mx);
+}
+
 static int have_avx2(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 #else
 static int have_avx2(void) { return 0; }
 #define wsum_avx2 wsum_c
+#define exp_sum_avx2 exp_sum_c
+#define max_avx2 max_c
 #endif
 
 static int simd_off;
@@ -96,4 +205,12 @@ void egm_attn_wsum(int R, int du, int nb, const float *S, int lds, const float *
         wsum_avx2(R, du, nb, S, lds, Z, ldz, O, ldo);
     else
         wsum_c(R, du, nb, S, lds, Z, ldz, O, ldo);
+}
+
+double egm_attn_exp_sum(float *s, int n, float mx) {
+    return egm_attn_small_simd() ? exp_sum_avx2(s, n, mx) : exp_sum_c(s, n, mx);
+}
+
+float egm_attn_max(const float *s, int n, float mx) {
+    return egm_attn_small_simd() ? max_avx2(s, n, mx) : max_c(s, n, mx);
 }

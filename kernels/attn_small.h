@@ -1,7 +1,9 @@
 /* attn_small.h - latent attention's weighted sum for a few query rows
  * (decode: one row per sequence, all heads stacked, R = H), where
  * OpenBLAS's packed sgemm reaches about 60 % of this kernel's speed
- * (R = 12, 128 positions, d_u = 256; one core). Pure math.
+ * (R = 12, 128 positions, d_u = 256; one core); and the softmax's max and
+ * exp, which with glibc's scalar expf took about 10 % of a decode step at 2,048
+ * positions (paper MLA, batch 32). Pure math.
  *
  * Chosen at run time: an AVX2 + FMA register-blocked kernel when the CPU
  * has them, plain C otherwise. fp32 accumulation; each output is one
@@ -16,6 +18,13 @@
 /* O[r, k] += sum_j S[r, j] Z[j, k], r < R, k < du, j < nb (in order). */
 void egm_attn_wsum(int R, int du, int nb, const float *S, int lds, const float *Z, int ldz,
                    float *O, int ldo);
+
+/* s[j] = exp(s[j] - mx) for j < n, where mx >= every s[j] (softmax); the
+ * sum of the results in double, in a fixed order. A polynomial exp within
+ * 2 ulp of expf, the same bits from the plain C and the AVX2 version. */
+double egm_attn_exp_sum(float *s, int n, float mx);
+/* max(mx, s[0..n)). */
+float egm_attn_max(const float *s, int n, float mx);
 
 /* 1 if the AVX2 kernel is in use. */
 int egm_attn_small_simd(void);
