@@ -15,6 +15,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attn_bf16.h"
+#include "kernels/attn_rows.h"
 #include "kernels/matmul.h"
 #include "base/pool.h"
 #include "kernels/ops.h"
@@ -384,6 +385,25 @@ typedef struct {
     float scale;
 } mha_job;
 
+/* Where egm_attn_mha_rows reads a sequence's cache: a KV block's rows
+ * where they lie (fp32), or converted into the thread's scratch (bf16). */
+typedef struct {
+    const egm_kv_pool *kv;
+    const egm_kv_seq *sq;
+    int li;
+    egm_seg_scratch *sc;
+} kv_run_ctx;
+
+static const float *kv_run(void *v, int j0, int j1, int *n) {
+    kv_run_ctx *x = v;
+    int B = x->kv->block_tokens;
+    *n = B - j0 % B < j1 - j0 ? B - j0 % B : j1 - j0;
+    if (!x->kv->bf16) return egm_kv_row(x->kv, x->sq, x->li, j0);
+    float *rows = egm_buf_need(&x->sc->seg, (long)*n * x->kv->elems);
+    egm_kv_gather(x->kv, x->sq, x->li, j0, j0 + *n, rows);
+    return rows;
+}
+
 /* A group of a segment's MHA rows, on thread `thread`'s scratch: its
  * rows attend positions up to the last one's. */
 static void mha_task(void *v, int i, int thread) {
@@ -394,6 +414,13 @@ static void mha_task(void *v, int i, int thread) {
     int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
     egm_seg_scratch *sc = &s->scr[thread];
     int r = s->seg_start[a->seg] + a->t0, T = a->t1 - a->t0, pos0 = j->b->pos[r], P = pos0 + T;
+    if (T <= EGM_ATTN_ROWS_MAX_T && !s->attn_bf16) { /* decode: the cache read in place */
+        kv_run_ctx rc = {&s->kv, &s->seqs[j->b->slot[r]], j->li, sc};
+        float *S = egm_buf_need(&sc->att, egm_attn_rows_scratch(T, H, P));
+        egm_attn_mha_rows(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
+                          pos0, kv_run, &rc, E, H, Hkv, dh, j->scale, S);
+        return;
+    }
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
     egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
     if (s->attn_bf16) {
