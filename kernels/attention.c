@@ -9,17 +9,9 @@
 #include "attn_small.h"
 #include "ops.h"
 
-/* Masked softmax of one score row: positions > last are excluded. The
- * exp is attn_small's polynomial; rows with an infinite max (degenerate)
- * go to egm_softmax, which defines them. */
+/* Masked softmax of one score row: positions > last are excluded. */
 static void causal_softmax(float *s, int P, int last) {
-    float mx = egm_attn_max(s, last + 1, -INFINITY);
-    if (isinf(mx)) {
-        egm_softmax(s, last + 1);
-    } else {
-        float inv = (float)(1.0 / egm_attn_exp_sum(s, last + 1, mx));
-        for (int j = 0; j <= last; j++) s[j] *= inv;
-    }
+    egm_attn_softmax(s, last + 1);
     for (int j = last + 1; j < P; j++) s[j] = 0.0f;
 }
 

@@ -120,25 +120,23 @@ AVX2 static void wsum_avx2(const float *p, const float *V, int ldkv, int n, int 
  * read once, so the cache is read once. */
 void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                        egm_kv_run_fn run, void *ctx, int ldkv, int H, int Hkv, int dh,
-                       float scale, float *S) {
+                       int h0, int h1, float scale, float *S) {
     int group = H / Hkv, P = pos0 + T, simd = egm_attn_small_simd() && dh % 8 == 0;
     for (int j0 = 0, nb; j0 < P; j0 += nb) {
         const float *kv = run(ctx, j0, P, &nb);
         for (int t = 0; t < T; t++) {
             int n = pos0 + t - j0 + 1; /* causal: positions <= pos0 + t */
             if (n > nb) n = nb;
-            for (int h = 0; n > 0 && h < H; h++)
+            for (int h = h0; n > 0 && h < h1; h++)
                 (simd ? scores_avx2 : scores_c)(q + (long)t * ldq + h * dh, kv + h / group * dh,
                                                 ldkv, n, dh, scale,
                                                 S + ((long)t * H + h) * P + j0);
         }
     }
     for (int t = 0; t < T; t++)
-        for (int h = 0; h < H; h++) {
+        for (int h = h0; h < h1; h++) {
             float *s = S + ((long)t * H + h) * P, *o = out + (long)t * ldo + h * dh;
-            int n = pos0 + t + 1;
-            float inv = (float)(1.0 / egm_attn_exp_sum(s, n, egm_attn_max(s, n, -INFINITY)));
-            for (int j = 0; j < n; j++) s[j] *= inv;
+            egm_attn_softmax(s, pos0 + t + 1);
             memset(o, 0, sizeof(float) * dh);
         }
     for (int j0 = 0, nb; j0 < P; j0 += nb) {
@@ -146,7 +144,7 @@ void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int 
         for (int t = 0; t < T; t++) {
             int n = pos0 + t - j0 + 1;
             if (n > nb) n = nb;
-            for (int h = 0; n > 0 && h < H; h++)
+            for (int h = h0; n > 0 && h < h1; h++)
                 (simd ? wsum_avx2 : wsum_c)(S + ((long)t * H + h) * P + j0,
                                             kv + (Hkv + h / group) * dh, ldkv, n, dh,
                                             out + (long)t * ldo + h * dh);

@@ -22,13 +22,15 @@ typedef const float *(*egm_kv_run_fn)(void *ctx, int j0, int j1, int *n);
 /* Rows this kernel is meant for (the stage uses the GEMM form above it). */
 #define EGM_ATTN_ROWS_MAX_T 4
 
-/* As egm_attn_mha (kernels/attention.h): T rows at positions pos0.., head
- * h of row t at q[t*ldq + h*dh] and out[t*ldo + h*dh]; position j's k of
- * group g at run[j*ldkv + g*dh], v at run[j*ldkv + (Hkv + g)*dh].
+/* As egm_attn_mha (kernels/attention.h) for heads [h0, h1) only (heads
+ * are independent: a caller may split them over threads): T rows at
+ * positions pos0.., head h of row t at q[t*ldq + h*dh] and out[t*ldo +
+ * h*dh]; position j's k of group g at run[j*ldkv + g*dh], v at
+ * run[j*ldkv + (Hkv + g)*dh].
  * scratch: egm_attn_rows_scratch(T, H, pos0 + T) floats (the scores). */
 void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                        egm_kv_run_fn run, void *ctx, int ldkv, int H, int Hkv, int dh,
-                       float scale, float *scratch);
+                       int h0, int h1, float scale, float *scratch);
 long egm_attn_rows_scratch(int T, int H, int P);
 
 #endif

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/ops.h"
+
 /* 2^n as a float, for -126 <= n <= 127. */
 static float u2f_pow2(int n) {
     uint32_t u = (uint32_t)(n + 127) << 23;
@@ -213,4 +215,15 @@ double egm_attn_exp_sum(float *s, int n, float mx) {
 
 float egm_attn_max(const float *s, int n, float mx) {
     return egm_attn_small_simd() ? max_avx2(s, n, mx) : max_c(s, n, mx);
+}
+
+void egm_attn_softmax(float *s, int n) {
+    if (n <= 0) return;
+    float mx = egm_attn_max(s, n, -INFINITY);
+    if (isinf(mx)) {
+        egm_softmax(s, n);
+        return;
+    }
+    float inv = (float)(1.0 / egm_attn_exp_sum(s, n, mx));
+    for (int j = 0; j < n; j++) s[j] *= inv;
 }

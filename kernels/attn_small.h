@@ -25,6 +25,9 @@ void egm_attn_wsum(int R, int du, int nb, const float *S, int lds, const float *
 double egm_attn_exp_sum(float *s, int n, float mx);
 /* max(mx, s[0..n)). */
 float egm_attn_max(const float *s, int n, float mx);
+/* In-place softmax of s[0..n) with the two above; a row whose max is
+ * infinite goes to egm_softmax (kernels/ops.h), which defines it. */
+void egm_attn_softmax(float *s, int n);
 
 /* 1 if the AVX2 kernel is in use. */
 int egm_attn_small_simd(void);

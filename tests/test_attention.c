@@ -301,8 +301,11 @@ static void mha_rows_case(int T, int pos0, int H, int Hkv, int dh, int B) {
     float *S = malloc(sizeof(float) * egm_attn_rows_scratch(T, H, P));
     float *S2 = malloc(sizeof(float) * egm_attn_mha_scratch(T, P));
     run_ctx c = {kv, E, B, 0, malloc(sizeof(float) * B * E)};
-    egm_attn_mha_rows(out, ldq, q, ldq, T, pos0, kv_run, &c, E, H, Hkv, dh, scale, S);
-    assert_int_equal(c.calls, 2 * ((P + B - 1) / B)); /* each run twice: keys, values */
+    /* heads in two calls, split at a group boundary */
+    int hs = H / Hkv * (Hkv / 2);
+    egm_attn_mha_rows(out, ldq, q, ldq, T, pos0, kv_run, &c, E, H, Hkv, dh, 0, hs, scale, S);
+    egm_attn_mha_rows(out, ldq, q, ldq, T, pos0, kv_run, &c, E, H, Hkv, dh, hs, H, scale, S);
+    assert_int_equal(c.calls, 4 * ((P + B - 1) / B)); /* each run twice a call: keys, values */
     egm_attn_mha(ref, ldq, q, ldq, T, pos0, kv, E, H, Hkv, dh, scale, S2);
     double *p = malloc(sizeof(double) * P);
     for (int t = 0; t < T; t++)

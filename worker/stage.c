@@ -308,7 +308,14 @@ struct egm_attn_task {
     int seg, t0, t1;    /* rows of the segment */
     int j0, j1;         /* positions */
     int part;           /* -1: the group's first range; else its partial slot */
+    int g0, g1;         /* MHA: its KV head groups (all, or a decode split) */
 };
+
+/* MHA decode: a batch of fewer sequences than this splits each one's KV
+ * head groups into up to MHA_HEAD_SPLITS tasks, so that one sequence's
+ * attention uses every thread (heads are independent: no partial states) */
+#define MHA_SPLIT_BELOW 8
+#define MHA_HEAD_SPLITS 4
 
 struct egm_attn_group {
     int first, n;       /* its tasks */
@@ -340,10 +347,17 @@ static void plan_attention(egm_stage *s, const egm_mbatch *b) {
         for (int t0 = 0; t0 < T; t0 += rows) {
             int t1 = T - t0 < rows ? T : t0 + rows, last = pos0 + t1, first = s->n_tasks;
             /* MHA: one task per group, over all its positions */
-            int step = s->c->arch == EGM_LLAMA ? last : POS_PER_TASK;
-            for (int j0 = 0; j0 < last; j0 += step)
-                add_task(s, (struct egm_attn_task){k, t0, t1, j0, j0 + step < last ? j0 + step : last,
-                                                   j0 ? s->n_parts++ : -1});
+            int step = s->c->arch == EGM_LLAMA ? last : POS_PER_TASK, Hkv = s->c->num_kv_heads;
+            int splits = 1;
+            if (s->c->arch == EGM_LLAMA && t1 - t0 <= EGM_ATTN_ROWS_MAX_T && !s->attn_bf16 &&
+                s->n_segs < MHA_SPLIT_BELOW)
+                splits = Hkv < MHA_HEAD_SPLITS ? Hkv : MHA_HEAD_SPLITS;
+            for (int i = 0; i < splits; i++)
+                for (int j0 = 0; j0 < last; j0 += step)
+                    add_task(s, (struct egm_attn_task){k, t0, t1, j0,
+                                                       j0 + step < last ? j0 + step : last,
+                                                       j0 ? s->n_parts++ : -1, Hkv * i / splits,
+                                                       Hkv * (i + 1) / splits});
             add_group(s, first, s->n_tasks - first);
         }
     }
@@ -417,8 +431,10 @@ static void mha_task(void *v, int i, int thread) {
     if (T <= EGM_ATTN_ROWS_MAX_T && !s->attn_bf16) { /* decode: the cache read in place */
         kv_run_ctx rc = {&s->kv, &s->seqs[j->b->slot[r]], j->li, sc};
         float *S = egm_buf_need(&sc->att, egm_attn_rows_scratch(T, H, P));
+        int group = H / Hkv;
         egm_attn_mha_rows(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
-                          pos0, kv_run, &rc, E, H, Hkv, dh, j->scale, S);
+                          pos0, kv_run, &rc, E, H, Hkv, dh, a->g0 * group, a->g1 * group,
+                          j->scale, S);
         return;
     }
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
