@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
 }
 CEOF
 cc -std=c11 -D_GNU_SOURCE -O2 -I. $(pkg-config --cflags jansson libpcre2-8) "$TMP/tokdump.c" \
-   build/libegmla.a -o "$TMP/tokdump" $(pkg-config --libs openblas jansson libpcre2-8) -lm
+   build/libegmla.a -o "$TMP/tokdump" $(pkg-config --libs openblas jansson libpcre2-8) -lm -fopenmp
 echo "egmla vs llama.cpp $($PY -c 'import llama_cpp; print(llama_cpp.__version__)') on $GGUF"
 echo "== 1. llama.cpp on the same file (reported; loose bounds) =="
 rc1=0
