@@ -122,8 +122,9 @@ void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int 
                        egm_kv_run_fn run, void *ctx, int ldkv, int H, int Hkv, int dh,
                        int h0, int h1, float scale, float *S) {
     int group = H / Hkv, P = pos0 + T, simd = egm_attn_small_simd() && dh % 8 == 0;
+    int c0 = h0 / group * dh, c1 = ((h1 - 1) / group + 1) * dh; /* these heads' keys */
     for (int j0 = 0, nb; j0 < P; j0 += nb) {
-        const float *kv = run(ctx, j0, P, &nb);
+        const float *kv = run(ctx, j0, P, c0, c1, &nb);
         for (int t = 0; t < T; t++) {
             int n = pos0 + t - j0 + 1; /* causal: positions <= pos0 + t */
             if (n > nb) n = nb;
@@ -139,8 +140,8 @@ void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int 
             egm_attn_softmax(s, pos0 + t + 1);
             memset(o, 0, sizeof(float) * dh);
         }
-    for (int j0 = 0, nb; j0 < P; j0 += nb) {
-        const float *kv = run(ctx, j0, P, &nb);
+    for (int j0 = 0, nb; j0 < P; j0 += nb) { /* and their values */
+        const float *kv = run(ctx, j0, P, Hkv * dh + c0, Hkv * dh + c1, &nb);
         for (int t = 0; t < T; t++) {
             int n = pos0 + t - j0 + 1;
             if (n > nb) n = nb;

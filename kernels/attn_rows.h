@@ -16,8 +16,11 @@
 
 /* Positions [j0, j1) of the sequence: returns a pointer to position j0's
  * row (row stride ldkv as given to the kernel) and sets *n (1 .. j1 - j0)
- * to how many rows follow contiguously. Valid until the next call. */
-typedef const float *(*egm_kv_run_fn)(void *ctx, int j0, int j1, int *n);
+ * to how many rows follow contiguously. The kernel reads columns [c0, c1)
+ * of those rows only (one pass the keys, the other the values), so a
+ * callback that converts rows (a bf16 cache) may convert just those.
+ * Valid until the next call. */
+typedef const float *(*egm_kv_run_fn)(void *ctx, int j0, int j1, int c0, int c1, int *n);
 
 /* Rows this kernel is meant for (the stage uses the GEMM form above it). */
 #define EGM_ATTN_ROWS_MAX_T 4

@@ -271,21 +271,25 @@ static void test_softmax_exp(void **st) {
     egm_attn_small_allow_simd(1);
 }
 
-/* The cache as the stage pages it: blocks of B rows, each run copied
- * into a buffer the next call overwrites (a kernel that kept an old
- * pointer would read garbage). */
+/* The cache as the stage pages it: blocks of B rows, each run's asked-for
+ * columns copied into a buffer the next call overwrites, the rest NaN (a
+ * kernel that kept an old pointer, or read other columns, would read
+ * garbage). */
 typedef struct {
     const float *kv;
     int E, B, calls;
     float *buf;
 } run_ctx;
 
-static const float *kv_run(void *v, int j0, int j1, int *n) {
+static const float *kv_run(void *v, int j0, int j1, int c0, int c1, int *n) {
     run_ctx *c = v;
     c->calls++;
     *n = c->B - j0 % c->B < j1 - j0 ? c->B - j0 % c->B : j1 - j0;
+    assert_true(0 <= c0 && c0 < c1 && c1 <= c->E);
     for (long i = 0; i < (long)c->B * c->E; i++) c->buf[i] = NAN;
-    memcpy(c->buf, c->kv + (long)j0 * c->E, sizeof(float) * *n * c->E);
+    for (int j = 0; j < *n; j++) /* only the columns asked for */
+        memcpy(c->buf + (long)j * c->E + c0, c->kv + (long)(j0 + j) * c->E + c0,
+               sizeof(float) * (c1 - c0));
     return c->buf;
 }
 

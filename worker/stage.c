@@ -400,7 +400,8 @@ typedef struct {
 } mha_job;
 
 /* Where egm_attn_mha_rows reads a sequence's cache: a KV block's rows
- * where they lie (fp32), or converted into the thread's scratch (bf16). */
+ * where they lie (fp32), or the asked-for columns converted into the
+ * thread's scratch, at their offsets in the row (bf16). */
 typedef struct {
     const egm_kv_pool *kv;
     const egm_kv_seq *sq;
@@ -408,13 +409,19 @@ typedef struct {
     egm_seg_scratch *sc;
 } kv_run_ctx;
 
-static const float *kv_run(void *v, int j0, int j1, int *n) {
+static const float *kv_run(void *v, int j0, int j1, int c0, int c1, int *n) {
     kv_run_ctx *x = v;
-    int B = x->kv->block_tokens;
+    int B = x->kv->block_tokens, E = x->kv->elems;
     *n = B - j0 % B < j1 - j0 ? B - j0 % B : j1 - j0;
     if (!x->kv->bf16) return egm_kv_row(x->kv, x->sq, x->li, j0);
-    float *rows = egm_buf_need(&x->sc->seg, (long)*n * x->kv->elems);
-    egm_kv_gather(x->kv, x->sq, x->li, j0, j0 + *n, rows);
+    float *rows = egm_buf_need(&x->sc->seg, (long)*n * E);
+    const uint16_t *src = egm_kv_row(x->kv, x->sq, x->li, j0); /* the run's rows follow */
+    if (2 * (c1 - c0) >= E) { /* a whole key or value half: the run in one sweep, */
+        egm_bf16_to_f32_n(rows, src, (size_t)*n * E); /* measured faster than halves */
+        return rows;
+    }
+    for (int j = 0; j < *n; j++)
+        egm_bf16_to_f32_n(rows + (long)j * E + c0, src + (long)j * E + c0, (size_t)(c1 - c0));
     return rows;
 }
 
