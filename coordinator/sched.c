@@ -704,7 +704,10 @@ int egm_sched_run(const egm_sched_opts *o, const egm_config *c,
             if (stage_ask(&s, e)) goto done;
         }
         if (f_len == 0 && o->feed && !s.have_next && !s.input_done) {
-            /* idle: say so, then sleep until a request comes */
+            /* idle: say so at once (a cancelled request's slot and blocks
+             * are free now), again with the stages' busy time, then sleep
+             * until a request comes */
+            feed_load(&s, &load);
             if (stage_poll(&s, 1, &load, e)) goto done;
             feed_load(&s, &load);
             if (read_ahead(&s, 1, e)) goto done;

@@ -344,12 +344,14 @@ def disconnect(srv):
     while got.count(b"data: ") < 3:
         got += s.recv(4096)
     s.close()  # mid-stream
-    # the scheduler drops it before its next micro-batch: wait for the
-    # counters (a bounded number of /metrics reads, no sleeping)
+    # the scheduler drops it before its next micro-batch, then publishes
+    # the freed slot and blocks: wait for both (a bounded number of
+    # /metrics reads, no sleeping; the counter can move first)
     for _ in range(20000):
         m = srv.metrics()
-        if m['egmla_requests_total{outcome="cancelled"}'] > before[
-                'egmla_requests_total{outcome="cancelled"}']:
+        if (m['egmla_requests_total{outcome="cancelled"}'] > before[
+                'egmla_requests_total{outcome="cancelled"}'] and
+                m["egmla_running_sequences"] == 0 and m["egmla_kv_blocks_used"] == 0):
             break
     check(m['egmla_requests_total{outcome="cancelled"}'] ==
           before['egmla_requests_total{outcome="cancelled"}'] + 1,
