@@ -415,11 +415,11 @@ static const float *kv_run(void *v, int j0, int j1, int c0, int c1, int *n) {
     *n = B - j0 % B < j1 - j0 ? B - j0 % B : j1 - j0;
     if (!x->kv->bf16) return egm_kv_row(x->kv, x->sq, x->li, j0);
     float *rows = egm_buf_need(&x->sc->seg, (long)*n * E);
-    const uint16_t *src = egm_kv_row(x->kv, x->sq, x->li, j0); /* the run's rows follow */
     if (2 * (c1 - c0) >= E) { /* a whole key or value half: the run in one sweep, */
-        egm_bf16_to_f32_n(rows, src, (size_t)*n * E); /* measured faster than halves */
+        egm_kv_gather(x->kv, x->sq, x->li, j0, j0 + *n, rows); /* measured faster than halves */
         return rows;
     }
+    const uint16_t *src = egm_kv_row(x->kv, x->sq, x->li, j0); /* the run's rows follow */
     for (int j = 0; j < *n; j++)
         egm_bf16_to_f32_n(rows + (long)j * E + c0, src + (long)j * E + c0, (size_t)(c1 - c0));
     return rows;
