@@ -27,12 +27,6 @@ static void scores_c(const float *q, const float *K, int ldkv, int n, int dh, fl
     for (int j = 0; j < n; j++) s[j] = scale * dot8(q, K + (long)j * ldkv, dh);
 }
 
-/* o[k] += sum_j p[j] V_j[k], j in order. */
-static void wsum_c(const float *p, const float *V, int ldkv, int n, int dh, float *o) {
-    for (int j = 0; j < n; j++)
-        for (int k = 0; k < dh; k++) o[k] += p[j] * V[(long)j * ldkv + k];
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
@@ -76,42 +70,8 @@ AVX2 static void scores_avx2(const float *q, const float *K, int ldkv, int n, in
     }
 }
 
-/* wsum_c for dh a multiple of 8: o in registers, 64 columns at a time,
- * across the run's positions. */
-AVX2 static void wsum_avx2(const float *p, const float *V, int ldkv, int n, int dh, float *o) {
-    int c = 0;
-    for (; c + 64 <= dh; c += 64) {
-        __m256 o0 = _mm256_loadu_ps(o + c), o1 = _mm256_loadu_ps(o + c + 8);
-        __m256 o2 = _mm256_loadu_ps(o + c + 16), o3 = _mm256_loadu_ps(o + c + 24);
-        __m256 o4 = _mm256_loadu_ps(o + c + 32), o5 = _mm256_loadu_ps(o + c + 40);
-        __m256 o6 = _mm256_loadu_ps(o + c + 48), o7 = _mm256_loadu_ps(o + c + 56);
-        for (int j = 0; j < n; j++) {
-            const float *v = V + (long)j * ldkv + c;
-            __m256 x = _mm256_broadcast_ss(p + j);
-            o0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v), o0);
-            o1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 8), o1);
-            o2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 16), o2);
-            o3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 24), o3);
-            o4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 32), o4);
-            o5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 40), o5);
-            o6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 48), o6);
-            o7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 56), o7);
-        }
-        _mm256_storeu_ps(o + c, o0), _mm256_storeu_ps(o + c + 8, o1);
-        _mm256_storeu_ps(o + c + 16, o2), _mm256_storeu_ps(o + c + 24, o3);
-        _mm256_storeu_ps(o + c + 32, o4), _mm256_storeu_ps(o + c + 40, o5);
-        _mm256_storeu_ps(o + c + 48, o6), _mm256_storeu_ps(o + c + 56, o7);
-    }
-    for (; c < dh; c += 8) {
-        __m256 acc = _mm256_loadu_ps(o + c);
-        for (int j = 0; j < n; j++)
-            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(V + (long)j * ldkv + c), acc);
-        _mm256_storeu_ps(o + c, acc);
-    }
-}
 #else
 #define scores_avx2 scores_c
-#define wsum_avx2 wsum_c
 #endif
 
 /* Two passes over the runs, as egm_attn_mha does over the whole matrix:
@@ -146,9 +106,8 @@ void egm_attn_mha_rows(float *out, int ldo, const float *q, int ldq, int T, int 
             int n = pos0 + t - j0 + 1;
             if (n > nb) n = nb;
             for (int h = h0; n > 0 && h < h1; h++)
-                (simd ? wsum_avx2 : wsum_c)(S + ((long)t * H + h) * P + j0,
-                                            kv + (Hkv + h / group) * dh, ldkv, n, dh,
-                                            out + (long)t * ldo + h * dh);
+                egm_attn_wsum(1, dh, n, S + ((long)t * H + h) * P + j0, n,
+                              kv + (Hkv + h / group) * dh, ldkv, out + (long)t * ldo + h * dh, dh);
         }
     }
 }

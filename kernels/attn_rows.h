@@ -9,8 +9,9 @@
  * read where it lies, a KV block at a time: the keys' half of every row
  * for the scores, then the values' half for the weighted sum, so each byte
  * is read once; one row's products are too small for BLAS anyway. fp32:
- * AVX2 + FMA kernels where the CPU has them (the attn_small.h switch),
- * plain C otherwise; agrees with egm_attn_mha to rounding. */
+ * AVX2 + FMA kernels where the CPU has them (the attn_small.h switch;
+ * the weighted sum is egm_attn_wsum), plain C otherwise; agrees with
+ * egm_attn_mha to rounding. */
 #ifndef EGM_ATTN_ROWS_H
 #define EGM_ATTN_ROWS_H
 

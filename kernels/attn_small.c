@@ -1,7 +1,8 @@
 /* attn_small.c - the weighted sum of a block of latents for a few query
  * rows (see attn_small.h): tiles of 6 rows x 16 columns, 12 ymm
  * accumulators, one broadcast of S[r, j] per row and two loads of z_j per
- * position: the 16 ymm registers of AVX2. (A register-blocked kernel for
+ * position: the 16 ymm registers of AVX2; one row (MHA decode's heads)
+ * has its own kernel. (A register-blocked kernel for
  * the scores was tried, 4 rows x 3 positions: 20 % slower than OpenBLAS's
  * sgemm there, so the scores stay with BLAS.) */
 #include "kernels/attn_small.h"
@@ -115,8 +116,49 @@ AVX2 static void wsum_tile(int rr, int nb, const float *S, int lds, const float 
     _mm256_storeu_ps(O, a0), _mm256_storeu_ps(O + 8, b0);
 }
 
+/* One row (MHA decode, a head at a time, kernels/attn_rows.c), where the
+ * 6-row tile would compute its row six times: O in registers, 64 columns
+ * at a time, across the positions; then 8 at a time, then the last few. */
+AVX2 static void wsum_row(int dh, int n, const float *p, const float *V, int ldkv, float *o) {
+    int c = 0;
+    for (; c + 64 <= dh; c += 64) {
+        __m256 o0 = _mm256_loadu_ps(o + c), o1 = _mm256_loadu_ps(o + c + 8);
+        __m256 o2 = _mm256_loadu_ps(o + c + 16), o3 = _mm256_loadu_ps(o + c + 24);
+        __m256 o4 = _mm256_loadu_ps(o + c + 32), o5 = _mm256_loadu_ps(o + c + 40);
+        __m256 o6 = _mm256_loadu_ps(o + c + 48), o7 = _mm256_loadu_ps(o + c + 56);
+        for (int j = 0; j < n; j++) {
+            const float *v = V + (long)j * ldkv + c;
+            __m256 x = _mm256_broadcast_ss(p + j);
+            o0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v), o0);
+            o1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 8), o1);
+            o2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 16), o2);
+            o3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 24), o3);
+            o4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 32), o4);
+            o5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 40), o5);
+            o6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 48), o6);
+            o7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(v + 56), o7);
+        }
+        _mm256_storeu_ps(o + c, o0), _mm256_storeu_ps(o + c + 8, o1);
+        _mm256_storeu_ps(o + c + 16, o2), _mm256_storeu_ps(o + c + 24, o3);
+        _mm256_storeu_ps(o + c + 32, o4), _mm256_storeu_ps(o + c + 40, o5);
+        _mm256_storeu_ps(o + c + 48, o6), _mm256_storeu_ps(o + c + 56, o7);
+    }
+    for (; c + 8 <= dh; c += 8) {
+        __m256 acc = _mm256_loadu_ps(o + c);
+        for (int j = 0; j < n; j++)
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(V + (long)j * ldkv + c), acc);
+        _mm256_storeu_ps(o + c, acc);
+    }
+    for (int j = 0; c < dh && j < n; j++)
+        for (int k = c; k < dh; k++) o[k] += p[j] * V[(long)j * ldkv + k];
+}
+
 AVX2 static void wsum_avx2(int R, int du, int nb, const float *S, int lds, const float *Z,
                            int ldz, float *O, int ldo) {
+    if (R == 1) {
+        wsum_row(du, nb, S, Z, ldz, O);
+        return;
+    }
     int du16 = du & ~15;
     for (int r0 = 0; r0 < R; r0 += 6) {
         int rr = R - r0 < 6 ? R - r0 : 6;

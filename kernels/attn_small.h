@@ -1,5 +1,6 @@
-/* attn_small.h - latent attention's weighted sum for a few query rows
- * (decode: one row per sequence, all heads stacked, R = H), where
+/* attn_small.h - the weighted sum of attention for a few query rows
+ * (latent decode: one row per sequence, all heads stacked, R = H; MHA
+ * decode: one head's row, R = 1), where
  * OpenBLAS's packed sgemm reaches about 60 % of this kernel's speed
  * (R = 12, 128 positions, d_u = 256; one core); and the softmax's max and
  * exp, which with glibc's scalar expf took about 10 % of a decode step at 2,048

@@ -204,6 +204,7 @@ static void test_small_kernels(void **st) {
         egm_attn_small_allow_simd(simd);
         small_kernels(12, 128, 320, 256); /* the paper configs' decode */
         small_kernels(1, 5, 7, 3);
+        small_kernels(1, 19, 80, 75); /* one row (MHA decode): 64, 8 and 3 columns */
         small_kernels(4, 9, 17, 33);
         small_kernels(7, 130, 24, 16);
         small_kernels(16, 3, 8, 40);
