@@ -29,7 +29,12 @@
  * supports and re-execute once. The same goes for OpenMP's waiting policy:
  * by default idle OpenMP threads spin, which on a busy machine steals the
  * cores the working threads need (4-8x slower), so ask for passive waits.
- * The user's own settings always win. */
+ * OpenBLAS's own threads (pthread build) spin in sched_yield for 2^28
+ * cycles, about 0.1 s, after each threaded call (the ceilings of `bench`,
+ * say) and take that time from the stage's pool, which runs BLAS
+ * single-threaded: OPENBLAS_THREAD_TIMEOUT=20 puts them to sleep after
+ * 2^20 cycles, well under a millisecond. The user's own settings always
+ * win. */
 static void pick_blas_kernels(char **argv) {
     if (getenv("EGMLA_NO_REEXEC")) return;
     const char *core = NULL;
@@ -40,9 +45,11 @@ static void pick_blas_kernels(char **argv) {
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         core = "Haswell";
     int set_core = core && !getenv("OPENBLAS_CORETYPE"), set_wait = !getenv("OMP_WAIT_POLICY");
-    if (!set_core && !set_wait) return;
+    int set_timeout = !getenv("OPENBLAS_THREAD_TIMEOUT");
+    if (!set_core && !set_wait && !set_timeout) return;
     if (set_core) setenv("OPENBLAS_CORETYPE", core, 1);
     if (set_wait) setenv("OMP_WAIT_POLICY", "passive", 1);
+    if (set_timeout) setenv("OPENBLAS_THREAD_TIMEOUT", "20", 1);
     setenv("EGMLA_NO_REEXEC", "1", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the generic kernels */
