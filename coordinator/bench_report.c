@@ -131,6 +131,10 @@ json_t *egm_bench_row_json(const egm_bench_row *r, int ranks) {
         if (r->attn_secs > 0) json_object_set_new(o, "attn_ms", json_real(r->attn_secs * 1e3));
     } else {
         json_object_set_new(o, "ttft_ms", json_real(r->secs * 1e3));
+        if (r->steps > 0) { /* one-rank bench: the median of `prefills` runs */
+            json_object_set_new(o, "prefills", json_integer(r->steps));
+            json_object_set_new(o, "ttft_ms_mean", json_real(r->mean_secs * 1e3));
+        }
         json_object_set_new(o, "chunk_rows", json_integer(r->sgemm_m));
         json_object_set_new(o, "first_token", json_integer(r->first_token));
     }
