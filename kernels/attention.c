@@ -24,10 +24,10 @@ long egm_attn_mha_scratch_bf16(int T, int P, int H, int Hkv, int dh) {
 /* qb, kb: NULL for fp32 scores; else Q and K rounded to bf16, [T, H*dh]
  * and [P, Hkv*dh], for the score products. */
 static void attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
-                     const float *kv, int ldkv, int H, int Hkv, int dh, float scale, float *S,
-                     const uint16_t *qb, const uint16_t *kb) {
+                     const float *kv, int ldkv, int H, int Hkv, int dh, int h0, int h1,
+                     float scale, float *S, const uint16_t *qb, const uint16_t *kb) {
     int P = pos0 + T, group = H / Hkv;
-    for (int h = 0; h < H; h++) {
+    for (int h = h0; h < h1; h++) {
         int g = h / group;
         const float *K = kv + g * dh, *V = kv + (Hkv + g) * dh;
         /* S[T,P] = scale * Q_h[T,dh] K_g[P,dh]^T */
@@ -45,7 +45,13 @@ static void attn_mha(float *out, int ldo, const float *q, int ldq, int T, int po
 void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                   const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
                   float *S) {
-    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, scale, S, NULL, NULL);
+    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, 0, H, scale, S, NULL, NULL);
+}
+
+void egm_attn_mha_heads(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                        const float *kv, int ldkv, int H, int Hkv, int dh, int h0, int h1,
+                        float scale, float *S) {
+    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, h0, h1, scale, S, NULL, NULL);
 }
 
 void egm_attn_mha_bf16(float *out, int ldo, const float *q, int ldq, int T, int pos0,
@@ -55,7 +61,7 @@ void egm_attn_mha_bf16(float *out, int ldo, const float *q, int ldq, int T, int 
     uint16_t *qb = (uint16_t *)(S + (long)T * P), *kb = qb + (long)T * H * dh;
     egm_bf16_round_rows(qb, H * dh, q, ldq, T, H * dh);
     egm_bf16_round_rows(kb, Hkv * dh, kv, ldkv, P, Hkv * dh);
-    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, scale, S, qb, kb);
+    attn_mha(out, ldo, q, ldq, T, pos0, kv, ldkv, H, Hkv, dh, 0, H, scale, S, qb, kb);
 }
 
 void egm_latent_query_head(float *qlat, const float *q, int ldq, int n, const float *kv_b,

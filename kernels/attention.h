@@ -16,6 +16,12 @@ void egm_attn_mha(float *out, int ldo, const float *q, int ldq, int T, int pos0,
                   const float *kv, int ldkv, int H, int Hkv, int dh, float scale,
                   float *scratch);
 long egm_attn_mha_scratch(int T, int P);
+/* Query heads [h0, h1) only, the others' outputs untouched: heads are
+ * independent, so a sequence's heads can go to threads with the same
+ * bits as one call. */
+void egm_attn_mha_heads(float *out, int ldo, const float *q, int ldq, int T, int pos0,
+                        const float *kv, int ldkv, int H, int Hkv, int dh, int h0, int h1,
+                        float scale, float *scratch);
 /* The same with the scores from Q and K rounded to bf16 (kernels/attn_bf16.h,
  * fp32 accumulation; softmax and the sum over V fp32).
  * scratch: egm_attn_mha_scratch_bf16(T, P, H, Hkv, dh) floats. */

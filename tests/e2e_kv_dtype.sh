@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # e2e_kv_dtype.sh - MHA decode reads the KV cache in place (fp32) or
 # converts the columns it reads (bf16), and splits a sequence's heads over
-# tasks when the batch holds fewer than 8 sequences (worker/stage.c): a
-# request generated alone (split heads, the column-wise bf16 conversion)
+# tasks when the batch holds fewer than 8 sequences, at decode and in the
+# prompt (worker/stage.c): a request generated alone (split heads, the
+# column-wise bf16 conversion)
 # and the same request among 9 (whole heads, whole-run conversion) give
 # the same tokens and log-probs, on a grouped-query and a multi-head
 # fixture, with either cache; --batch-invariant keeps the projections out

@@ -349,6 +349,26 @@ static void test_mha_rows(void **st) {
     egm_attn_small_allow_simd(1);
 }
 
+/* MHA prefill with its KV head groups split (as the stage's threads take
+ * them): each range gives the bits of the whole call for its heads and
+ * leaves the other heads' outputs alone. */
+static void test_mha_heads(void **st) {
+    (void)st;
+    const int T = 19, pos0 = 7, P = pos0 + T, H = 6, Hkv = 3, dh = 8, E = 2 * Hkv * dh;
+    float *q = rand_vec((long)T * H * dh, 1), *kv = rand_vec((long)P * E, 2);
+    float *S = malloc(sizeof(float) * egm_attn_mha_scratch(T, P));
+    float *whole = malloc(sizeof(float) * T * H * dh), *split = malloc(sizeof(float) * T * H * dh);
+    egm_attn_mha(whole, H * dh, q, H * dh, T, pos0, kv, E, H, Hkv, dh, 0.3f, S);
+    for (long i = 0; i < (long)T * H * dh; i++) split[i] = NAN;
+    /* KV groups [0, 1), [1, 3): query heads [0, 2), [2, 6) */
+    egm_attn_mha_heads(split, H * dh, q, H * dh, T, pos0, kv, E, H, Hkv, dh, 0, 2, 0.3f, S);
+    for (int t = 0; t < T; t++) /* heads 2.. not written yet */
+        assert_true(isnan(split[(long)t * H * dh + 2 * dh]));
+    egm_attn_mha_heads(split, H * dh, q, H * dh, T, pos0, kv, E, H, Hkv, dh, 2, 6, 0.3f, S);
+    assert_memory_equal(whole, split, sizeof(float) * T * H * dh);
+    free(q), free(kv), free(S), free(whole), free(split);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode),
@@ -358,6 +378,7 @@ int main(void) {
         cmocka_unit_test(test_small_kernels),
         cmocka_unit_test(test_softmax_exp),
         cmocka_unit_test(test_mha_rows),
+        cmocka_unit_test(test_mha_heads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

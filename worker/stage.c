@@ -308,12 +308,13 @@ struct egm_attn_task {
     int seg, t0, t1;    /* rows of the segment */
     int j0, j1;         /* positions */
     int part;           /* -1: the group's first range; else its partial slot */
-    int g0, g1;         /* MHA: its KV head groups (all, or a decode split) */
+    int g0, g1;         /* MHA: its KV head groups (all, or a split) */
 };
 
-/* MHA decode: a batch of fewer sequences than this splits each one's KV
+/* MHA: a batch of fewer sequences than this splits each row group's KV
  * head groups into up to MHA_HEAD_SPLITS tasks, so that one sequence's
- * attention uses every thread (heads are independent: no partial states) */
+ * attention uses every thread, at decode and in a prompt of one 128-row
+ * group (heads are independent: no partial states) */
 #define MHA_SPLIT_BELOW 8
 #define MHA_HEAD_SPLITS 4
 
@@ -349,8 +350,7 @@ static void plan_attention(egm_stage *s, const egm_mbatch *b) {
             /* MHA: one task per group, over all its positions */
             int step = s->c->arch == EGM_LLAMA ? last : POS_PER_TASK, Hkv = s->c->num_kv_heads;
             int splits = 1;
-            if (s->c->arch == EGM_LLAMA && t1 - t0 <= EGM_ATTN_ROWS_MAX_T && !s->attn_bf16 &&
-                s->n_segs < MHA_SPLIT_BELOW)
+            if (s->c->arch == EGM_LLAMA && !s->attn_bf16 && s->n_segs < MHA_SPLIT_BELOW)
                 splits = Hkv < MHA_HEAD_SPLITS ? Hkv : MHA_HEAD_SPLITS;
             for (int i = 0; i < splits; i++)
                 for (int j0 = 0; j0 < last; j0 += step)
@@ -453,8 +453,9 @@ static void mha_task(void *v, int i, int thread) {
         return;
     }
     float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
-    egm_attn_mha(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T, pos0, seg,
-                 E, H, Hkv, dh, j->scale, S);
+    int group = H / Hkv;
+    egm_attn_mha_heads(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
+                       pos0, seg, E, H, Hkv, dh, a->g0 * group, a->g1 * group, j->scale, S);
 }
 
 /* The per-sequence part of MHA: groups of each segment's rows of s->q
