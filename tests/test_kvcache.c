@@ -143,6 +143,16 @@ static void roundtrip(int bf16) {
                     }
                 }
         }
+    /* columns [1, 4) only: the same values as whole rows, at their offsets,
+     * and the other columns untouched (rows cross two block boundaries) */
+    float whole[11 * 5], cols[11 * 5];
+    egm_kv_gather(&p, &s, 1, 2, 10, whole);
+    for (int i = 0; i < 11 * 5; i++) cols[i] = -7.0f;
+    egm_kv_gather_cols(&p, &s, 1, 2, 10, 1, 4, cols);
+    for (int t = 0; t < 8; t++)
+        for (int e = 0; e < E; e++)
+            assert_true(cols[t * E + e] == (e >= 1 && e < 4 ? whole[t * E + e] : -7.0f));
+    assert_true(cols[8 * E] == -7.0f);
     /* the zero-copy pointer sees the same storage */
     const void *r = egm_kv_row(&p, &s, 2, 6);
     if (bf16) assert_true(egm_bf16_to_f32(((const uint16_t *)r)[E + 1]) ==

@@ -166,6 +166,16 @@ int egm_kv_get_id(const egm_kv_pool *p, const egm_kv_seq *s, int pos) {
     return v;
 }
 
+void egm_kv_gather_cols(const egm_kv_pool *p, const egm_kv_seq *s, int layer, int p0, int p1,
+                        int c0, int c1, float *out) {
+    size_t E = (size_t)p->elems, n = (size_t)(c1 - c0), es = elem_size(p->bf16);
+    for (int pos = p0; pos < p1; pos++, out += E) {
+        const uint8_t *src = row_ptr(p, s, layer, pos) + (size_t)c0 * es;
+        if (p->bf16) egm_bf16_to_f32_n(out + c0, (const uint16_t *)(const void *)src, n);
+        else memcpy(out + c0, src, n * sizeof(float));
+    }
+}
+
 void egm_kv_gather_ids(const egm_kv_pool *p, const egm_kv_seq *s, int p0, int p1,
                        int *out) {
     int B = p->block_tokens;

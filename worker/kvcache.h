@@ -64,6 +64,10 @@ void egm_kv_write(egm_kv_pool *p, const egm_kv_seq *s, int layer, int pos,
 /* Copies rows [p0, p1) of one layer into out[(p1-p0) * elems] as fp32. */
 void egm_kv_gather(const egm_kv_pool *p, const egm_kv_seq *s, int layer,
                    int p0, int p1, float *out);
+/* Columns [c0, c1) of those rows only, as fp32, at their offsets in rows
+ * of elems values (the other columns of out untouched). */
+void egm_kv_gather_cols(const egm_kv_pool *p, const egm_kv_seq *s, int layer, int p0, int p1,
+                        int c0, int c1, float *out);
 void egm_kv_set_id(egm_kv_pool *p, const egm_kv_seq *s, int pos, int id);
 int egm_kv_get_id(const egm_kv_pool *p, const egm_kv_seq *s, int pos);
 /* Copies the token ids of positions [p0, p1) into out[p1 - p0]. */

@@ -313,8 +313,9 @@ struct egm_attn_task {
 
 /* MHA: a batch of fewer sequences than this splits each row group's KV
  * head groups into up to MHA_HEAD_SPLITS tasks, so that one sequence's
- * attention uses every thread, at decode and in a prompt of one 128-row
- * group (heads are independent: no partial states) */
+ * attention uses every thread, at decode and in a prompt (a 128-token
+ * prompt is one row group); heads are independent: no partial states,
+ * and each task gathers only its heads' keys and values. */
 #define MHA_SPLIT_BELOW 8
 #define MHA_HEAD_SPLITS 4
 
@@ -419,9 +420,7 @@ static const float *kv_run(void *v, int j0, int j1, int c0, int c1, int *n) {
         egm_kv_gather(x->kv, x->sq, x->li, j0, j0 + *n, rows); /* measured faster than halves */
         return rows;
     }
-    const uint16_t *src = egm_kv_row(x->kv, x->sq, x->li, j0); /* the run's rows follow */
-    for (int j = 0; j < *n; j++)
-        egm_bf16_to_f32_n(rows + (long)j * E + c0, src + (long)j * E + c0, (size_t)(c1 - c0));
+    egm_kv_gather_cols(x->kv, x->sq, x->li, j0, j0 + *n, c0, c1, rows);
     return rows;
 }
 
@@ -445,7 +444,13 @@ static void mha_task(void *v, int i, int thread) {
         return;
     }
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
-    egm_kv_gather(&s->kv, &s->seqs[j->b->slot[r]], j->li, 0, P, seg);
+    const egm_kv_seq *sq = &s->seqs[j->b->slot[r]];
+    if (a->g0 == 0 && a->g1 == Hkv)
+        egm_kv_gather(&s->kv, sq, j->li, 0, P, seg);
+    else /* a split: only its heads' keys and values */
+        for (int half = 0; half < 2; half++)
+            egm_kv_gather_cols(&s->kv, sq, j->li, 0, P, (half * Hkv + a->g0) * dh,
+                               (half * Hkv + a->g1) * dh, seg);
     if (s->attn_bf16) {
         float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch_bf16(T, P, H, Hkv, dh));
         egm_attn_mha_bf16(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
