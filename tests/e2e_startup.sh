@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Startup checks across ranks: a rank running another build, or seeing
 # another model at the same path, stops every rank with one message naming
-# the rank, its host and the reason (issue 3, item 7). Uses an MPMD mpirun
-# line so that one rank runs a different binary, or sees a different file
-# through a private bind mount (unshare -m).
+# the rank, its host and the reason. Uses an MPMD mpirun line so that one
+# rank runs a different binary, or sees a different file through a private
+# bind mount (unshare -m). And the environment the binary re-executes
+# itself with (coordinator/main.c), where the user's own settings win.
 set -u
 BIN=${BIN:-bin/egmla}
 BUILD=${BUILD:-build}
@@ -52,6 +53,30 @@ EOS
 else
   echo "SKIP: unshare -m not permitted (other-model case)"
 fi
+# --- the re-executed process's environment: the input is a FIFO, so the
+# process is still alive (and past its re-exec, which comes before it opens
+# its input) once our end of the FIFO opens
+environ_of() {  # environ_of VAR [VALUE]: VAR=VALUE given to egmla, or unset
+  mkfifo $T/fifo
+  if [ $# -gt 1 ]; then env "$1=$2" "$BIN" generate --model "$M" --input $T/fifo --out $T/env.jsonl \
+       --max-new-tokens 1 2>/dev/null & else
+    env -u "$1" "$BIN" generate --model "$M" --input $T/fifo --out $T/env.jsonl \
+       --max-new-tokens 1 2>/dev/null & fi
+  local pid=$!
+  # bounded: if egmla died before opening its input, the open never returns
+  timeout 60 bash -c 'exec 3>"$1"; tr "\0" "\n" < /proc/$2/environ > "$1.env"
+                      printf "{\"id\":1,\"tokens\":[1,2]}\n" >&3' sh $T/fifo $pid
+  grep "^$1=" $T/fifo.env || true
+  wait $pid
+  rm -f $T/fifo $T/fifo.env
+}
+got=$(environ_of OPENBLAS_THREAD_TIMEOUT)
+[ "$got" = "OPENBLAS_THREAD_TIMEOUT=20" ] && ok "OpenBLAS's idle threads sleep within 2^20 cycles ($got)" \
+  || bad "re-executed without OPENBLAS_THREAD_TIMEOUT=20: '$got'"
+got=$(environ_of OPENBLAS_THREAD_TIMEOUT 7)
+[ "$got" = "OPENBLAS_THREAD_TIMEOUT=7" ] && ok "the user's OPENBLAS_THREAD_TIMEOUT wins ($got)" \
+  || bad "the user's OPENBLAS_THREAD_TIMEOUT=7 was replaced: '$got'"
+
 check_leftovers=$(pgrep -f "$T/" | wc -l)
 [ "$check_leftovers" -eq 0 ] && ok "no rank left running" || bad "ranks left running"
 echo "e2e_startup: $fails failed"
