@@ -434,17 +434,16 @@ static void mha_task(void *v, int i, int thread) {
     int H = c->num_heads, Hkv = c->num_kv_heads, dh = c->head_dim, E = 2 * Hkv * dh;
     egm_seg_scratch *sc = &s->scr[thread];
     int r = s->seg_start[a->seg] + a->t0, T = a->t1 - a->t0, pos0 = j->b->pos[r], P = pos0 + T;
+    int h0 = a->g0 * (H / Hkv), h1 = a->g1 * (H / Hkv); /* the task's query heads */
+    const egm_kv_seq *sq = &s->seqs[j->b->slot[r]];
     if (T <= EGM_ATTN_ROWS_MAX_T && !s->attn_bf16) { /* decode: the cache read in place */
-        kv_run_ctx rc = {&s->kv, &s->seqs[j->b->slot[r]], j->li, sc};
+        kv_run_ctx rc = {&s->kv, sq, j->li, sc};
         float *S = egm_buf_need(&sc->att, egm_attn_rows_scratch(T, H, P));
-        int group = H / Hkv;
         egm_attn_mha_rows(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
-                          pos0, kv_run, &rc, E, H, Hkv, dh, a->g0 * group, a->g1 * group,
-                          j->scale, S);
+                          pos0, kv_run, &rc, E, H, Hkv, dh, h0, h1, j->scale, S);
         return;
     }
     float *seg = egm_buf_need(&sc->seg, (long)P * E);
-    const egm_kv_seq *sq = &s->seqs[j->b->slot[r]];
     if (a->g0 == 0 && a->g1 == Hkv)
         egm_kv_gather(&s->kv, sq, j->li, 0, P, seg);
     else /* a split: only its heads' keys and values */
@@ -458,9 +457,8 @@ static void mha_task(void *v, int i, int thread) {
         return;
     }
     float *S = egm_buf_need(&sc->att, egm_attn_mha_scratch(T, P));
-    int group = H / Hkv;
     egm_attn_mha_heads(j->out + (long)r * H * dh, H * dh, j->q + (long)r * H * dh, H * dh, T,
-                       pos0, seg, E, H, Hkv, dh, a->g0 * group, a->g1 * group, j->scale, S);
+                       pos0, seg, E, H, Hkv, dh, h0, h1, j->scale, S);
 }
 
 /* The per-sequence part of MHA: groups of each segment's rows of s->q
